@@ -1,0 +1,174 @@
+"""The ``hfdav`` command: ``serve`` and the maintenance commands. Thin: parses, then calls down."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+
+from gateway import __version__
+from gateway.config import ConfigError, load_settings, parse_size
+
+log = logging.getLogger("hfdav")
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hfdav", description="WebDAV gateway over chunked storage.")
+    p.add_argument("--version", action="version", version=f"hfdav {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the WebDAV server")
+    serve.add_argument("--host", help="listen address (HFDAV_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (HFDAV_PORT, default 8000)")
+    serve.add_argument("--data-dir", help="data directory (HFDAV_DATA_DIR, default ./data)")
+    serve.add_argument("--database-url", help="SQLAlchemy URL (HFDAV_DATABASE_URL)")
+    serve.add_argument("--chunk-size", type=_size, help="chunk size, e.g. 50MiB (HFDAV_CHUNK_SIZE)")
+    serve.add_argument("--prefix", help="URL prefix of the share (HFDAV_PREFIX, default /)")
+    serve.add_argument("--threads", type=int, help="request threads (HFDAV_THREADS, default 32)")
+    serve.add_argument(
+        "--server", choices=("cheroot", "gunicorn"), default="cheroot", help="HTTP server (default cheroot)"
+    )
+
+    check = sub.add_parser("check-config", help="validate the settings and exit")
+    check.add_argument("--data-dir")
+
+    gc = sub.add_parser("gc", help="delete objects no file refers to any more")
+    gc.add_argument("--data-dir")
+    gc.add_argument("--grace", type=float, default=None, help="seconds an orphan is kept (default 6 h)")
+
+    stats = sub.add_parser("stats", help="print counts and sizes")
+    stats.add_argument("--data-dir")
+    return p
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    keys = ("host", "port", "data_dir", "database_url", "chunk_size", "prefix", "threads")
+    return {k: getattr(args, k, None) for k in keys}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(overrides=_overrides(args))
+    except ConfigError as exc:
+        print(f"hfdav: {exc}", file=sys.stderr)
+        return 2
+
+    from gateway.logs import setup_logging
+
+    setup_logging(settings.log_level)
+    if args.command == "check-config":
+        print(f"settings OK: data dir {settings.data_dir}, prefix {settings.prefix}")
+        return 0
+    if args.command == "serve":
+        return _serve(settings, args.server)
+    if args.command == "gc":
+        return _gc(settings, args.grace)
+    if args.command == "stats":
+        return _stats(settings)
+    return 2
+
+
+def _announce_password(settings, generated: bool) -> None:
+    if generated:
+        print(
+            f"hfdav: no SYS_TOKEN set; generated a password for user 'admin': {settings.admin_password}\n"
+            f"hfdav: it is kept in {settings.data_dir / 'admin-password'} (shown only this once)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _serve(settings, server: str) -> int:
+    from gateway.app import build_gateway, ensure_admin_password
+
+    settings, generated = ensure_admin_password(settings)
+    _announce_password(settings, generated)
+    url = f"http://{settings.host}:{settings.port}{settings.prefix.rstrip('/')}/"
+    if server == "gunicorn":
+        env = dict(os.environ)
+        env.update(
+            HFDAV_DATA_DIR=str(settings.data_dir),
+            HFDAV_DATABASE_URL=settings.database_url,
+            HFDAV_CHUNK_SIZE=str(settings.chunk_size),
+            HFDAV_PREFIX=settings.prefix,
+            SYS_TOKEN=settings.admin_password or "",
+        )
+        argv = [
+            sys.executable, "-m", "gunicorn",
+            "--worker-class", "gthread", "--workers", "1", "--threads", str(settings.threads),
+            "--bind", f"{settings.host}:{settings.port}", "--timeout", "3600", "--graceful-timeout", "60",
+            "--no-control-socket",
+            "gateway.wsgi:create_app()",
+        ]  # fmt: skip
+        print(f"hfdav serving {url} (gunicorn)", file=sys.stderr, flush=True)
+        os.execve(sys.executable, argv, env)
+
+    from cheroot import wsgi
+
+    gateway = build_gateway(settings)
+    httpd = wsgi.Server(
+        (settings.host, settings.port),
+        gateway.wsgi_app,
+        numthreads=settings.threads,
+        server_name="hfdav",
+        timeout=300,
+    )
+    stop = threading.Event()
+
+    def _stop(signum, _frame):
+        log.info("signal %d: stopping", signum)
+        stop.set()
+        threading.Thread(target=httpd.stop, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    httpd.prepare()
+    host, port = httpd.bind_addr[:2]
+    print(f"hfdav serving http://{host}:{port}{settings.prefix.rstrip('/')}/ (cheroot)", file=sys.stderr, flush=True)
+    try:
+        httpd.serve()
+    finally:
+        gateway.close()
+    return 0
+
+
+def _gc(settings, grace) -> int:
+    from gateway.app import build_gateway
+
+    gateway = build_gateway(settings)
+    try:
+        kwargs = {} if grace is None else {"grace_s": grace}
+        n = gateway.files.collect_garbage(**kwargs)
+        print(f"deleted {n} unreferenced objects")
+    finally:
+        gateway.close()
+    return 0
+
+
+def _stats(settings) -> int:
+    from gateway.app import build_gateway
+
+    gateway = build_gateway(settings)
+    try:
+        repo = gateway.repo
+        print(f"nodes: {repo.count_nodes()}")
+        print(f"bytes in files: {repo.used_bytes()}")
+        print(f"bytes in objects: {repo.stored_bytes()}")
+    finally:
+        gateway.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""Settings: built once from the environment (and command-line overrides), frozen, validated.
+
+Nothing here runs at import time; :func:`load_settings` is called by the entry points and the
+result is passed down. :func:`load_settings` reports every problem at once in a
+:class:`~gateway.errors.ConfigError`.
+
+Environment variables (command-line flags of ``hfdav serve`` override them):
+
+==========================  ==========================================================
+``SYS_TOKEN``               password of user ``admin`` (read-write). Unset: generated once,
+                            kept in ``<data dir>/admin-password`` and printed once.
+``HFDAV_USERS``             more users: ``name:password[:rw|ro]`` separated by ``,`` or
+                            newlines (default right ``rw``). Passwords may contain ``:``
+                            only if the right is given explicitly.
+``HFDAV_ANONYMOUS``         ``none`` (default), ``ro`` or ``rw``: access without a password.
+``HFDAV_HOST``              listen address (default ``127.0.0.1``)
+``HFDAV_PORT``              listen port (default ``8000``)
+``HFDAV_PREFIX``            URL prefix of the WebDAV share (default ``/``; ``/dav`` behind nginx)
+``HFDAV_DATA_DIR``          data directory (default ``./data``)
+``HFDAV_DATABASE_URL``      SQLAlchemy URL (default SQLite file ``<data dir>/meta.sqlite3``)
+``HFDAV_CHUNK_SIZE``        chunk size (default ``50MiB``; ``1MiB`` … ``1GiB``)
+``HFDAV_THREADS``           request threads (default 32)
+``HFDAV_LOG_LEVEL``         ``DEBUG`` … ``ERROR`` (default ``INFO``)
+``HF_TOKEN``                Hugging Face token (Hub backend)
+``HF_DATASET_REPO``         ``namespace/name`` of the dataset repo (Hub backend)
+``HF_ENDPOINT``             Hub URL (default ``https://huggingface.co``), read by huggingface_hub
+``HFDAV_DURABILITY``        ``async`` (default) or ``sync`` (Hub backend)
+``HFDAV_CACHE_SIZE``        on-disk chunk cache (default ``10GiB``)
+``HFDAV_STAGING_LIMIT``     staged-but-not-uploaded bytes before PUTs wait (default ``2GiB``)
+``WEBDAV_URL``              metadata backup target (WebDAV folder URL)
+``WEBDAV_USERNAME``         its user
+``WEBDAV_PASSWORD``         its password
+``SYNC_INTERVAL``           seconds between metadata backups (default 3600)
+==========================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import ConfigError
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+TiB = 1024 * GiB
+
+#: Default chunk size. 50 MiB keeps a 1 TB file under 20k objects (Hub: ≤ 10k files per
+#: folder is handled by sharding) and each chunk well under the Hub's 5 GB single-PUT limit.
+DEFAULT_CHUNK_SIZE = 50 * MiB
+MIN_CHUNK_SIZE = 1 * MiB
+MAX_CHUNK_SIZE = 1 * GiB
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+_USER_NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+_REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def parse_size(text: str) -> int:
+    """``"50MiB"``, ``"50M"``, ``"52428800"`` → bytes (K/M/G/T are binary multiples)."""
+    m = _SIZE_RE.match(text)
+    if not m:
+        raise ValueError(f"not a size: {text!r} (examples: 52428800, 50MiB, 2G)")
+    number, unit = float(m.group(1)), m.group(2).lower()
+    factor = {"": 1, "k": KiB, "m": MiB, "g": GiB, "t": TiB}[unit]
+    return int(number * factor)
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    password: str = field(repr=False)
+    can_write: bool = True
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the gateway needs to know, validated. Build with :func:`load_settings`."""
+
+    data_dir: Path
+    database_url: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    prefix: str = "/"
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    threads: int = 32
+    log_level: str = "INFO"
+    admin_password: str | None = field(default=None, repr=False)
+    users: tuple[User, ...] = ()
+    anonymous: str = "none"
+    hf_token: str | None = field(default=None, repr=False)
+    hf_dataset_repo: str | None = None
+    hf_endpoint: str | None = None
+    durability: str = "async"
+    cache_size: int = 10 * GiB
+    staging_limit: int = 2 * GiB
+    webdav_url: str | None = None
+    webdav_username: str | None = None
+    webdav_password: str | None = field(default=None, repr=False)
+    sync_interval: int = 3600
+
+    @property
+    def hub_enabled(self) -> bool:
+        return bool(self.hf_dataset_repo)
+
+    def with_admin_password(self, password: str) -> Settings:
+        return replace(self, admin_password=password)
+
+
+def _parse_users(text: str, problems: list[str]) -> tuple[User, ...]:
+    users: list[User] = []
+    seen: set[str] = set()
+    for raw in re.split(r"[,\n]", text):
+        entry = raw.strip()
+        if not entry:
+            continue
+        parts = entry.split(":")
+        right = "rw"
+        if len(parts) >= 3 and parts[-1] in ("rw", "ro"):
+            right = parts[-1]
+            parts = parts[:-1]
+        name, password = parts[0], ":".join(parts[1:])
+        if len(parts) < 2 or not password:
+            problems.append(f"HFDAV_USERS: entry for {name!r} has no password (use name:password[:rw|ro])")
+            continue
+        if not _USER_NAME_RE.match(name):
+            problems.append(f"HFDAV_USERS: bad user name {name!r} (letters, digits, _ . @ -)")
+            continue
+        if name in seen or name == "admin":
+            problems.append(f"HFDAV_USERS: user {name!r} is defined twice (admin is SYS_TOKEN's)")
+            continue
+        seen.add(name)
+        users.append(User(name, password, right == "rw"))
+    return tuple(users)
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """Build and validate :class:`Settings`; raise :class:`ConfigError` listing every problem.
+
+    ``overrides`` maps field names to values already parsed by the command line (``None``
+    values are ignored).
+    """
+    env = dict(os.environ if environ is None else environ)
+    over = {k: v for k, v in (overrides or {}).items() if v is not None}
+    problems: list[str] = []
+
+    def text(name: str, default: str | None = None) -> str | None:
+        value = env.get(name)
+        return value.strip() if value is not None and value.strip() != "" else default
+
+    def integer(name: str, default: int, lo: int, hi: int) -> int:
+        raw = text(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            problems.append(f"{name}={raw!r}: not an integer")
+            return default
+        if not lo <= value <= hi:
+            problems.append(f"{name}={value}: must be between {lo} and {hi}")
+        return value
+
+    def size(name: str, default: int, lo: int, hi: int) -> int:
+        raw = text(name)
+        if raw is None:
+            return default
+        try:
+            value = parse_size(raw)
+        except ValueError as exc:
+            problems.append(f"{name}: {exc}")
+            return default
+        if not lo <= value <= hi:
+            problems.append(f"{name}={raw}: must be between {lo} and {hi} bytes")
+        return value
+
+    def choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+        raw = (text(name) or default).lower()
+        if raw not in allowed:
+            problems.append(f"{name}={raw!r}: must be one of {', '.join(allowed)}")
+            return default
+        return raw
+
+    data_dir = Path(over.get("data_dir") or text("HFDAV_DATA_DIR", "./data")).expanduser().resolve()
+    database_url = over.get("database_url") or text("HFDAV_DATABASE_URL") or (
+        f"sqlite:///{data_dir / 'meta.sqlite3'}"
+    )
+    if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", database_url):
+        problems.append(f"HFDAV_DATABASE_URL: only sqlite:/// and postgresql:// URLs are supported, got {database_url.split(':')[0]}:…")
+
+    prefix = over.get("prefix") or text("HFDAV_PREFIX", "/")
+    if not prefix.startswith("/") or "//" in prefix or any(c in prefix for c in "?#% "):
+        problems.append(f"HFDAV_PREFIX={prefix!r}: must be a plain path such as / or /dav")
+    prefix = "/" + prefix.strip("/") if prefix.strip("/") else "/"
+
+    log_level = (text("HFDAV_LOG_LEVEL", "INFO") or "INFO").upper()
+    if log_level not in _LOG_LEVELS:
+        problems.append(f"HFDAV_LOG_LEVEL={log_level!r}: must be one of {', '.join(_LOG_LEVELS)}")
+        log_level = "INFO"
+
+    repo = text("HF_DATASET_REPO")
+    token = text("HF_TOKEN")
+    if repo and not _REPO_RE.match(repo):
+        problems.append(f"HF_DATASET_REPO={repo!r}: must look like namespace/name")
+    if repo and not token:
+        problems.append("HF_DATASET_REPO is set but HF_TOKEN is not: the Hub backend needs a write token")
+
+    webdav_url = text("WEBDAV_URL")
+    if webdav_url and not re.match(r"^https?://", webdav_url):
+        problems.append(f"WEBDAV_URL={webdav_url!r}: must start with http:// or https://")
+
+    host = over.get("host") or text("HFDAV_HOST", "127.0.0.1")
+    port = over["port"] if "port" in over else integer("HFDAV_PORT", 8000, 0, 65535)
+    if not 0 <= int(port) <= 65535:
+        problems.append(f"--port {port}: must be between 0 and 65535")
+    chunk_size = over["chunk_size"] if "chunk_size" in over else size(
+        "HFDAV_CHUNK_SIZE", DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE, MAX_CHUNK_SIZE
+    )
+
+    settings = Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        host=host,
+        port=int(port),
+        prefix=prefix,
+        chunk_size=chunk_size,
+        threads=over.get("threads") or integer("HFDAV_THREADS", 32, 1, 512),
+        log_level=log_level,
+        admin_password=over.get("admin_password") or text("SYS_TOKEN"),
+        users=_parse_users(env.get("HFDAV_USERS", ""), problems),
+        anonymous=choice("HFDAV_ANONYMOUS", "none", ("none", "ro", "rw")),
+        hf_token=token,
+        hf_dataset_repo=repo,
+        hf_endpoint=text("HF_ENDPOINT"),
+        durability=choice("HFDAV_DURABILITY", "async", ("async", "sync")),
+        cache_size=size("HFDAV_CACHE_SIZE", 10 * GiB, 0, 1 << 50),
+        staging_limit=size("HFDAV_STAGING_LIMIT", 2 * GiB, 2 * MiB, 1 << 50),
+        webdav_url=webdav_url,
+        webdav_username=text("WEBDAV_USERNAME"),
+        webdav_password=text("WEBDAV_PASSWORD"),
+        sync_interval=integer("SYNC_INTERVAL", 3600, 10, 7 * 24 * 3600),
+    )
+    if settings.staging_limit < 2 * settings.chunk_size:
+        problems.append("HFDAV_STAGING_LIMIT must hold at least two chunks (2 × HFDAV_CHUNK_SIZE)")
+    if problems:
+        raise ConfigError(problems)
+    return settings

@@ -1,0 +1,4 @@
+"""WsgiDAV adapter: provider, resources, dead-property and lock storage, auth. No SQL, no Hub.
+
+Only this package imports wsgidav.
+"""

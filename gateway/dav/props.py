@@ -1,0 +1,103 @@
+"""Dead properties in the metadata database, keyed by node id.
+
+WsgiDAV addresses properties by reference URL; this manager resolves the URL to a node, so
+a MOVE carries the properties with the node at no cost and a DELETE removes them with it.
+Properties of a folder's children are loaded in one query per PROPFIND (see
+:meth:`preload_children`).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote
+
+from gateway.meta.repo import MetadataRepository
+from gateway.paths import normalize
+
+_CACHE_KEY = "hfdav.props"
+
+
+class DbPropertyManager:
+    def __init__(self, repo: MetadataRepository, share_path_getter):
+        self._repo = repo
+        self._share = share_path_getter
+
+    # WsgiDAV checks for this attribute name when installing a property manager
+    def copy_properties(self, src_url, dest_url, environ=None):
+        src, dst = self._node_id(src_url, environ), self._node_id(dest_url, environ)
+        if src is None or dst is None:
+            return
+        for name, value in self._repo.get_properties(src).items():
+            self._repo.set_property(dst, name, value)
+        self._forget(environ)
+
+    def move_properties(self, src_url, dest_url, with_children, environ=None):
+        """Nothing to do: properties belong to the node, which the move kept."""
+
+    # -- reads --------------------------------------------------------------------------------
+    def preload_children(self, folder_id: int, folder_path: str, environ) -> None:
+        cache = environ.setdefault(_CACHE_KEY, {})
+        if ("children", folder_id) in cache:
+            return
+        cache[("children", folder_id)] = True
+        by_id = self._repo.get_properties_of_children(folder_id)
+        nodes = environ.get("hfdav.nodes", {})
+        prefix = folder_path + "/"
+        for path, node in nodes.items():
+            if node is not None and path.startswith(prefix) and "/" not in path[len(prefix) :]:
+                cache[node.id] = by_id.get(node.id, {})
+
+    def _props(self, norm_url, environ) -> dict[str, str]:
+        node_id = self._node_id(norm_url, environ)
+        if node_id is None:
+            return {}
+        cache = environ.setdefault(_CACHE_KEY, {}) if environ is not None else {}
+        if node_id not in cache:
+            cache[node_id] = self._repo.get_properties(node_id)
+        return cache[node_id]
+
+    def get_properties(self, norm_url, environ=None):
+        return list(self._props(norm_url, environ))
+
+    def get_property(self, norm_url, name, environ=None):
+        return self._props(norm_url, environ).get(name)
+
+    # -- writes -------------------------------------------------------------------------------
+    def write_property(self, norm_url, name, property_value, dry_run=False, environ=None):
+        node_id = self._node_id(norm_url, environ)
+        if node_id is None or dry_run:
+            return
+        if isinstance(property_value, bytes):
+            property_value = property_value.decode("utf-8")
+        self._repo.set_property(node_id, name, property_value)
+        self._forget(environ)
+
+    def remove_property(self, norm_url, name, dry_run=False, environ=None):
+        node_id = self._node_id(norm_url, environ)
+        if node_id is None or dry_run:
+            return
+        self._repo.remove_property(node_id, name)
+        self._forget(environ)
+
+    def remove_properties(self, norm_url, environ=None):
+        node_id = self._node_id(norm_url, environ)
+        if node_id is not None:
+            self._repo.remove_all_properties(node_id)
+        self._forget(environ)
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _node_id(self, norm_url, environ) -> int | None:
+        share = self._share() or ""
+        path = unquote(norm_url)
+        if share and share != "/" and path.startswith(share):
+            path = path[len(share) :]
+        path = normalize(path)
+        cached = (environ or {}).get("hfdav.nodes", {}).get(path)
+        if cached is not None:
+            return cached.id
+        node = self._repo.get(path)
+        return node.id if node else None
+
+    @staticmethod
+    def _forget(environ) -> None:
+        if environ is not None:
+            environ.pop(_CACHE_KEY, None)

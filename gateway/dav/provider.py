@@ -1,0 +1,87 @@
+"""The DAV provider: maps share paths to resources, and guards every request before WsgiDAV
+handles it (framing, quota, write permission)."""
+
+from __future__ import annotations
+
+import logging
+
+from wsgidav.dav_error import HTTP_FORBIDDEN, DAVError
+from wsgidav.dav_provider import DAVProvider
+
+from gateway.dav.auth import ROLE_WRITE, WRITE_METHODS
+from gateway.dav.errors import HTTP_INSUFFICIENT_STORAGE, HTTP_LENGTH_REQUIRED, to_dav_error
+from gateway.dav.resources import NODES_KEY, FileResource, FolderResource, expected_length
+from gateway.errors import HfdavError, InvalidPath
+from gateway.files import FileService
+from gateway.meta.repo import Node
+from gateway.paths import normalize
+
+log = logging.getLogger(__name__)
+
+
+class HfdavProvider(DAVProvider):
+    def __init__(self, files: FileService, *, upload_progress=None, read_only: bool = False):
+        super().__init__()
+        self.files = files
+        self.upload_progress = upload_progress
+        self._read_only = read_only
+
+    def is_readonly(self):
+        return self._read_only
+
+    def resource_for(self, path: str, node: Node, environ: dict):
+        if node.is_dir:
+            return FolderResource(path, environ, node)
+        return FileResource(path, environ, node)
+
+    def get_resource_inst(self, path: str, environ: dict):
+        try:
+            key = normalize(path)
+        except InvalidPath as exc:
+            raise to_dav_error(exc) from exc
+        cache = environ.setdefault(NODES_KEY, {})
+        if key in cache:
+            node = cache[key]
+        else:
+            try:
+                node = self.files.repo.get(key)
+            except HfdavError as exc:
+                raise to_dav_error(exc) from exc
+            cache[key] = node
+        if node is None:
+            return None
+        return self.resource_for(path, node, environ)
+
+    def custom_request_handler(self, environ, start_response, default_handler):
+        """Runs around every request (a generator, like WsgiDAV's handlers)."""
+        method = environ.get("REQUEST_METHOD")
+        locks = getattr(self.lock_manager, "storage", None)
+        if hasattr(locks, "begin_request"):
+            locks.begin_request()
+        try:
+            if method in WRITE_METHODS:
+                roles = environ.get("wsgidav.auth.roles") or ()
+                if self._read_only or ROLE_WRITE not in roles:
+                    raise DAVError(HTTP_FORBIDDEN, context_info="read-only access")
+            if method == "PUT":
+                self._check_put(environ)
+            yield from default_handler(environ, start_response)
+        finally:
+            if hasattr(locks, "end_request"):
+                locks.end_request()
+
+    def _check_put(self, environ) -> None:
+        """Refuse what cannot be right before reading a byte (DESIGN §3.1)."""
+        length = expected_length(environ)
+        chunked = "chunked" in (environ.get("HTTP_TRANSFER_ENCODING") or "").lower()
+        if length is None and not chunked:
+            raise DAVError(HTTP_LENGTH_REQUIRED, context_info="PUT needs Content-Length or chunked encoding")
+        if length is not None and self.files.quota is not None:
+            try:
+                path = normalize(environ.get("PATH_INFO", ""))
+                existing = self.files.repo.get(path)
+                self.files.check_quota(length, existing.size if existing and not existing.is_dir else 0)
+            except HfdavError as exc:
+                err = to_dav_error(exc)
+                if err.value == HTTP_INSUFFICIENT_STORAGE:
+                    raise err from exc

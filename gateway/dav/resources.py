@@ -1,0 +1,258 @@
+"""DAV resources: thin views of :class:`gateway.meta.repo.Node` that call the file service.
+
+WsgiDAV creates resource objects many times per request (WEBDAV_NOTES §1.1); they hold a
+node already loaded, so getters never query the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from email.utils import parsedate_to_datetime
+
+from wsgidav import util
+from wsgidav.dav_error import HTTP_FORBIDDEN, DAVError
+from wsgidav.dav_provider import DAVCollection, DAVNonCollection
+
+from gateway.dav.errors import to_dav_error, translated
+from gateway.errors import HfdavError
+from gateway.files import FileService, WriteSession
+from gateway.meta.repo import EMPTY_ETAG, Node
+from gateway.paths import normalize
+
+log = logging.getLogger(__name__)
+
+#: environ keys used as per-request caches
+NODES_KEY = "hfdav.nodes"
+USED_KEY = "hfdav.used_bytes"
+
+
+def forget_cached(environ: dict) -> None:
+    """Drop the per-request caches after a change to the tree."""
+    environ.pop(NODES_KEY, None)
+    environ.pop(USED_KEY, None)
+
+
+def expected_length(environ: dict) -> int | None:
+    """The body length a PUT announces: Content-Length, or Finder's X-Expected-Entity-Length."""
+    for key in ("CONTENT_LENGTH", "HTTP_X_EXPECTED_ENTITY_LENGTH"):
+        raw = environ.get(key)
+        if raw not in (None, ""):
+            try:
+                return int(raw)
+            except ValueError:
+                raise DAVError(400, context_info=f"bad {key}") from None
+    return None
+
+
+def parse_timestamp(value) -> float:
+    """An RFC 1123 date or a number of seconds (WsgiDAV passes either to set_last_modified)."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        return float(value)
+    except ValueError:
+        return parsedate_to_datetime(value).timestamp()
+
+
+class _Common:
+    node: Node
+
+    @property
+    def files(self) -> FileService:
+        return self.provider.files
+
+    def get_creation_date(self):
+        return self.node.created_at
+
+    def get_last_modified(self):
+        return self.node.modified_at
+
+    def get_display_name(self):
+        return self.name
+
+    def _changed(self):
+        forget_cached(self.environ)
+
+    @translated
+    def set_last_modified(self, dest_path, time_stamp, *, dry_run):
+        if not dry_run:
+            self.files.set_mtime(dest_path, parse_timestamp(time_stamp))
+            self._changed()
+        return True
+
+    def support_recursive_move(self, dest_path):
+        return True
+
+    @translated
+    def move_recursive(self, dest_path):
+        """MOVE: one metadata update, whatever the size of the tree (dead properties follow the node)."""
+        self.files.move(self.path, dest_path)
+        self._changed()
+
+
+class FolderResource(_Common, DAVCollection):
+    def __init__(self, path: str, environ: dict, node: Node):
+        super().__init__(path, environ)
+        self.node = node
+
+    def get_member_names(self):
+        return [n.name for n in self._children()]
+
+    def get_member_list(self):
+        return [self.provider.resource_for(util.join_uri(self.path, n.name), n, self.environ) for n in self._children()]
+
+    def get_member(self, name):
+        return self.provider.get_resource_inst(util.join_uri(self.path, name), self.environ)
+
+    @translated
+    def _children(self) -> list[Node]:
+        kids = self.files.list(self.node)
+        cache = self.environ.setdefault(NODES_KEY, {})
+        base = self.node.path
+        for n in kids:
+            cache[f"{base}/{n.name}"] = n
+        props = self.provider.prop_manager
+        if props is not None and self.environ.get("REQUEST_METHOD") == "PROPFIND":
+            props.preload_children(self.node.id, base, self.environ)
+        return kids
+
+    def get_used_bytes(self):
+        if USED_KEY not in self.environ:
+            self.environ[USED_KEY] = self.files.used_bytes()
+        return self.environ[USED_KEY]
+
+    def get_available_bytes(self):
+        avail = self.files.quota
+        if avail is None:
+            return None
+        return max(0, avail - self.get_used_bytes())
+
+    def create_empty_resource(self, name):
+        path = util.join_uri(self.path, name)
+        if self.environ.get("REQUEST_METHOD") == "PUT":
+            # Nothing is stored before the body has arrived: no 0-byte placeholder is ever
+            # visible, and a failed upload leaves no trace (WEBDAV_NOTES §5.3).
+            return PendingFileResource(path, self.environ)
+        try:
+            node = self.files.create_empty(normalize(path))
+        except HfdavError as exc:
+            raise to_dav_error(exc) from exc
+        self._changed()
+        return FileResource(path, self.environ, node)
+
+    @translated
+    def create_collection(self, name):
+        self.files.mkdir(util.join_uri(self.path, name))
+        self._changed()
+
+    def support_recursive_delete(self):
+        return True
+
+    @translated
+    def delete(self):
+        self.files.delete(self.path)
+        self.remove_all_locks(recursive=True)
+        self._changed()
+        return []
+
+    @translated
+    def copy_move_single(self, dest_path, *, is_move):
+        dest = self.provider.get_resource_inst(dest_path, self.environ)
+        if dest is None:
+            self.files.copy(self.path, dest_path, recursive=False)
+        self._changed()
+
+    def get_directory_info(self):
+        return None
+
+
+class FileResource(_Common, DAVNonCollection):
+    def __init__(self, path: str, environ: dict, node: Node | None):
+        super().__init__(path, environ)
+        self.node = node
+        self._session: WriteSession | None = None
+
+    def get_content_length(self):
+        return self.node.size
+
+    def get_content_type(self):
+        return self.node.content_type or util.guess_mime_type(self.path)
+
+    def get_etag(self):
+        return self.node.etag or EMPTY_ETAG
+
+    def support_etag(self):
+        return True
+
+    def support_ranges(self):
+        return True
+
+    @translated
+    def get_content(self):
+        return self.files.open_read(self.node)
+
+    @translated
+    def begin_write(self, *, content_type=None):
+        if content_type in ("application/octet-stream", "application/x-www-form-urlencoded"):
+            content_type = None  # generic: guess from the name on GET instead
+        progress = self.provider.upload_progress
+        self._session = self.files.open_write(
+            self.path, expected_length=expected_length(self.environ), content_type=content_type, progress=progress
+        )
+        return _SessionWriter(self._session)
+
+    def end_write(self, *, with_errors):
+        session, self._session = self._session, None
+        if session is None:
+            return
+        if with_errors:
+            session.abort()
+            return
+        try:
+            self.node = session.commit()
+        except HfdavError as exc:
+            raise to_dav_error(exc) from exc
+        self._changed()
+
+    @translated
+    def delete(self):
+        self.files.delete(self.path)
+        self.remove_all_locks(recursive=False)
+        self._changed()
+
+    @translated
+    def copy_move_single(self, dest_path, *, is_move):
+        if is_move:  # not reached: support_recursive_move() is True
+            raise DAVError(HTTP_FORBIDDEN)
+        self.files.copy(self.path, dest_path, recursive=False, overwrite=True)
+        self._changed()
+
+
+class PendingFileResource(FileResource):
+    """The target of a PUT to a new URL: exists only in this request until the body is committed."""
+
+    def __init__(self, path: str, environ: dict):
+        now = time.time()
+        super().__init__(
+            path,
+            environ,
+            Node(0, None, path.rsplit("/", 1)[-1], path, False, now, now, None, None, 0, EMPTY_ETAG),
+        )
+
+
+class _SessionWriter:
+    """The file-like object WsgiDAV writes a PUT body into. ``close()`` does not commit:
+    ``end_write`` does, once WsgiDAV says the body was read without errors."""
+
+    def __init__(self, session: WriteSession):
+        self._session = session
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._session.write(data)
+        except HfdavError as exc:
+            raise to_dav_error(exc) from exc
+
+    def close(self) -> None:
+        pass

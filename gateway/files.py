@@ -1,0 +1,450 @@
+"""The file service: write sessions, seekable readers and namespace operations.
+
+Knows nothing of WebDAV or of any particular store. "Where does a PUT go":
+:meth:`FileService.open_write` → :class:`WriteSession.write` (chunks cut, hashed and staged
+on local disk as they arrive) → :meth:`WriteSession.commit` (byte count checked, chunks handed
+to the store, then one metadata transaction switches the file to the new version).
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import io
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.errors import Conflict, IncompleteUpload, NotFound, QuotaExceeded, StoreError
+from gateway.meta.repo import Extent, MetadataRepository, NewObject, Node
+from gateway.paths import normalize
+from gateway.store.base import ObjectStore
+
+log = logging.getLogger(__name__)
+
+#: How long an unreferenced object stays readable before the collector may delete it. A GET
+#: that opened the previous version of an overwritten file reads its chunks lazily; this is
+#: how long such a reader can take.
+ORPHAN_GRACE_S = 6 * 3600
+
+
+def chunk_hasher():
+    """The content hash naming objects (hex digest = object id)."""
+    return hashlib.sha256()
+
+
+@dataclass(frozen=True)
+class StagedChunk:
+    path: Path
+    object_id: str
+    size: int
+
+
+class WriteSession:
+    """One upload of a new file version. Feed :meth:`write`, then :meth:`commit` or :meth:`abort`.
+
+    Memory use is one write block; the chunk being cut lives in a temporary file. Nothing is
+    visible to readers until :meth:`commit` returns.
+    """
+
+    def __init__(
+        self,
+        service: FileService,
+        path: str,
+        *,
+        expected_length: int | None,
+        content_type: str | None,
+        mtime: float | None,
+        progress: Callable[[str, int, int | None], None] | None = None,
+    ):
+        self._svc = service
+        self.path = path
+        self.expected_length = expected_length
+        self.content_type = content_type
+        self.mtime = mtime
+        self.written = 0
+        self._chunks: list[StagedChunk] = []
+        self._fd: int | None = None
+        self._tmp: Path | None = None
+        self._hash = None
+        self._chunk_len = 0
+        self._done = False
+        self._progress = progress
+
+    # -- streaming --------------------------------------------------------------------------
+    def write(self, data: bytes) -> int:
+        if self._done:
+            raise ValueError("write after commit/abort")
+        view = memoryview(data)
+        size = self._svc.chunk_size
+        while view:
+            if self._fd is None:
+                self._start_chunk()
+            room = size - self._chunk_len
+            piece = view[:room]
+            self._hash.update(piece)
+            _write_all(self._fd, piece)
+            self._chunk_len += len(piece)
+            self.written += len(piece)
+            view = view[len(piece) :]
+            if self._chunk_len >= size:
+                self._finish_chunk()
+        if self.expected_length is not None and self.written > self.expected_length:
+            raise IncompleteUpload(f"body is longer than the announced {self.expected_length} bytes")
+        return len(data)
+
+    def _start_chunk(self) -> None:
+        fd, name = tempfile.mkstemp(prefix="put-", dir=self._svc.tmp_dir)
+        self._fd, self._tmp, self._hash, self._chunk_len = fd, Path(name), chunk_hasher(), 0
+
+    def _finish_chunk(self) -> None:
+        os.close(self._fd)
+        chunk = StagedChunk(self._tmp, self._hash.hexdigest(), self._chunk_len)
+        self._chunks.append(chunk)
+        self._fd = self._tmp = self._hash = None
+        self._chunk_len = 0
+        if self._progress:
+            self._progress(self.path, len(self._chunks), self._expected_chunks())
+        self._svc.stage_early(chunk)
+
+    def _expected_chunks(self) -> int | None:
+        if self.expected_length is None:
+            return None
+        return max(1, -(-self.expected_length // self._svc.chunk_size))
+
+    # -- outcome ----------------------------------------------------------------------------
+    def commit(self) -> Node:
+        """Check the byte count and make the new version current (one transaction)."""
+        if self._done:
+            raise ValueError("session already finished")
+        try:
+            if self.expected_length is not None and self.written != self.expected_length:
+                raise IncompleteUpload(
+                    f"received {self.written} of {self.expected_length} announced bytes; the upload was discarded"
+                )
+            if self._fd is not None and self._chunk_len:
+                self._finish_chunk()
+            elif self._fd is not None:
+                os.close(self._fd)
+                self._tmp.unlink(missing_ok=True)
+                self._fd = self._tmp = None
+            node = self._svc._commit_session(self)
+            self._done = True
+            return node
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Discard everything this session staged. Safe to call more than once."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._tmp.unlink(missing_ok=True)
+            self._fd = self._tmp = None
+        for chunk in self._chunks:
+            chunk.path.unlink(missing_ok=True)
+        self._chunks.clear()
+        self._done = True
+
+    @property
+    def chunks(self) -> list[StagedChunk]:
+        return list(self._chunks)
+
+
+def _write_all(fd: int, data) -> None:
+    while data:
+        n = os.write(fd, data)
+        data = data[n:]
+
+
+class VersionReader(io.RawIOBase):
+    """Seekable, lazy reader of one file version. Opens an object stream only when bytes
+    at that position are read; seeking is free. Raises (never returns short) when the store
+    cannot deliver, so a GET is never silently truncated."""
+
+    def __init__(self, store: ObjectStore, parts: list[Extent], size: int):
+        self._store = store
+        self._parts = parts
+        self._starts = [p.file_offset for p in parts]
+        self._size = size
+        self._pos = 0
+        self._stream = None
+        self._stream_pos = -1
+        self._stream_end = -1
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        pos = max(0, base + offset)
+        self._pos = pos
+        return pos
+
+    def read(self, n: int = -1) -> bytes:
+        if self._pos >= self._size:
+            return b""
+        if n is None or n < 0:
+            n = self._size - self._pos
+        n = min(n, self._size - self._pos)
+        out = bytearray()
+        while n > 0:
+            if self._stream is None or self._stream_pos != self._pos or self._pos >= self._stream_end:
+                self._open_at(self._pos)
+            data = self._stream.read(min(n, self._stream_end - self._pos))
+            out += data
+            self._pos += len(data)
+            self._stream_pos = self._pos
+            n -= len(data)
+        return bytes(out)
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def _open_at(self, pos: int) -> None:
+        self._close_stream()
+        i = bisect.bisect_right(self._starts, pos) - 1
+        part = self._parts[i]
+        inner = pos - part.file_offset
+        self._stream = self._store.open_range(part.object_id, part.object_offset + inner, part.length - inner)
+        self._stream_pos = pos
+        self._stream_end = part.file_offset + part.length
+
+    def _close_stream(self) -> None:
+        if self._stream is not None:
+            try:
+                self._stream.close()
+            except Exception:  # a failing close of a read stream loses nothing
+                log.debug("closing object stream failed", exc_info=True)
+            self._stream = None
+
+    def close(self) -> None:
+        self._close_stream()
+        super().close()
+
+
+class FileService:
+    """Files and folders over a metadata repository and an object store."""
+
+    def __init__(
+        self,
+        repo: MetadataRepository,
+        store: ObjectStore,
+        *,
+        tmp_dir: Path,
+        chunk_size: int,
+        quota: int | None = None,
+        clock=time.time,
+    ):
+        self.repo = repo
+        self.store = store
+        self.tmp_dir = Path(tmp_dir)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.chunk_size = chunk_size
+        self.quota = quota
+        self._clock = clock
+        # Writers hand chunks to the store and register them under the read side of this lock;
+        # the collector deletes orphans under the write side, so a chunk that a writer just
+        # de-duplicated against cannot vanish between the check and the metadata commit.
+        self._gc_lock = _RWLock()
+
+    def clean_tmp(self) -> int:
+        """Remove leftovers of uploads interrupted by a crash (called at start)."""
+        n = 0
+        for p in self.tmp_dir.glob("put-*"):
+            p.unlink(missing_ok=True)
+            n += 1
+        return n
+
+    # -- lookups ----------------------------------------------------------------------------
+    def stat(self, path: str) -> Node | None:
+        return self.repo.get(normalize(path))
+
+    def list(self, node: Node) -> list[Node]:
+        if not node.is_dir:
+            raise Conflict(f"{node.path!r} is not a folder")
+        return self.repo.children(node.id)
+
+    def open_read(self, node: Node) -> VersionReader:
+        if node.is_dir or node.version_id is None:
+            raise Conflict(f"{node.path!r} is not a file")
+        return VersionReader(self.store, self.repo.extents(node.version_id), node.size)
+
+    def used_bytes(self) -> int:
+        return self.repo.used_bytes()
+
+    def available_bytes(self) -> int | None:
+        if self.quota is None:
+            return None
+        return max(0, self.quota - self.used_bytes())
+
+    # -- writes -----------------------------------------------------------------------------
+    def check_quota(self, incoming: int | None, replacing: int = 0) -> None:
+        if self.quota is None or incoming is None:
+            return
+        if self.used_bytes() - replacing + incoming > self.quota:
+            raise QuotaExceeded(f"storing {incoming} bytes would exceed the quota of {self.quota} bytes")
+
+    def open_write(
+        self,
+        path: str,
+        *,
+        expected_length: int | None = None,
+        content_type: str | None = None,
+        mtime: float | None = None,
+        progress=None,
+    ) -> WriteSession:
+        path = normalize(path)
+        node = self.repo.get(path)
+        if node is not None and node.is_dir:
+            raise Conflict(f"{path!r} is a folder")
+        self.check_quota(expected_length, node.size if node else 0)
+        return WriteSession(
+            self, path, expected_length=expected_length, content_type=content_type, mtime=mtime, progress=progress
+        )
+
+    def stage_early(self, chunk: StagedChunk) -> None:
+        """Hook for stores that want full chunks before the upload ends (write-back). No-op here."""
+
+    def _commit_session(self, session: WriteSession) -> Node:
+        parts: list[Extent] = []
+        new_objects: list[NewObject] = []
+        offset = 0
+        with self._gc_lock.reading():
+            for chunk in session.chunks:
+                parts.append(Extent(offset, chunk.object_id, 0, chunk.size))
+                offset += chunk.size
+                existing = self.repo.get_object(chunk.object_id)
+                if existing is not None and existing.refcount > 0 and existing.state != "deleting":
+                    chunk.path.unlink(missing_ok=True)  # identical chunk already stored: dedup
+                else:
+                    self.store.adopt(chunk.object_id, chunk.path, chunk.size)
+                    new_objects.append(NewObject(chunk.object_id, chunk.size))
+            return self.repo.put_version(
+                session.path,
+                parts,
+                new_objects=new_objects,
+                object_state=self.store.initial_state,
+                content_type=session.content_type,
+                mtime=session.mtime,
+            )
+
+    def write_bytes(self, path: str, data: bytes, **kwargs) -> Node:
+        """Convenience: store ``data`` as the content of ``path``."""
+        session = self.open_write(path, expected_length=len(data), **kwargs)
+        session.write(data)
+        return session.commit()
+
+    def create_empty(self, path: str) -> Node:
+        """A real 0-byte file (LOCK on an unmapped URL needs one)."""
+        return self.repo.put_version(normalize(path), [], create_only=True)
+
+    def mkdir(self, path: str) -> Node:
+        return self.repo.mkdir(normalize(path))
+
+    def delete(self, path: str) -> list[Node]:
+        return self.repo.delete(normalize(path))
+
+    def move(self, src: str, dst: str, *, overwrite: bool = False) -> Node:
+        src, dst = normalize(src), normalize(dst)
+        if overwrite and self.repo.get(dst) is not None:
+            self.repo.delete(dst)
+        return self.repo.move(src, dst)
+
+    def copy(self, src: str, dst: str, *, recursive: bool = True, overwrite: bool = False) -> Node:
+        src, dst = normalize(src), normalize(dst)
+        if overwrite and self.repo.get(dst) is not None:
+            self.repo.delete(dst)
+        return self.repo.copy(src, dst, recursive=recursive)
+
+    def set_mtime(self, path: str, mtime: float) -> None:
+        self.repo.set_mtime(normalize(path), mtime)
+
+    def read_bytes(self, path: str) -> bytes:
+        node = self.stat(path)
+        if node is None:
+            raise NotFound(path)
+        with self.open_read(node) as r:
+            return r.read()
+
+    # -- garbage ----------------------------------------------------------------------------
+    def collect_garbage(self, *, grace_s: float = ORPHAN_GRACE_S) -> int:
+        """Delete objects unreferenced for longer than ``grace_s``; returns how many."""
+        total = 0
+        while True:
+            batch = self.repo.orphans(self._clock() - grace_s)
+            if not batch:
+                return total
+            ids = [o.id for o in batch]
+            with self._gc_lock.writing():
+                self.repo.set_object_state(ids, "deleting")
+                try:
+                    self.store.delete(ids)
+                except StoreError:
+                    log.warning("deleting %d orphaned objects failed; will retry", len(ids), exc_info=True)
+                    return total
+                total += self.repo.forget_objects(ids)
+
+
+class _RWLock:
+    """Many readers or one writer (threads of one process)."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+
+    def reading(self):
+        return _Guard(self._acquire_read, self._release_read)
+
+    def writing(self):
+        return _Guard(self._acquire_write, self._release_write)
+
+    def _acquire_read(self):
+        with self._cond:
+            while self._writer:
+                self._cond.wait()
+            self._readers += 1
+
+    def _release_read(self):
+        with self._cond:
+            self._readers -= 1
+            self._cond.notify_all()
+
+    def _acquire_write(self):
+        with self._cond:
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._writer = True
+
+    def _release_write(self):
+        with self._cond:
+            self._writer = False
+            self._cond.notify_all()
+
+
+class _Guard:
+    def __init__(self, enter, leave):
+        self._enter, self._leave = enter, leave
+
+    def __enter__(self):
+        self._enter()
+        return self
+
+    def __exit__(self, *exc):
+        self._leave()
+        return False
+

@@ -1,0 +1,664 @@
+"""MetadataRepository: every query hfdav runs. Returns frozen dataclasses, never rows.
+
+Paths given to this module are normalized by the caller (:func:`gateway.paths.normalize`):
+``/a/b`` style, no trailing slash, ``""`` for the root.
+
+Write transactions take the database's write lock up front (SQLite ``BEGIN IMMEDIATE``), so
+two writers never deadlock on a lock upgrade; reads never block writers (WAL).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, literal, select, update
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from gateway.errors import AlreadyExists, Conflict, NotFound
+from gateway.meta import db
+from gateway.meta.schema import ROOT_ID, extents, journal, locks, nodes, objects, properties, settings_kv, versions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Node:
+    """A file or folder as the file service sees it."""
+
+    id: int
+    parent_id: int | None
+    name: str
+    path: str
+    is_dir: bool
+    created_at: float
+    modified_at: float
+    content_type: str | None
+    version_id: int | None
+    size: int
+    etag: str | None
+
+
+@dataclass(frozen=True)
+class Extent:
+    """``length`` bytes of a file starting at ``file_offset``, found at ``object_offset`` in an object."""
+
+    file_offset: int
+    object_id: str
+    object_offset: int
+    length: int
+
+
+@dataclass(frozen=True)
+class NewObject:
+    """An object a write created; registered (or its refcount bumped) with the version."""
+
+    id: str
+    size: int
+
+
+@dataclass(frozen=True)
+class ObjectRow:
+    id: str
+    size: int
+    state: str
+    refcount: int
+    orphaned_at: float | None
+
+
+@dataclass(frozen=True)
+class LockRow:
+    token: str
+    root: str
+    depth: str
+    scope: str
+    type: str
+    owner: str
+    principal: str | None
+    timeout: float
+    expire: float
+
+
+def version_etag(parts: Iterable[tuple[str, int, int]]) -> str:
+    """Strong etag of a content made of ``(object_id, offset, length)`` parts.
+
+    Object ids are content hashes, so equal content written the same way gives the same etag,
+    and a rebuild from the repo reproduces it.
+    """
+    h = hashlib.blake2b(digest_size=16)
+    for oid, off, length in parts:
+        h.update(f"{oid}:{off}:{length};".encode())
+    return h.hexdigest()
+
+
+EMPTY_ETAG = version_etag([])
+
+_NODE_COLS = (
+    nodes.c.id,
+    nodes.c.parent_id,
+    nodes.c.name,
+    nodes.c.path,
+    nodes.c.is_dir,
+    nodes.c.created_at,
+    nodes.c.modified_at,
+    nodes.c.content_type,
+    nodes.c.version_id,
+    versions.c.size,
+    versions.c.etag,
+)
+
+
+def _node_select():
+    return select(*_NODE_COLS).select_from(nodes.outerjoin(versions, versions.c.id == nodes.c.version_id))
+
+
+def _to_node(row) -> Node:
+    return Node(
+        id=row.id,
+        parent_id=row.parent_id,
+        name=row.name,
+        path=row.path,
+        is_dir=bool(row.is_dir),
+        created_at=row.created_at,
+        modified_at=row.modified_at,
+        content_type=row.content_type,
+        version_id=row.version_id,
+        size=row.size or 0,
+        etag=row.etag,
+    )
+
+
+def split_path(path: str) -> tuple[str, str]:
+    """``/a/b`` → (``/a``, ``b``); ``/a`` → (``""``, ``a``)."""
+    parent, _, name = path.rpartition("/")
+    return parent, name
+
+
+class MetadataRepository:
+    """All metadata reads and writes. Thread-safe; one instance per process.
+
+    ``journal_enabled``: every change also appends a JSON record to the ``journal`` table in
+    the same transaction (the remote store commits them with the data; see FORMAT.md).
+    """
+
+    def __init__(self, engine: Engine, *, journal_enabled: bool = False, clock=time.time):
+        self.engine = engine
+        self.journal_enabled = journal_enabled
+        self._clock = clock
+        self._is_sqlite = engine.dialect.name == "sqlite"
+
+    # ------------------------------------------------------------------ set-up
+    @classmethod
+    def open(cls, url: str, **kwargs) -> MetadataRepository:
+        engine = db.make_engine(url)
+        db.migrate(engine)
+        repo = cls(engine, **kwargs)
+        repo.ensure_root()
+        return repo
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def ensure_root(self) -> None:
+        with self._write() as c:
+            if c.execute(select(nodes.c.id).where(nodes.c.id == ROOT_ID)).first() is None:
+                now = self._clock()
+                c.execute(
+                    insert(nodes).values(
+                        id=ROOT_ID, parent_id=None, name="", path="", is_dir=True, created_at=now, modified_at=now
+                    )
+                )
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self.engine.connect() as c:
+            yield c
+            c.rollback()
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        conn = self.engine.connect()
+        if self._is_sqlite:
+            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+        try:
+            with conn.begin():
+                yield conn
+        except sa_exc.IntegrityError as exc:
+            raise AlreadyExists(str(exc.orig)) from exc
+        finally:
+            conn.close()
+
+    def _upsert(self, table):
+        return (pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert)(table)
+
+    # ------------------------------------------------------------------ key/value settings
+    def get_setting(self, key: str) -> str | None:
+        with self._read() as c:
+            return c.execute(select(settings_kv.c.value).where(settings_kv.c.key == key)).scalar()
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self._write() as c:
+            stmt = self._upsert(settings_kv).values(key=key, value=value)
+            c.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": value}))
+
+    # ------------------------------------------------------------------ lookups
+    def get(self, path: str) -> Node | None:
+        with self._read() as c:
+            row = c.execute(_node_select().where(nodes.c.path == path)).first()
+            return _to_node(row) if row else None
+
+    def get_by_id(self, node_id: int) -> Node | None:
+        with self._read() as c:
+            row = c.execute(_node_select().where(nodes.c.id == node_id)).first()
+            return _to_node(row) if row else None
+
+    def children(self, node_id: int) -> list[Node]:
+        """All children of a folder in one query, sorted by name."""
+        with self._read() as c:
+            rows = c.execute(_node_select().where(nodes.c.parent_id == node_id).order_by(nodes.c.name))
+            return [_to_node(r) for r in rows]
+
+    def extents(self, version_id: int) -> list[Extent]:
+        with self._read() as c:
+            rows = c.execute(
+                select(extents.c.file_offset, extents.c.object_id, extents.c.object_offset, extents.c.length)
+                .where(extents.c.version_id == version_id)
+                .order_by(extents.c.seq)
+            )
+            return [Extent(*r) for r in rows]
+
+    def used_bytes(self) -> int:
+        """Bytes of all current file versions (what the user sees, before dedup)."""
+        with self._read() as c:
+            total = c.execute(
+                select(func.coalesce(func.sum(versions.c.size), 0)).select_from(
+                    nodes.join(versions, versions.c.id == nodes.c.version_id)
+                )
+            ).scalar()
+            return int(total or 0)
+
+    def stored_bytes(self) -> int:
+        """Bytes of all live objects (after dedup)."""
+        with self._read() as c:
+            return int(c.execute(select(func.coalesce(func.sum(objects.c.size), 0))).scalar() or 0)
+
+    def walk(self, path: str) -> list[Node]:
+        """The node at ``path`` and everything below it, parents before children."""
+        with self._read() as c:
+            rows = c.execute(_node_select().where(self._subtree(path)).order_by(nodes.c.path))
+            return [_to_node(r) for r in rows]
+
+    def count_nodes(self) -> int:
+        with self._read() as c:
+            return int(c.execute(select(func.count()).select_from(nodes)).scalar())
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _subtree(path: str):
+        """SQL condition: the node at ``path`` or below it. Collation-independent."""
+        if path == "":
+            return literal(True)
+        prefix = path + "/"
+        return (nodes.c.path == path) | (func.substr(nodes.c.path, 1, len(prefix)) == prefix)
+
+    def _node_in(self, c: Connection, path: str) -> Node | None:
+        row = c.execute(_node_select().where(nodes.c.path == path)).first()
+        return _to_node(row) if row else None
+
+    def _parent_dir(self, c: Connection, path: str) -> Node:
+        parent_path, _ = split_path(path)
+        parent = self._node_in(c, parent_path)
+        if parent is None:
+            raise Conflict(f"parent folder of {path!r} does not exist")
+        if not parent.is_dir:
+            raise Conflict(f"parent of {path!r} is a file")
+        return parent
+
+    def _journal(self, c: Connection, op: str, **fields) -> None:
+        if self.journal_enabled:
+            entry = json.dumps({"op": op, **fields}, separators=(",", ":"), ensure_ascii=False)
+            c.execute(insert(journal).values(created_at=self._clock(), entry=entry))
+
+    def _touch(self, c: Connection, node_id: int, now: float) -> None:
+        c.execute(update(nodes).where(nodes.c.id == node_id).values(modified_at=now))
+
+    def _add_refs(self, c: Connection, counts: dict[str, int]) -> None:
+        for oid, n in counts.items():
+            c.execute(
+                update(objects)
+                .where(objects.c.id == oid)
+                .values(refcount=objects.c.refcount + n, orphaned_at=None)
+            )
+
+    def _release_versions(self, c: Connection, version_ids: Sequence[int], now: float) -> None:
+        """Drop versions and their extents; decrement refcounts, stamping new orphans."""
+        if not version_ids:
+            return
+        for start in range(0, len(version_ids), 500):
+            batch = list(version_ids[start : start + 500])
+            counts = c.execute(
+                select(extents.c.object_id, func.count())
+                .where(extents.c.version_id.in_(batch))
+                .group_by(extents.c.object_id)
+            ).all()
+            for oid, n in counts:
+                c.execute(update(objects).where(objects.c.id == oid).values(refcount=objects.c.refcount - n))
+                c.execute(
+                    update(objects)
+                    .where(and_(objects.c.id == oid, objects.c.refcount <= 0, objects.c.orphaned_at.is_(None)))
+                    .values(orphaned_at=now)
+                )
+            c.execute(delete(extents).where(extents.c.version_id.in_(batch)))
+            c.execute(delete(versions).where(versions.c.id.in_(batch)))
+
+    def _insert_version(self, c: Connection, node_id: int, parts: Sequence[Extent], now: float) -> int:
+        size = sum(p.length for p in parts)
+        etag = version_etag((p.object_id, p.object_offset, p.length) for p in parts)
+        vid = c.execute(
+            insert(versions).values(node_id=node_id, size=size, etag=etag, created_at=now)
+        ).inserted_primary_key[0]
+        if parts:
+            c.execute(
+                insert(extents),
+                [
+                    dict(
+                        version_id=vid,
+                        seq=i,
+                        file_offset=p.file_offset,
+                        object_id=p.object_id,
+                        object_offset=p.object_offset,
+                        length=p.length,
+                    )
+                    for i, p in enumerate(parts)
+                ],
+            )
+        counts: dict[str, int] = {}
+        for p in parts:
+            counts[p.object_id] = counts.get(p.object_id, 0) + 1
+        self._add_refs(c, counts)
+        return vid
+
+    def _register_objects(self, c: Connection, new_objects: Iterable[NewObject], state: str, now: float) -> None:
+        for obj in new_objects:
+            stmt = self._upsert(objects).values(
+                id=obj.id, size=obj.size, state=state, refcount=0, created_at=now, orphaned_at=now
+            )
+            # an id being collected ("deleting") is revived: the writer stored its bytes again
+            c.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["id"], set_={"state": state}, where=objects.c.state == "deleting"
+                )
+            )
+
+    # ------------------------------------------------------------------ writes
+    def mkdir(self, path: str, *, mtime: float | None = None) -> Node:
+        now = self._clock()
+        with self._write() as c:
+            parent = self._parent_dir(c, path)
+            if self._node_in(c, path) is not None:
+                raise AlreadyExists(path)
+            _, name = split_path(path)
+            c.execute(
+                insert(nodes).values(
+                    parent_id=parent.id, name=name, path=path, is_dir=True, created_at=now, modified_at=mtime or now
+                )
+            )
+            self._touch(c, parent.id, now)
+            self._journal(c, "mkdir", path=path, mtime=mtime or now)
+            return self._node_in(c, path)
+
+    def put_version(
+        self,
+        path: str,
+        parts: Sequence[Extent],
+        *,
+        new_objects: Iterable[NewObject] = (),
+        object_state: str = "committed",
+        content_type: str | None = None,
+        mtime: float | None = None,
+        create_only: bool = False,
+    ) -> Node:
+        """Make ``parts`` the current content of the file at ``path``, in one transaction.
+
+        Creates the file if needed (the parent must exist). The previous version, if any, is
+        released. ``new_objects`` are registered first (existing ids are kept: dedup).
+        Raises Conflict if ``path`` is a folder, AlreadyExists with ``create_only`` if it exists.
+        """
+        now = self._clock()
+        with self._write() as c:
+            self._register_objects(c, new_objects, object_state, now)
+            node = self._node_in(c, path)
+            if node is not None and node.is_dir:
+                raise Conflict(f"{path!r} is a folder")
+            if node is not None and create_only:
+                raise AlreadyExists(path)
+            if node is None:
+                parent = self._parent_dir(c, path)
+                _, name = split_path(path)
+                node_id = c.execute(
+                    insert(nodes).values(
+                        parent_id=parent.id,
+                        name=name,
+                        path=path,
+                        is_dir=False,
+                        created_at=now,
+                        modified_at=mtime or now,
+                        content_type=content_type,
+                    )
+                ).inserted_primary_key[0]
+                self._touch(c, parent.id, now)
+            else:
+                node_id = node.id
+            vid = self._insert_version(c, node_id, parts, now)
+            values = {"version_id": vid, "modified_at": mtime or now}
+            if content_type:
+                values["content_type"] = content_type
+            c.execute(update(nodes).where(nodes.c.id == node_id).values(**values))
+            if node is not None and node.version_id is not None:
+                self._release_versions(c, [node.version_id], now)
+            self._journal(
+                c,
+                "put",
+                path=path,
+                mtime=mtime or now,
+                content_type=content_type,
+                extents=[[p.object_id, p.object_offset, p.length] for p in parts],
+            )
+            return self._node_in(c, path)
+
+    def delete(self, path: str) -> list[Node]:
+        """Remove the node at ``path`` and its subtree; returns the removed nodes."""
+        if path == "":
+            raise Conflict("the root folder cannot be deleted")
+        now = self._clock()
+        with self._write() as c:
+            rows = c.execute(_node_select().where(self._subtree(path))).all()
+            if not rows:
+                raise NotFound(path)
+            removed = [_to_node(r) for r in rows]
+            vids = [n.version_id for n in removed if n.version_id is not None]
+            ids = [n.id for n in removed]
+            top = next(n for n in removed if n.path == path)
+            for start in range(0, len(ids), 500):
+                batch = ids[start : start + 500]
+                c.execute(delete(properties).where(properties.c.node_id.in_(batch)))
+            self._release_versions(c, vids, now)
+            c.execute(delete(nodes).where(self._subtree(path)))
+            self._touch(c, top.parent_id, now)
+            self._journal(c, "delete", path=path)
+            return removed
+
+    def move(self, src: str, dst: str) -> Node:
+        """Rename ``src`` (and its subtree) to ``dst``; metadata only. ``dst`` must not exist."""
+        if dst == src or dst.startswith(src + "/"):
+            raise Conflict("cannot move a folder into itself")
+        now = self._clock()
+        with self._write() as c:
+            node = self._node_in(c, src)
+            if node is None:
+                raise NotFound(src)
+            if self._node_in(c, dst) is not None:
+                raise AlreadyExists(dst)
+            parent = self._parent_dir(c, dst)
+            _, name = split_path(dst)
+            if node.is_dir:
+                prefix = src + "/"
+                c.execute(
+                    update(nodes)
+                    .where(func.substr(nodes.c.path, 1, len(prefix)) == prefix)
+                    .values(path=dst + "/" + func.substr(nodes.c.path, len(prefix) + 1))
+                )
+            c.execute(update(nodes).where(nodes.c.id == node.id).values(parent_id=parent.id, name=name, path=dst))
+            self._touch(c, parent.id, now)
+            if node.parent_id != parent.id:
+                self._touch(c, node.parent_id, now)
+            self._journal(c, "move", src=src, dst=dst)
+            return self._node_in(c, dst)
+
+    def copy(self, src: str, dst: str, *, recursive: bool = True) -> Node:
+        """Copy ``src`` to ``dst`` (absent); files share the objects (refcounts go up)."""
+        if dst == src or dst.startswith(src + "/"):
+            raise Conflict("cannot copy a folder into itself")
+        now = self._clock()
+        with self._write() as c:
+            top = self._node_in(c, src)
+            if top is None:
+                raise NotFound(src)
+            if self._node_in(c, dst) is not None:
+                raise AlreadyExists(dst)
+            self._parent_dir(c, dst)
+            if top.is_dir and recursive:
+                subtree = [_to_node(r) for r in c.execute(_node_select().where(self._subtree(src)).order_by(nodes.c.path))]
+            else:
+                subtree = [top]
+            new_ids: dict[int, int] = {}
+            for n in subtree:
+                new_path = dst + n.path[len(src) :]
+                parent_path, name = split_path(new_path)
+                parent_id = new_ids.get(n.parent_id) if n is not top else self._node_in(c, parent_path).id
+                nid = c.execute(
+                    insert(nodes).values(
+                        parent_id=parent_id,
+                        name=name,
+                        path=new_path,
+                        is_dir=n.is_dir,
+                        created_at=now,
+                        modified_at=n.modified_at,
+                        content_type=n.content_type,
+                    )
+                ).inserted_primary_key[0]
+                new_ids[n.id] = nid
+                if n.version_id is not None:
+                    parts = [
+                        Extent(*r)
+                        for r in c.execute(
+                            select(
+                                extents.c.file_offset, extents.c.object_id, extents.c.object_offset, extents.c.length
+                            )
+                            .where(extents.c.version_id == n.version_id)
+                            .order_by(extents.c.seq)
+                        )
+                    ]
+                    vid = self._insert_version(c, nid, parts, now)
+                    c.execute(update(nodes).where(nodes.c.id == nid).values(version_id=vid))
+                props = c.execute(
+                    select(properties.c.name, properties.c.value).where(properties.c.node_id == n.id)
+                ).all()
+                if props:
+                    c.execute(insert(properties), [dict(node_id=nid, name=k, value=v) for k, v in props])
+            self._journal(c, "copy", src=src, dst=dst, recursive=recursive)
+            return self._node_in(c, dst)
+
+    def set_mtime(self, path: str, mtime: float) -> None:
+        with self._write() as c:
+            if c.execute(update(nodes).where(nodes.c.path == path).values(modified_at=mtime)).rowcount == 0:
+                raise NotFound(path)
+            self._journal(c, "mtime", path=path, mtime=mtime)
+
+    # ------------------------------------------------------------------ dead properties
+    def get_properties(self, node_id: int) -> dict[str, str]:
+        with self._read() as c:
+            rows = c.execute(select(properties.c.name, properties.c.value).where(properties.c.node_id == node_id))
+            return dict(rows.all())
+
+    def get_properties_of_children(self, parent_id: int) -> dict[int, dict[str, str]]:
+        """Dead properties of every child of a folder, in one query (PROPFIND Depth 1)."""
+        out: dict[int, dict[str, str]] = {}
+        with self._read() as c:
+            rows = c.execute(
+                select(properties.c.node_id, properties.c.name, properties.c.value)
+                .select_from(properties.join(nodes, nodes.c.id == properties.c.node_id))
+                .where(nodes.c.parent_id == parent_id)
+            )
+            for nid, name, value in rows:
+                out.setdefault(nid, {})[name] = value
+        return out
+
+    def set_property(self, node_id: int, name: str, value: str) -> None:
+        with self._write() as c:
+            stmt = self._upsert(properties).values(node_id=node_id, name=name, value=value)
+            c.execute(stmt.on_conflict_do_update(index_elements=["node_id", "name"], set_={"value": value}))
+
+    def remove_property(self, node_id: int, name: str) -> None:
+        with self._write() as c:
+            c.execute(delete(properties).where(and_(properties.c.node_id == node_id, properties.c.name == name)))
+
+    def remove_all_properties(self, node_id: int) -> None:
+        with self._write() as c:
+            c.execute(delete(properties).where(properties.c.node_id == node_id))
+
+    # ------------------------------------------------------------------ locks
+    def all_locks(self) -> list[LockRow]:
+        with self._read() as c:
+            return [LockRow(*r) for r in c.execute(select(*locks.c))]
+
+    def get_lock(self, token: str) -> LockRow | None:
+        with self._read() as c:
+            r = c.execute(select(*locks.c).where(locks.c.token == token)).first()
+            return LockRow(*r) if r else None
+
+    def create_lock(self, lock: LockRow, conflicts) -> None:
+        """Insert ``lock`` unless ``conflicts(existing_locks)`` returns a reason (raises Conflict).
+
+        The check and the insert share one write transaction, so two processes cannot both be
+        granted conflicting locks.
+        """
+        with self._write() as c:
+            now = self._clock()
+            c.execute(delete(locks).where(locks.c.expire < now))
+            existing = [LockRow(*r) for r in c.execute(select(*locks.c))]
+            reason = conflicts(existing)
+            if reason:
+                raise Conflict(reason)
+            c.execute(insert(locks).values(**lock.__dict__))
+
+    def refresh_lock(self, token: str, timeout: float, expire: float) -> bool:
+        with self._write() as c:
+            res = c.execute(update(locks).where(locks.c.token == token).values(timeout=timeout, expire=expire))
+            return res.rowcount > 0
+
+    def delete_lock(self, token: str) -> bool:
+        with self._write() as c:
+            return c.execute(delete(locks).where(locks.c.token == token)).rowcount > 0
+
+    def delete_expired_locks(self) -> int:
+        with self._write() as c:
+            return c.execute(delete(locks).where(locks.c.expire < self._clock())).rowcount
+
+    # ------------------------------------------------------------------ objects
+    def get_object(self, object_id: str) -> ObjectRow | None:
+        with self._read() as c:
+            r = c.execute(
+                select(objects.c.id, objects.c.size, objects.c.state, objects.c.refcount, objects.c.orphaned_at).where(
+                    objects.c.id == object_id
+                )
+            ).first()
+            return ObjectRow(*r) if r else None
+
+    def objects_in_state(self, state: str, *, limit: int = 1000) -> list[ObjectRow]:
+        with self._read() as c:
+            rows = c.execute(
+                select(objects.c.id, objects.c.size, objects.c.state, objects.c.refcount, objects.c.orphaned_at)
+                .where(objects.c.state == state)
+                .order_by(objects.c.created_at)
+                .limit(limit)
+            )
+            return [ObjectRow(*r) for r in rows]
+
+    def set_object_state(self, object_ids: Sequence[str], state: str, *, only_from: str | None = None) -> None:
+        with self._write() as c:
+            for start in range(0, len(object_ids), 500):
+                cond = objects.c.id.in_(list(object_ids[start : start + 500]))
+                if only_from:
+                    cond = and_(cond, objects.c.state == only_from)
+                c.execute(update(objects).where(cond).values(state=state))
+
+    def orphans(self, older_than: float, *, limit: int = 1000) -> list[ObjectRow]:
+        """Objects unreferenced since before ``older_than`` (epoch seconds)."""
+        with self._read() as c:
+            rows = c.execute(
+                select(objects.c.id, objects.c.size, objects.c.state, objects.c.refcount, objects.c.orphaned_at)
+                .where(and_(objects.c.refcount <= 0, objects.c.orphaned_at < older_than))
+                .limit(limit)
+            )
+            return [ObjectRow(*r) for r in rows]
+
+    def forget_objects(self, object_ids: Sequence[str]) -> int:
+        """Remove rows of objects that are still unreferenced; returns how many went."""
+        n = 0
+        with self._write() as c:
+            for start in range(0, len(object_ids), 500):
+                batch = list(object_ids[start : start + 500])
+                n += c.execute(delete(objects).where(and_(objects.c.id.in_(batch), objects.c.refcount <= 0))).rowcount
+        return n
+
+    def all_object_ids(self) -> set[str]:
+        with self._read() as c:
+            return {r[0] for r in c.execute(select(objects.c.id))}

@@ -1,0 +1,150 @@
+"""The metadata schema: every table, what each column means, its sentinels and invariants.
+
+Changing this module needs an Alembic revision in ``gateway/meta/migrations/versions``.
+
+Invariants (checked by ``hfdav fsck``):
+
+* The tree is rooted at the node with ``id = ROOT_ID``; its ``parent_id`` is NULL, its name
+  and path are ``""``. Every other node has a parent that is a folder.
+* ``nodes.path`` is the node's full path (``/a/b.txt``, no trailing slash; ``""`` for the
+  root) and always equals the parent's path + ``/`` + ``name``.
+* A file node always has a version (a 0-byte file has a version of size 0 and no extents);
+  a folder node never has one.
+* A version's extents, in ``seq`` order, cover ``[0, size)`` without gaps:
+  ``extents.file_offset`` is the sum of the lengths before it.
+* ``objects.refcount`` equals the number of ``extents`` rows that name the object. An object
+  whose refcount reached 0 gets ``orphaned_at``; it stays readable for the grace period (a
+  reader that opened the old version of an overwritten file keeps working) and is then deleted
+  from the store by the collector.
+* An object id never gets new content: ids are content hashes (keyed, with encryption).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+#: The root folder's node id.
+ROOT_ID = 1
+
+#: Object states, in the order an object moves through them.
+#: ``staged``: the bytes are on local disk only (write-back area), not yet in the remote store.
+#: ``uploaded``: the bytes are in the remote store (an LFS object) but no commit references them.
+#: ``committed``: a commit of the remote store references the object (durable). With the local
+#: store, objects are ``committed`` as soon as they are written.
+#: ``deleting``: refcount is 0 and the grace period is over; removal from the store is pending.
+OBJECT_STATES = ("staged", "uploaded", "committed", "deleting")
+
+metadata = MetaData()
+
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("id", Integer, primary_key=True, comment="node id; ROOT_ID is the root folder"),
+    Column(
+        "parent_id",
+        Integer,
+        ForeignKey("nodes.id", ondelete="CASCADE"),
+        nullable=True,
+        comment="parent folder; NULL only for the root",
+    ),
+    Column("name", String(255), nullable=False, comment="one path segment, UTF-8, no '/'"),
+    Column("path", Text, nullable=False, comment="full path, '/a/b'; '' for the root"),
+    Column("is_dir", Boolean, nullable=False),
+    Column("version_id", Integer, nullable=True, comment="current version of a file; NULL for folders"),
+    Column("created_at", Float, nullable=False, comment="epoch seconds"),
+    Column("modified_at", Float, nullable=False, comment="epoch seconds; settable by PROPPATCH"),
+    Column("content_type", String(255), nullable=True, comment="NULL: guessed from the name"),
+    UniqueConstraint("parent_id", "name", name="uq_nodes_parent_name"),
+    UniqueConstraint("path", name="uq_nodes_path"),
+    sqlite_autoincrement=True,
+)
+
+versions = Table(
+    "versions",
+    metadata,
+    Column("id", Integer, primary_key=True, comment="never reused (autoincrement)"),
+    Column("node_id", Integer, nullable=False, comment="the file this version was written for"),
+    Column("size", BigInteger, nullable=False, comment="bytes; sum of the extents' lengths"),
+    Column("etag", String(64), nullable=False, comment="strong etag, unquoted; derived from the extents"),
+    Column("created_at", Float, nullable=False),
+    Index("ix_versions_node", "node_id"),
+    sqlite_autoincrement=True,
+)
+
+extents = Table(
+    "extents",
+    metadata,
+    Column("version_id", Integer, ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True),
+    Column("seq", Integer, primary_key=True, comment="0, 1, 2 … in file order"),
+    Column("file_offset", BigInteger, nullable=False, comment="where this extent starts in the file"),
+    Column("object_id", String(64), nullable=False, comment="objects.id holding the bytes"),
+    Column("object_offset", BigInteger, nullable=False, comment="start inside the object (packs: > 0)"),
+    Column("length", BigInteger, nullable=False, comment="> 0"),
+    Index("ix_extents_object", "object_id"),
+)
+
+objects = Table(
+    "objects",
+    metadata,
+    Column("id", String(64), primary_key=True, comment="hex content hash (keyed with encryption)"),
+    Column("size", BigInteger, nullable=False, comment="stored size in bytes"),
+    Column("state", String(16), nullable=False, comment="one of OBJECT_STATES"),
+    Column("refcount", Integer, nullable=False, comment="number of extents naming this object"),
+    Column("created_at", Float, nullable=False),
+    Column("orphaned_at", Float, nullable=True, comment="when refcount fell to 0; NULL while referenced"),
+    Index("ix_objects_state", "state"),
+    Index("ix_objects_orphaned", "orphaned_at"),
+)
+
+properties = Table(
+    "properties",
+    metadata,
+    Column("node_id", Integer, ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", String(512), primary_key=True, comment="Clark notation '{ns}local'"),
+    Column("value", Text, nullable=False, comment="the property element serialized as XML"),
+)
+
+locks = Table(
+    "locks",
+    metadata,
+    Column("token", String(128), primary_key=True, comment="opaquelocktoken:…"),
+    Column("root", Text, nullable=False, comment="locked path as WsgiDAV normalizes it"),
+    Column("depth", String(16), nullable=False, comment="'0' or 'infinity'"),
+    Column("scope", String(16), nullable=False, comment="'exclusive' or 'shared'"),
+    Column("type", String(16), nullable=False, comment="'write'"),
+    Column("owner", Text, nullable=False, comment="owner XML as sent by the client"),
+    Column("principal", String(255), nullable=True, comment="user that took the lock"),
+    Column("timeout", Float, nullable=False, comment="seconds, as granted"),
+    Column("expire", Float, nullable=False, comment="epoch seconds when the lock lapses"),
+    Index("ix_locks_root", "root"),
+)
+
+journal = Table(
+    "journal",
+    metadata,
+    Column("seq", Integer, primary_key=True, comment="order of metadata changes; never reused"),
+    Column("created_at", Float, nullable=False),
+    Column("entry", Text, nullable=False, comment="one JSON change record (see FORMAT.md)"),
+    Column("commit_oid", String(40), nullable=True, comment="remote commit holding it; NULL: pending"),
+    sqlite_autoincrement=True,
+)
+
+settings_kv = Table(
+    "settings",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)

@@ -1,0 +1,48 @@
+"""Path rules: what a name may be, and the one normal form every layer below the DAV adapter uses.
+
+Normal form: ``/a/b`` (segments joined by ``/``), no trailing slash, ``""`` for the root.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+from gateway.errors import InvalidPath
+
+#: Longest name accepted, in UTF-8 bytes (the common file-system limit, so copies to disk work).
+MAX_NAME_BYTES = 255
+#: Longest path accepted, in UTF-8 bytes.
+MAX_PATH_BYTES = 4096
+
+
+def normalize(path: str) -> str:
+    """Validate ``path`` and return its normal form. Raises :class:`InvalidPath`.
+
+    Rejects ``.``/``..`` segments, NUL and other control characters, over-long names and paths.
+    Names are NFC-normalized so that macOS (NFD) and other clients agree on one spelling.
+    """
+    if "\x00" in path:
+        raise InvalidPath("NUL in path")
+    segments = [s for s in path.split("/") if s != ""]
+    out = []
+    for seg in segments:
+        if seg in (".", ".."):
+            raise InvalidPath(f"'{seg}' is not allowed in a path")
+        if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in seg):
+            raise InvalidPath("control character in a name")
+        seg = unicodedata.normalize("NFC", seg)
+        if len(seg.encode("utf-8")) > MAX_NAME_BYTES:
+            raise InvalidPath(f"name longer than {MAX_NAME_BYTES} bytes")
+        out.append(seg)
+    result = "/" + "/".join(out) if out else ""
+    if len(result.encode("utf-8")) > MAX_PATH_BYTES:
+        raise InvalidPath(f"path longer than {MAX_PATH_BYTES} bytes")
+    return result
+
+
+def parent_of(path: str) -> str:
+    return path.rpartition("/")[0]
+
+
+def name_of(path: str) -> str:
+    return path.rpartition("/")[2]
