@@ -83,7 +83,7 @@ class DbLockStorage:
             "depth": row.depth,
             "scope": row.scope,
             "type": row.type,
-            "owner": row.owner,
+            "owner": row.owner.encode("utf-8"),  # WsgiDAV wants the owner XML as bytes
             "principal": row.principal,
             "timeout": row.timeout,
             "expire": row.expire,

@@ -118,6 +118,7 @@ def preupload(ctx: HubContext, req: Request, repo: Repo, revision: str) -> Respo
         if existing is not None:
             answer["oid"] = existing.sha256 if existing.lfs else existing.oid
         answers.append(answer)
+    ctx.stats.incr("preuploads")
     return json_response({"files": answers, "commitOid": commit.id})
 
 
@@ -151,7 +152,7 @@ def tree(ctx: HubContext, req: Request, repo: Repo, revision: str, path: str) ->
     view = repo.tree_view(commit)
     directory = path.strip("/")
     if directory and not view.is_dir(directory):
-        raise not_found("EntryNotFound", f"{directory} does not exist on \"{revision}\"")
+        raise not_found("EntryNotFound", f'{directory} does not exist on "{revision}"')
     expand = req.flag("expand")
     size = max(1, int(req.arg("limit") or (ctx.config.expand_page_size if expand else ctx.config.page_size)))
     cursor = req.arg("cursor")

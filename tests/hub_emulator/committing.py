@@ -69,7 +69,10 @@ def parse_body(req: Request, repo: Repo) -> tuple[dict[str, Any], list[Operation
         elif key == "file":
             content = value.get("content", "")
             try:
-                data = base64.b64decode(content, validate=True) if value.get("encoding") == "base64" else content.encode()
+                if value.get("encoding") == "base64":
+                    data = base64.b64decode(content, validate=True)
+                else:
+                    data = content.encode()
             except (binascii.Error, AttributeError) as err:
                 raise HttpError(400, f"Invalid file content for {value.get('path')!r}") from err
             ops.append(("file", normalize_path(value.get("path")), repo.store_blob(data)))
@@ -161,8 +164,9 @@ def commit(
         reservation = quota.reserve()
         if reservation is None:
             raise HttpError(429, COMMIT_QUOTA_MESSAGE, headers={"Retry-After": str(quota.retry_after())})
-        new = Commit.create([head.id], str(header["summary"]).strip(), str(header.get("description") or ""),
-                            [author], editor.tree)
+        new = Commit.create(
+            [head.id], str(header["summary"]).strip(), str(header.get("description") or ""), [author], editor.tree
+        )
         try:
             repo.add_commit(new, branch)
         except BaseException:

@@ -11,6 +11,7 @@ A rule matches requests by HTTP method and a regular expression searched in the 
 - ``delay``: sleep ``seconds`` and then serve the request normally (client read timeouts are 10 s on
   downloads and none on API calls).
 - ``drop_before``: close the connection without reading the body or answering.
+- ``drop_after_read``: read the whole body, then close the connection without processing or answering.
 - ``drop_after`` (alias ``lost_answer``): serve the request completely (a commit is applied, an LFS PUT is
   stored), then close the connection without sending the answer.
 
@@ -20,6 +21,7 @@ succeeded in the last 3600 s, commit requests get 429 with the Hub's message.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -27,7 +29,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-KINDS = ("status", "delay", "drop_before", "drop_after")
+KINDS = ("status", "delay", "drop_before", "drop_after_read", "drop_after")
 _ALIASES = {"lost_answer": "drop_after", "lost_commit_answer": "drop_after", "timeout": "delay"}
 
 COMMIT_QUOTA_MESSAGE = "You have exceeded our hourly quotas for action: commit. We invite you to retry later."
@@ -94,11 +96,8 @@ class CommitQuota:
 
     def release(self, reservation: float) -> None:
         """Give back a reservation whose commit was not applied."""
-        with self._lock:
-            try:
-                self._times.remove(reservation)
-            except ValueError:
-                pass
+        with self._lock, contextlib.suppress(ValueError):
+            self._times.remove(reservation)
 
     def used(self) -> int:
         """Commits counted in the current window."""
@@ -139,7 +138,8 @@ class FaultInjector:
         message: str | None = None,
     ) -> FaultRule:
         """Fail the next ``times`` requests whose method equals ``method`` (None: any) and whose raw target
-        matches the regex ``path``. ``kind``: status | delay | drop_before | drop_after (alias lost_answer)."""
+        matches the regex ``path``. ``kind``: status | delay | drop_before | drop_after_read | drop_after
+        (alias lost_answer)."""
         kind = _ALIASES.get(kind, kind)
         if kind not in KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {KINDS}")

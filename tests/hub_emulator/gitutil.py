@@ -13,7 +13,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 LFS_POINTER_VERSION = "https://git-lfs.github.com/spec/v1"
 FILE_MODE = b"100644"
@@ -118,5 +118,5 @@ def matches_lfs_pattern(path: str, patterns: Iterable[str]) -> bool:
 
 def iso_now() -> str:
     """Current UTC time as the Hub formats it: ISO-8601 with milliseconds and ``Z``."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"

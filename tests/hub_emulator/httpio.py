@@ -226,7 +226,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         end = int(last) if last else size - 1
     except ValueError:
         return None
-    if end < start:
+    if last and end < start:
         return None
     if start >= size:
         raise RangeNotSatisfiable

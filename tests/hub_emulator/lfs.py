@@ -41,8 +41,13 @@ def batch(ctx: HubContext, req: Request, repo: Repo) -> Response:
     for obj in body["objects"]:
         oid, size = obj.get("oid"), obj.get("size")
         if not isinstance(oid, str) or not _OID_RE.match(oid) or not isinstance(size, int) or size < 0:
-            objects.append({"oid": str(oid), "size": size if isinstance(size, int) else 0,
-                            "error": {"code": 422, "message": "Invalid object: oid must be sha256, size an integer"}})
+            objects.append(
+                {
+                    "oid": str(oid),
+                    "size": size if isinstance(size, int) else 0,
+                    "error": {"code": 422, "message": "Invalid object: oid must be sha256, size an integer"},
+                }
+            )
             continue
         stored = repo.lfs_size(oid)
         answer: dict[str, Any] = {"oid": oid, "size": size}
@@ -121,6 +126,8 @@ def _parts_dir(repo: Repo, oid: str) -> Path:
 
 def complete_multipart(ctx: HubContext, req: Request, repo: Repo, oid: str) -> Response:
     """Concatenate the uploaded parts in ``partNumber`` order, check etags and sha256, install."""
+    if not _OID_RE.match(oid):
+        raise HttpError(400, "Invalid oid")
     body = req.json() or {}
     parts = sorted(body.get("parts") or [], key=lambda p: p.get("partNumber", 0))
     if body.get("oid") != oid or not parts:

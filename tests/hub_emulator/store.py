@@ -52,11 +52,7 @@ def write_atomic(path: Path, data: bytes) -> None:
 def valid_repo_id(repo_id: str) -> bool:
     """A repo id is ``namespace/name`` with Hub-safe characters (no traversal, no ``.git`` suffix)."""
     parts = repo_id.split("/")
-    return (
-        len(parts) == 2
-        and all(_NAME_RE.match(p) and ".." not in p for p in parts)
-        and not parts[1].endswith(".git")
-    )
+    return len(parts) == 2 and all(_NAME_RE.match(p) and ".." not in p for p in parts) and not parts[1].endswith(".git")
 
 
 @dataclass(frozen=True)
@@ -182,10 +178,12 @@ class Repo:
     def get_commit(self, sha: str) -> Commit | None:
         commit = self._commits.get(sha)
         if commit is None and _HEX40_RE.match(sha):
-            path = self.root / "commits" / f"{sha}.json"
-            if path.exists():
-                commit = Commit.from_json(json.loads(path.read_text()))
-                self._commits[sha] = commit
+            try:
+                data = json.loads((self.root / "commits" / f"{sha}.json").read_text())
+            except FileNotFoundError:  # unknown, or forgotten by a super-squash
+                return None
+            commit = Commit.from_json(data)
+            self._commits[sha] = commit
         return commit
 
     def resolve(self, revision: str) -> Commit | None:
@@ -314,27 +312,34 @@ class RepoStore:
     def _dir(self, repo_type: str, repo_id: str) -> Path:
         return self.root / repo_type / repo_id
 
+    def _load(self, repo_type: str, repo_id: str) -> Repo | None:
+        """Cached or on-disk repo; the caller holds ``self._lock``."""
+        repo = self._repos.get((repo_type, repo_id))
+        if repo is None:
+            directory = self._dir(repo_type, repo_id)
+            meta_file = directory / "repo.json"
+            if not meta_file.exists():
+                return None
+            repo = Repo(directory, json.loads(meta_file.read_text()))
+            self._repos[(repo_type, repo_id)] = repo
+        return repo
+
     def get(self, repo_type: str, repo_id: str) -> Repo | None:
         if repo_type not in REPO_TYPES or not valid_repo_id(repo_id):
             return None
         with self._lock:
-            repo = self._repos.get((repo_type, repo_id))
-            if repo is None:
-                directory = self._dir(repo_type, repo_id)
-                meta_file = directory / "repo.json"
-                if not meta_file.exists():
-                    return None
-                repo = Repo(directory, json.loads(meta_file.read_text()))
-                self._repos[(repo_type, repo_id)] = repo
-            return repo
+            return self._load(repo_type, repo_id)
 
     def create(self, repo_type: str, repo_id: str, *, private: bool) -> tuple[Repo, bool]:
         """Create a repo with the Hub's initial commit (``.gitattributes``); return ``(repo, created)``."""
-        existing = self.get(repo_type, repo_id)
-        if existing is not None:
-            return existing, False
+        if repo_type not in REPO_TYPES or not valid_repo_id(repo_id):
+            raise ValueError(f"invalid repo {repo_type}/{repo_id}")
         with self._lock:
+            existing = self._load(repo_type, repo_id)
+            if existing is not None:
+                return existing, False
             directory = self._dir(repo_type, repo_id)
+            shutil.rmtree(directory, ignore_errors=True)  # leftovers of a create interrupted before repo.json
             meta = {"type": repo_type, "id": repo_id, "private": private, "createdAt": gitutil.iso_now()}
             repo = Repo(directory, meta)
             entry = repo.store_blob(gitutil.DEFAULT_GITATTRIBUTES.encode())
@@ -347,12 +352,15 @@ class RepoStore:
 
     def delete(self, repo_type: str, repo_id: str) -> bool:
         """Delete a repo and all its objects (a re-created repo starts with an empty LFS store)."""
-        repo = self.get(repo_type, repo_id)
-        if repo is None:
+        if repo_type not in REPO_TYPES or not valid_repo_id(repo_id):
             return False
-        with self._lock, repo.lock:
-            self._repos.pop((repo_type, repo_id), None)
-            trash = repo.root.with_name(f".deleted-{repo.root.name}-{uuid.uuid4().hex}")
-            os.replace(repo.root, trash)
+        with self._lock:
+            repo = self._load(repo_type, repo_id)
+            if repo is None:
+                return False
+            with repo.lock:  # let a commit in progress finish first
+                self._repos.pop((repo_type, repo_id), None)
+                trash = repo.root.with_name(f".deleted-{repo.root.name}-{uuid.uuid4().hex}")
+                os.replace(repo.root, trash)
         shutil.rmtree(trash, ignore_errors=True)
         return True
