@@ -34,7 +34,8 @@ ORPHAN_GRACE_S = 6 * 3600
 
 
 def chunk_hasher():
-    """The content hash naming objects (hex digest = object id)."""
+    """The default content hash naming objects (hex digest = object id). With encryption the
+    composition root passes a keyed hash instead, so ids reveal nothing about content."""
     return hashlib.sha256()
 
 
@@ -100,7 +101,7 @@ class WriteSession:
 
     def _start_chunk(self) -> None:
         fd, name = tempfile.mkstemp(prefix="put-", dir=self._svc.tmp_dir)
-        self._fd, self._tmp, self._hash, self._chunk_len = fd, Path(name), chunk_hasher(), 0
+        self._fd, self._tmp, self._hash, self._chunk_len = fd, Path(name), self._svc.object_hasher(), 0
 
     def _finish_chunk(self) -> None:
         os.close(self._fd)
@@ -247,6 +248,7 @@ class FileService:
         tmp_dir: Path,
         chunk_size: int,
         quota: int | None = None,
+        object_hasher=chunk_hasher,
         clock=time.time,
     ):
         self.repo = repo
@@ -255,6 +257,7 @@ class FileService:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.chunk_size = chunk_size
         self.quota = quota
+        self.object_hasher = object_hasher
         self._clock = clock
         # Writers hand chunks to the store and register them under the read side of this lock;
         # the collector deletes orphans under the write side, so a chunk that a writer just
