@@ -170,11 +170,13 @@ class MetadataRepository:
         with self._write() as c:
             if c.execute(select(nodes.c.id).where(nodes.c.id == ROOT_ID)).first() is None:
                 now = self._clock()
-                c.execute(
-                    insert(nodes).values(
-                        id=ROOT_ID, parent_id=None, name="", path="", is_dir=True, created_at=now, modified_at=now
-                    )
-                )
+                # no explicit id: PostgreSQL's sequence must hand out ROOT_ID itself, or the next
+                # insert would collide with the root
+                root_id = c.execute(
+                    insert(nodes).values(parent_id=None, name="", path="", is_dir=True, created_at=now, modified_at=now)
+                ).inserted_primary_key[0]
+                if root_id != ROOT_ID:
+                    raise RuntimeError(f"root folder got id {root_id}, expected {ROOT_ID}: database not empty?")
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -268,13 +270,18 @@ class MetadataRepository:
         prefix = path + "/"
         return (nodes.c.path == path) | (func.substr(nodes.c.path, 1, len(prefix)) == prefix)
 
-    def _node_in(self, c: Connection, path: str) -> Node | None:
-        row = c.execute(_node_select().where(nodes.c.path == path)).first()
+    def _node_in(self, c: Connection, path: str, *, lock: bool = False) -> Node | None:
+        """``lock``: take a row lock (PostgreSQL) so concurrent writers of the same node
+        serialize; SQLite write transactions are serialized already."""
+        stmt = _node_select().where(nodes.c.path == path)
+        if lock and not self._is_sqlite:
+            stmt = stmt.with_for_update(of=nodes)
+        row = c.execute(stmt).first()
         return _to_node(row) if row else None
 
     def _parent_dir(self, c: Connection, path: str) -> Node:
         parent_path, _ = split_path(path)
-        parent = self._node_in(c, parent_path)
+        parent = self._node_in(c, parent_path, lock=True)
         if parent is None:
             raise Conflict(f"parent folder of {path!r} does not exist")
         if not parent.is_dir:
@@ -379,7 +386,7 @@ class MetadataRepository:
         path: str,
         parts: Sequence[Extent],
         *,
-        new_objects: Iterable[NewObject] = (),
+        new_objects: Sequence[NewObject] = (),
         object_state: str = "committed",
         content_type: str | None = None,
         mtime: float | None = None,
@@ -390,11 +397,24 @@ class MetadataRepository:
         Creates the file if needed (the parent must exist). The previous version, if any, is
         released. ``new_objects`` are registered first (existing ids are kept: dedup).
         Raises Conflict if ``path`` is a folder, AlreadyExists with ``create_only`` if it exists.
+        Two writers creating the same new file race on the unique path; the loser retries once
+        and then overwrites, as if it had come second (last writer wins, like an overwrite).
         """
+        for attempt in range(3):
+            try:
+                return self._put_version(
+                    path, parts, new_objects, object_state, content_type, mtime, create_only
+                )
+            except AlreadyExists:
+                if create_only or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _put_version(self, path, parts, new_objects, object_state, content_type, mtime, create_only) -> Node:
         now = self._clock()
         with self._write() as c:
             self._register_objects(c, new_objects, object_state, now)
-            node = self._node_in(c, path)
+            node = self._node_in(c, path, lock=True)
             if node is not None and node.is_dir:
                 raise Conflict(f"{path!r} is a folder")
             if node is not None and create_only:
@@ -439,7 +459,10 @@ class MetadataRepository:
             raise Conflict("the root folder cannot be deleted")
         now = self._clock()
         with self._write() as c:
-            rows = c.execute(_node_select().where(self._subtree(path))).all()
+            stmt = _node_select().where(self._subtree(path))
+            if not self._is_sqlite:
+                stmt = stmt.with_for_update(of=nodes)
+            rows = c.execute(stmt).all()
             if not rows:
                 raise NotFound(path)
             removed = [_to_node(r) for r in rows]
@@ -461,7 +484,7 @@ class MetadataRepository:
             raise Conflict("cannot move a folder into itself")
         now = self._clock()
         with self._write() as c:
-            node = self._node_in(c, src)
+            node = self._node_in(c, src, lock=True)
             if node is None:
                 raise NotFound(src)
             if self._node_in(c, dst) is not None:

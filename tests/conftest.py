@@ -1,0 +1,66 @@
+"""Shared fixtures for the layered tests: a metadata repository on SQLite or PostgreSQL,
+a local store, a file service."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from gateway.files import FileService
+from gateway.meta.repo import MetadataRepository
+from gateway.store.local import LocalStore
+
+#: PostgreSQL used by the metadata suite; override with HFDAV_TEST_PG_URL.
+PG_URL = os.environ.get("HFDAV_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def _pg_available() -> str | None:
+    """None if PostgreSQL answers, else the reason it does not."""
+    try:
+        import psycopg
+    except ImportError:
+        return "psycopg is not installed (pip install 'psycopg[binary]')"
+    try:
+        with psycopg.connect(PG_URL.replace("postgresql+psycopg", "postgresql"), connect_timeout=3):
+            return None
+    except Exception as exc:  # any connection failure means: no server here
+        return f"PostgreSQL not reachable at {PG_URL}: {exc}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'meta.sqlite3'}"
+        return
+    reason = _pg_available()
+    if reason:
+        pytest.skip(reason)
+    import psycopg
+
+    schema = "t_" + uuid.uuid4().hex[:12]
+    base = PG_URL.replace("postgresql+psycopg", "postgresql")
+    with psycopg.connect(base, autocommit=True) as c:
+        c.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in PG_URL else "?"
+    yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    with psycopg.connect(base, autocommit=True) as c:
+        c.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def repo(db_url):
+    r = MetadataRepository.open(db_url)
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def store(tmp_path):
+    return LocalStore(tmp_path / "objects", fsync=False)
+
+
+@pytest.fixture
+def files(repo, store, tmp_path):
+    return FileService(repo, store, tmp_dir=tmp_path / "tmp", chunk_size=1 << 20)
