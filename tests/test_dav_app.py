@@ -1,0 +1,188 @@
+"""The whole WSGI stack in-process (cheroot in a thread, real HTTP from requests)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+
+import pytest
+import requests
+from cheroot import wsgi
+from requests.auth import HTTPDigestAuth
+
+from gateway.app import build_gateway
+from gateway.config import load_settings
+
+MiB = 1 << 20
+AUTH = ("admin", "pw")
+
+
+@pytest.fixture
+def server(tmp_path):
+    settings = load_settings(
+        {
+            "HFDAV_DATA_DIR": str(tmp_path / "data"),
+            "SYS_TOKEN": "pw",
+            "HFDAV_USERS": "reader:rpw:ro",
+            "HFDAV_CHUNK_SIZE": "1MiB",
+        }
+    )
+    gw = build_gateway(settings)
+    httpd = wsgi.Server(("127.0.0.1", 0), gw.wsgi_app, numthreads=8)
+    httpd.prepare()
+    thread = threading.Thread(target=httpd.serve, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{httpd.bind_addr[1]}"
+    yield base, gw
+    httpd.stop()
+    thread.join(5)
+    gw.close()
+
+
+def dav(method, url, auth=AUTH, **kw):
+    return requests.request(method, url, auth=auth, timeout=30, **kw)
+
+
+def test_auth_required(server):
+    base, _ = server
+    assert requests.get(base + "/", timeout=5).status_code == 401
+    assert dav("PROPFIND", base + "/", auth=("admin", "wrong"), headers={"Depth": "0"}).status_code == 401
+    assert dav("PROPFIND", base + "/", headers={"Depth": "0"}).status_code == 207
+
+
+def test_digest_auth(server):
+    base, _ = server
+    r = dav("PUT", base + "/d.txt", auth=HTTPDigestAuth("admin", "pw"), data=b"digest")
+    assert r.status_code == 201
+    assert dav("GET", base + "/d.txt", auth=HTTPDigestAuth("admin", "pw")).content == b"digest"
+
+
+def test_read_only_user(server):
+    base, _ = server
+    dav("PUT", base + "/r.txt", data=b"x")
+    ro = ("reader", "rpw")
+    assert dav("GET", base + "/r.txt", auth=ro).content == b"x"
+    assert dav("PUT", base + "/r.txt", auth=ro, data=b"y").status_code == 403
+    assert dav("DELETE", base + "/r.txt", auth=ro).status_code == 403
+    assert dav("MKCOL", base + "/dir", auth=ro).status_code == 403
+    assert dav("GET", base + "/r.txt").content == b"x"
+
+
+def raw_request(base, head: bytes, body: bytes = b"", close_after=True) -> bytes:
+    host, port = base.split("//")[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(head + body)
+        if close_after:
+            s.shutdown(socket.SHUT_WR)
+        chunks = []
+        while True:
+            try:
+                data = s.recv(65536)
+            except (ConnectionResetError, TimeoutError):
+                break
+            if not data:
+                break
+            chunks.append(data)
+    return b"".join(chunks)
+
+
+def test_unframed_put_is_411(server):
+    base, gw = server
+    head = b"PUT /unframed.txt HTTP/1.1\r\nHost: x\r\nAuthorization: Basic YWRtaW46cHc=\r\n\r\n"
+    answer = raw_request(base, head, b"hello")
+    assert answer.startswith(b"HTTP/1.1 411")
+    assert gw.files.stat("/unframed.txt") is None
+
+
+def test_truncated_put_leaves_previous_version(server):
+    base, gw = server
+    dav("PUT", base + "/t.bin", data=b"previous")
+    head = (
+        b"PUT /t.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Basic YWRtaW46cHc=\r\n"
+        b"Content-Length: 3000000\r\n\r\n"
+    )
+    raw_request(base, head, os.urandom(1_500_000))
+    assert dav("GET", base + "/t.bin").content == b"previous"
+    assert list(gw.files.tmp_dir.iterdir()) == []
+
+
+def test_finder_style_chunked_put(server):
+    base, _ = server
+    blob = os.urandom(2 * MiB + 17)
+
+    def gen():
+        for i in range(0, len(blob), 65536):
+            yield blob[i : i + 65536]
+
+    r = dav("PUT", base + "/finder.bin", data=gen(), headers={"X-Expected-Entity-Length": str(len(blob))})
+    assert r.status_code == 201
+    assert dav("GET", base + "/finder.bin").content == blob
+    r = dav("PUT", base + "/short.bin", data=gen(), headers={"X-Expected-Entity-Length": str(len(blob) + 1)})
+    assert r.status_code == 400
+    assert dav("GET", base + "/short.bin").status_code == 404
+
+
+def test_range_and_etag(server):
+    base, _ = server
+    blob = os.urandom(3 * MiB)
+    r = dav("PUT", base + "/big.bin", data=blob)
+    etag = r.headers["ETag"]
+    r = dav("GET", base + "/big.bin", headers={"Range": f"bytes={MiB - 3}-{MiB + 3}"})
+    assert r.status_code == 206 and r.content == blob[MiB - 3 : MiB + 4]
+    assert dav("HEAD", base + "/big.bin").headers["ETag"] == etag
+    assert dav("GET", base + "/big.bin", headers={"If-None-Match": etag}).status_code == 304
+
+
+def test_propfind_quota_and_win32_props(server):
+    base, _ = server
+    dav("PUT", base + "/w.txt", data=b"12345")
+    body = (
+        '<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:schemas-microsoft-com:">'
+        "<D:set><D:prop><Z:Win32LastModifiedTime>Wed, 01 Jan 2025 10:00:00 GMT</Z:Win32LastModifiedTime>"
+        "<Z:Win32FileAttributes>00000020</Z:Win32FileAttributes></D:prop></D:set></D:propertyupdate>"
+    )
+    r = dav("PROPPATCH", base + "/w.txt", data=body)
+    assert r.status_code == 207 and "200 OK" in r.text
+    r = dav("PROPFIND", base + "/", headers={"Depth": "1"})
+    assert "quota-used-bytes>5<" in r.text.replace("D:", "")
+    r = dav("PROPFIND", base + "/w.txt", headers={"Depth": "0"})
+    assert "2025" in r.text and "Wed, 01 Jan 2025 10:00:00 GMT" in r.text
+
+
+def test_move_and_copy_file(server):
+    base, gw = server
+    dav("PUT", base + "/a.txt", data=b"abc")
+    r = dav("MOVE", base + "/a.txt", headers={"Destination": base + "/b.txt"})
+    assert r.status_code == 201
+    r = dav("COPY", base + "/b.txt", headers={"Destination": base + "/c.txt"})
+    assert r.status_code == 201
+    assert dav("GET", base + "/a.txt").status_code == 404
+    assert dav("GET", base + "/c.txt").content == b"abc"
+
+
+def test_utf8_and_special_names(server):
+    base, _ = server
+    from urllib.parse import quote
+
+    for name in ["中文 文件.txt", "100% #1 & more+.txt"]:
+        url = base + "/" + quote(name)
+        assert dav("PUT", url, data=name.encode()).status_code == 201
+        assert dav("GET", url).content == name.encode()
+        listing = dav("PROPFIND", base + "/", headers={"Depth": "1"}).text
+        assert quote(name, safe="/!*'(),$-_|.") in listing or name in listing
+
+
+def test_lock_unmapped_creates_empty_file(server):
+    base, gw = server
+    body = (
+        '<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>'
+        "<D:locktype><D:write/></D:locktype><D:owner>t</D:owner></D:lockinfo>"
+    )
+    r = dav("LOCK", base + "/locked.txt", data=body)
+    assert r.status_code == 201
+    token = r.headers["Lock-Token"]
+    assert gw.files.stat("/locked.txt").size == 0
+    assert dav("PUT", base + "/locked.txt", data=b"x").status_code == 423
+    assert dav("PUT", base + "/locked.txt", data=b"x", headers={"If": f"({token})"}).status_code == 204
+    assert dav("UNLOCK", base + "/locked.txt", headers={"Lock-Token": token}).status_code == 204
