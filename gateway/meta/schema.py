@@ -17,6 +17,10 @@ Invariants (checked by ``hfdav fsck``):
   reader that opened the old version of an overwritten file keeps working) and is then deleted
   from the store by the collector.
 * An object id never gets new content: ids are content hashes (keyed, with encryption).
+* Packs: small objects may be copied into a shared *pack* object (``pack_id``/``pack_offset``);
+  their extents keep naming the small object, so refcounts and dedup work per small object.
+  A pack's ``refcount`` is the number of its members whose own refcount is > 0; a pack with
+  refcount 0 is an orphan like any other object. A packed object has no store entry of its own.
 """
 
 from __future__ import annotations
@@ -105,7 +109,23 @@ objects = Table(
     Column("refcount", Integer, nullable=False, comment="number of extents naming this object"),
     Column("created_at", Float, nullable=False),
     Column("orphaned_at", Float, nullable=True, comment="when refcount fell to 0; NULL while referenced"),
+    Column(
+        "pack_id",
+        String(64),
+        nullable=True,
+        comment="NULL: the object is stored on its own. Else the pack object holding its bytes "
+        "(the object then has no store entry of its own; state is the pack's business)",
+    ),
+    Column("pack_offset", BigInteger, nullable=True, comment="where the object's bytes start in the pack"),
+    Column(
+        "members",
+        Integer,
+        nullable=False,
+        server_default="0",
+        comment="for a pack: how many object rows point into it (live or not); 0 for other objects",
+    ),
     Index("ix_objects_state", "state"),
+    Index("ix_objects_pack", "pack_id"),
     Index("ix_objects_orphaned", "orphaned_at"),
 )
 
