@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.errors import Conflict, IncompleteUpload, NotFound, QuotaExceeded, StoreError
+from gateway.errors import Conflict, IncompleteUpload, NotFound, ObjectMissing, QuotaExceeded, StoreError
 from gateway.meta.repo import Extent, MetadataRepository, NewObject, Node
 from gateway.paths import normalize
 from gateway.store.base import ObjectStore
@@ -168,9 +168,10 @@ class VersionReader(io.RawIOBase):
     at that position are read; seeking is free. Raises (never returns short) when the store
     cannot deliver, so a GET is never silently truncated."""
 
-    def __init__(self, store: ObjectStore, parts: list[Extent], size: int):
+    def __init__(self, store: ObjectStore, parts: list[Extent], size: int, resolve=None):
         self._store = store
         self._parts = parts
+        self._resolve = resolve
         self._starts = [p.file_offset for p in parts]
         self._size = size
         self._pos = 0
@@ -220,7 +221,16 @@ class VersionReader(io.RawIOBase):
         i = bisect.bisect_right(self._starts, pos) - 1
         part = self._parts[i]
         inner = pos - part.file_offset
-        self._stream = self._store.open_range(part.object_id, part.object_offset + inner, part.length - inner)
+        try:
+            self._stream = self._store.open_range(part.object_id, part.object_offset + inner, part.length - inner)
+        except ObjectMissing:
+            # the object may just have been moved into a pack: look up where it lives now, once
+            fresh = self._resolve() if self._resolve else None
+            if not fresh or fresh[i] == part:
+                raise
+            self._parts = fresh
+            part = fresh[i]
+            self._stream = self._store.open_range(part.object_id, part.object_offset + inner, part.length - inner)
         self._stream_pos = pos
         self._stream_end = part.file_offset + part.length
 
@@ -284,7 +294,8 @@ class FileService:
     def open_read(self, node: Node) -> VersionReader:
         if node.is_dir or node.version_id is None:
             raise Conflict(f"{node.path!r} is not a file")
-        return VersionReader(self.store, self.repo.extents(node.version_id), node.size)
+        vid = node.version_id
+        return VersionReader(self.store, self.repo.extents(vid), node.size, resolve=lambda: self.repo.extents(vid))
 
     def used_bytes(self) -> int:
         return self.repo.used_bytes()
@@ -331,7 +342,7 @@ class FileService:
                 parts.append(Extent(offset, chunk.object_id, 0, chunk.size))
                 offset += chunk.size
                 existing = self.repo.get_object(chunk.object_id)
-                if existing is not None and existing.refcount > 0 and existing.state != "deleting":
+                if existing is not None and existing.state != "deleting" and (existing.refcount > 0 or existing.pack_id):
                     chunk.path.unlink(missing_ok=True)  # identical chunk already stored: dedup
                 else:
                     self.store.adopt(chunk.object_id, chunk.path, chunk.size)
@@ -387,6 +398,9 @@ class FileService:
     def collect_garbage(self, *, grace_s: float = ORPHAN_GRACE_S) -> int:
         """Delete objects unreferenced for longer than ``grace_s``; returns how many."""
         total = 0
+        with self._gc_lock.writing():
+            while self.repo.forget_packed_orphans(self._clock() - grace_s):
+                pass
         while True:
             batch = self.repo.orphans(self._clock() - grace_s)
             if not batch:

@@ -71,6 +71,21 @@ class ObjectRow:
     state: str
     refcount: int
     orphaned_at: float | None
+    pack_id: str | None = None
+    pack_offset: int | None = None
+    is_pack: bool = False
+
+
+_OBJ_COLS = (
+    objects.c.id,
+    objects.c.size,
+    objects.c.state,
+    objects.c.refcount,
+    objects.c.orphaned_at,
+    objects.c.pack_id,
+    objects.c.pack_offset,
+    objects.c.is_pack,
+)
 
 
 @dataclass(frozen=True)
@@ -227,14 +242,33 @@ class MetadataRepository:
             rows = c.execute(_node_select().where(nodes.c.parent_id == node_id).order_by(nodes.c.name))
             return [_to_node(r) for r in rows]
 
-    def extents(self, version_id: int) -> list[Extent]:
+    def extents(self, version_id: int, *, physical: bool = True) -> list[Extent]:
+        """The extents of a version in file order. ``physical``: where the bytes are stored,
+        i.e. a packed object's extent names its pack and the offset inside the pack."""
         with self._read() as c:
+            if not physical:
+                rows = c.execute(
+                    select(extents.c.file_offset, extents.c.object_id, extents.c.object_offset, extents.c.length)
+                    .where(extents.c.version_id == version_id)
+                    .order_by(extents.c.seq)
+                )
+                return [Extent(*r) for r in rows]
             rows = c.execute(
-                select(extents.c.file_offset, extents.c.object_id, extents.c.object_offset, extents.c.length)
+                select(
+                    extents.c.file_offset,
+                    extents.c.object_id,
+                    extents.c.object_offset,
+                    extents.c.length,
+                    objects.c.pack_id,
+                    objects.c.pack_offset,
+                )
+                .select_from(extents.outerjoin(objects, objects.c.id == extents.c.object_id))
                 .where(extents.c.version_id == version_id)
                 .order_by(extents.c.seq)
             )
-            return [Extent(*r) for r in rows]
+            return [
+                Extent(fo, pack or oid, oo + (poff or 0) if pack else oo, n) for fo, oid, oo, n, pack, poff in rows
+            ]
 
     def used_bytes(self) -> int:
         """Bytes of all current file versions (what the user sees, before dedup)."""
@@ -639,7 +673,7 @@ class MetadataRepository:
     def get_object(self, object_id: str) -> ObjectRow | None:
         with self._read() as c:
             r = c.execute(
-                select(objects.c.id, objects.c.size, objects.c.state, objects.c.refcount, objects.c.orphaned_at).where(
+                select(*_OBJ_COLS).where(
                     objects.c.id == object_id
                 )
             ).first()
@@ -648,7 +682,7 @@ class MetadataRepository:
     def objects_in_state(self, state: str, *, limit: int = 1000) -> list[ObjectRow]:
         with self._read() as c:
             rows = c.execute(
-                select(objects.c.id, objects.c.size, objects.c.state, objects.c.refcount, objects.c.orphaned_at)
+                select(*_OBJ_COLS)
                 .where(objects.c.state == state)
                 .order_by(objects.c.created_at)
                 .limit(limit)
@@ -667,8 +701,8 @@ class MetadataRepository:
         """Objects unreferenced since before ``older_than`` (epoch seconds)."""
         with self._read() as c:
             rows = c.execute(
-                select(objects.c.id, objects.c.size, objects.c.state, objects.c.refcount, objects.c.orphaned_at)
-                .where(and_(objects.c.refcount <= 0, objects.c.orphaned_at < older_than))
+                select(*_OBJ_COLS)
+                .where(and_(objects.c.refcount <= 0, objects.c.orphaned_at < older_than, objects.c.pack_id.is_(None)))
                 .limit(limit)
             )
             return [ObjectRow(*r) for r in rows]
@@ -685,3 +719,186 @@ class MetadataRepository:
     def all_object_ids(self) -> set[str]:
         with self._read() as c:
             return {r[0] for r in c.execute(select(objects.c.id))}
+
+    # ------------------------------------------------------------------ packs
+    def packable_objects(self, *, state: str, max_size: int, limit: int = 10000) -> list[ObjectRow]:
+        """Live, unpacked, non-pack objects smaller than ``max_size`` in ``state``, oldest first."""
+        with self._read() as c:
+            rows = c.execute(
+                select(*_OBJ_COLS)
+                .where(
+                    and_(
+                        objects.c.state == state,
+                        objects.c.size < max_size,
+                        objects.c.pack_id.is_(None),
+                        objects.c.is_pack.is_(False),
+                        objects.c.refcount > 0,
+                    )
+                )
+                .order_by(objects.c.created_at)
+                .limit(limit)
+            )
+            return [ObjectRow(*r) for r in rows]
+
+    def assign_pack(self, pack: NewObject, state: str, members: Sequence[tuple[str, int]]) -> list[str]:
+        """Register ``pack`` and point ``members`` (``(object_id, offset)``) into it, in one
+        transaction. Members that vanished or were packed meanwhile are skipped; returns the ids
+        that now live in the pack (their stand-alone copies may be deleted from the store)."""
+        now = self._clock()
+        moved: list[str] = []
+        with self._write() as c:
+            stmt = self._upsert(objects).values(
+                id=pack.id, size=pack.size, state=state, refcount=0, created_at=now, is_pack=True
+            )
+            c.execute(stmt.on_conflict_do_nothing(index_elements=["id"]))
+            for oid, offset in members:
+                res = c.execute(
+                    update(objects)
+                    .where(and_(objects.c.id == oid, objects.c.pack_id.is_(None), objects.c.state != "deleting"))
+                    .values(pack_id=pack.id, pack_offset=offset, state="packed")
+                )
+                if res.rowcount:
+                    moved.append(oid)
+            c.execute(
+                update(objects)
+                .where(objects.c.id == pack.id)
+                .values(refcount=objects.c.refcount + len(moved), orphaned_at=None if moved else now)
+            )
+        return moved
+
+    def forget_packed_orphans(self, older_than: float, *, limit: int = 5000) -> int:
+        """Drop rows of packed objects unreferenced since before ``older_than``; their packs'
+        refcounts go down (a pack reaching 0 becomes an orphan). Returns rows dropped."""
+        now = self._clock()
+        with self._write() as c:
+            rows = c.execute(
+                select(objects.c.id, objects.c.pack_id)
+                .where(
+                    and_(objects.c.pack_id.is_not(None), objects.c.refcount <= 0, objects.c.orphaned_at < older_than)
+                )
+                .limit(limit)
+            ).all()
+            per_pack: dict[str, int] = {}
+            for oid, pack_id in rows:
+                per_pack[pack_id] = per_pack.get(pack_id, 0) + 1
+            for start in range(0, len(rows), 500):
+                c.execute(delete(objects).where(objects.c.id.in_([r[0] for r in rows[start : start + 500]])))
+            for pack_id, n in per_pack.items():
+                c.execute(update(objects).where(objects.c.id == pack_id).values(refcount=objects.c.refcount - n))
+                c.execute(
+                    update(objects)
+                    .where(and_(objects.c.id == pack_id, objects.c.refcount <= 0, objects.c.orphaned_at.is_(None)))
+                    .values(orphaned_at=now)
+                )
+            return len(rows)
+
+    def pack_usage(self) -> list[tuple[str, int, int]]:
+        """Every pack as ``(pack_id, pack_size, live_bytes)``; live = members with refcount > 0."""
+        with self._read() as c:
+            live = (
+                select(objects.c.pack_id.label("pid"), func.sum(objects.c.size).label("live"))
+                .where(and_(objects.c.pack_id.is_not(None), objects.c.refcount > 0))
+                .group_by(objects.c.pack_id)
+                .subquery()
+            )
+            rows = c.execute(
+                select(objects.c.id, objects.c.size, func.coalesce(live.c.live, 0))
+                .select_from(objects.outerjoin(live, live.c.pid == objects.c.id))
+                .where(objects.c.is_pack.is_(True))
+            )
+            return [(r[0], int(r[1]), int(r[2])) for r in rows]
+
+    def pack_members(self, pack_id: str, *, live_only: bool = True) -> list[ObjectRow]:
+        with self._read() as c:
+            cond = objects.c.pack_id == pack_id
+            if live_only:
+                cond = and_(cond, objects.c.refcount > 0)
+            rows = c.execute(select(*_OBJ_COLS).where(cond).order_by(objects.c.pack_offset))
+            return [ObjectRow(*r) for r in rows]
+
+    def repoint_pack_members(self, old_pack: str, new_pack: NewObject, state: str, members: Sequence[tuple[str, int]]) -> int:
+        """Move ``members`` from ``old_pack`` into ``new_pack`` (repack), in one transaction."""
+        now = self._clock()
+        with self._write() as c:
+            stmt = self._upsert(objects).values(
+                id=new_pack.id, size=new_pack.size, state=state, refcount=0, created_at=now, is_pack=True
+            )
+            c.execute(stmt.on_conflict_do_nothing(index_elements=["id"]))
+            n = 0
+            for oid, offset in members:
+                n += c.execute(
+                    update(objects)
+                    .where(and_(objects.c.id == oid, objects.c.pack_id == old_pack))
+                    .values(pack_id=new_pack.id, pack_offset=offset)
+                ).rowcount
+            c.execute(update(objects).where(objects.c.id == new_pack.id).values(refcount=objects.c.refcount + n, orphaned_at=None))
+            c.execute(update(objects).where(objects.c.id == old_pack).values(refcount=objects.c.refcount - n))
+            c.execute(
+                update(objects)
+                .where(and_(objects.c.id == old_pack, objects.c.refcount <= 0, objects.c.orphaned_at.is_(None)))
+                .values(orphaned_at=now)
+            )
+            return n
+
+    # ------------------------------------------------------------------ consistency (fsck)
+    def extent_refcounts(self) -> dict[str, int]:
+        """How many extents name each object (what every refcount must equal)."""
+        with self._read() as c:
+            return dict(c.execute(select(extents.c.object_id, func.count()).group_by(extents.c.object_id)).all())
+
+    def pack_member_counts(self) -> dict[str, int]:
+        with self._read() as c:
+            return dict(
+                c.execute(
+                    select(objects.c.pack_id, func.count()).where(objects.c.pack_id.is_not(None)).group_by(objects.c.pack_id)
+                ).all()
+            )
+
+    def all_objects(self) -> list[ObjectRow]:
+        with self._read() as c:
+            return [ObjectRow(*r) for r in c.execute(select(*_OBJ_COLS))]
+
+    def set_refcount(self, object_id: str, refcount: int) -> None:
+        now = self._clock()
+        with self._write() as c:
+            c.execute(
+                update(objects)
+                .where(objects.c.id == object_id)
+                .values(refcount=refcount, orphaned_at=None if refcount > 0 else now)
+            )
+
+    def versions_using(self, object_ids: Sequence[str]) -> list[Node]:
+        """Current file nodes whose content uses any of ``object_ids`` (directly or via a pack)."""
+        ids = list(object_ids)
+        out: dict[int, Node] = {}
+        with self._read() as c:
+            for start in range(0, len(ids), 500):
+                batch = ids[start : start + 500]
+                members = select(objects.c.id).where(objects.c.pack_id.in_(batch))
+                rows = c.execute(
+                    _node_select()
+                    .where(
+                        nodes.c.version_id.in_(
+                            select(extents.c.version_id).where(
+                                extents.c.object_id.in_(batch) | extents.c.object_id.in_(members)
+                            )
+                        )
+                    )
+                )
+                for r in rows:
+                    out[r.id] = _to_node(r)
+        return sorted(out.values(), key=lambda n: n.path)
+
+    def all_versions_with_extents(self) -> Iterator[tuple[int, int, list[Extent]]]:
+        """Every version as ``(version_id, size, logical extents)`` (fsck)."""
+        with self._read() as c:
+            sizes = dict(c.execute(select(versions.c.id, versions.c.size)).all())
+            rows = c.execute(
+                select(extents.c.version_id, extents.c.file_offset, extents.c.object_id, extents.c.object_offset, extents.c.length)
+                .order_by(extents.c.version_id, extents.c.seq)
+            ).all()
+        by_version: dict[int, list[Extent]] = {vid: [] for vid in sizes}
+        for vid, fo, oid, oo, n in rows:
+            by_version.setdefault(vid, []).append(Extent(fo, oid, oo, n))
+        for vid, parts in by_version.items():
+            yield vid, sizes.get(vid, -1), parts

@@ -19,8 +19,10 @@ Invariants (checked by ``hfdav fsck``):
 * An object id never gets new content: ids are content hashes (keyed, with encryption).
 * Packs: small objects may be copied into a shared *pack* object (``pack_id``/``pack_offset``);
   their extents keep naming the small object, so refcounts and dedup work per small object.
-  A pack's ``refcount`` is the number of its members whose own refcount is > 0; a pack with
-  refcount 0 is an orphan like any other object. A packed object has no store entry of its own.
+  A packed object has state ``packed`` and no store entry of its own. A pack's ``refcount`` is
+  the number of object rows pointing into it: packed rows live until the collector forgets
+  them, so a pack with refcount 0 holds nothing anyone can reach and is collected like any
+  other orphan.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 #: The root folder's node id.
@@ -49,7 +52,8 @@ ROOT_ID = 1
 #: ``committed``: a commit of the remote store references the object (durable). With the local
 #: store, objects are ``committed`` as soon as they are written.
 #: ``deleting``: refcount is 0 and the grace period is over; removal from the store is pending.
-OBJECT_STATES = ("staged", "uploaded", "committed", "deleting")
+#: ``packed``: the bytes live inside a pack object (``pack_id``); the pack has its own state.
+OBJECT_STATES = ("staged", "uploaded", "committed", "deleting", "packed")
 
 metadata = MetaData()
 
@@ -117,13 +121,7 @@ objects = Table(
         "(the object then has no store entry of its own; state is the pack's business)",
     ),
     Column("pack_offset", BigInteger, nullable=True, comment="where the object's bytes start in the pack"),
-    Column(
-        "members",
-        Integer,
-        nullable=False,
-        server_default="0",
-        comment="for a pack: how many object rows point into it (live or not); 0 for other objects",
-    ),
+    Column("is_pack", Boolean, nullable=False, server_default=false(), comment="true for a pack object"),
     Index("ix_objects_state", "state"),
     Index("ix_objects_pack", "pack_id"),
     Index("ix_objects_orphaned", "orphaned_at"),

@@ -17,13 +17,13 @@ def upgrade() -> None:
     with op.batch_alter_table("objects", schema=None) as batch_op:
         batch_op.add_column(sa.Column("pack_id", sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column("pack_offset", sa.BigInteger(), nullable=True))
-        batch_op.add_column(sa.Column("members", sa.Integer(), nullable=False, server_default="0"))
+        batch_op.add_column(sa.Column("is_pack", sa.Boolean(), nullable=False, server_default=sa.false()))
         batch_op.create_index("ix_objects_pack", ["pack_id"], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("objects", schema=None) as batch_op:
         batch_op.drop_index("ix_objects_pack")
-        batch_op.drop_column("members")
+        batch_op.drop_column("is_pack")
         batch_op.drop_column("pack_offset")
         batch_op.drop_column("pack_id")
