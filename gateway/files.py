@@ -24,6 +24,7 @@ from gateway.errors import Conflict, IncompleteUpload, NotFound, ObjectMissing, 
 from gateway.meta.repo import Extent, MetadataRepository, NewObject, Node
 from gateway.paths import normalize
 from gateway.store.base import ObjectStore
+from gateway.trash import Trash, in_trash
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +260,7 @@ class FileService:
         chunk_size: int,
         quota: int | None = None,
         object_hasher=chunk_hasher,
+        trash: Trash | None = None,
         clock=time.time,
     ):
         self.repo = repo
@@ -268,6 +270,7 @@ class FileService:
         self.chunk_size = chunk_size
         self.quota = quota
         self.object_hasher = object_hasher
+        self.trash = trash
         self._clock = clock
         # Writers hand chunks to the store and register them under the read side of this lock;
         # the collector deletes orphans under the write side, so a chunk that a writer just
@@ -370,7 +373,13 @@ class FileService:
         return self.repo.mkdir(normalize(path))
 
     def delete(self, path: str) -> list[Node]:
-        return self.repo.delete(normalize(path))
+        """Delete ``path`` (recursively). With a trash, the tree is moved there instead and
+        nothing is returned; inside the trash, deletion is final. Returns removed nodes."""
+        path = normalize(path)
+        if self.trash is not None and not in_trash(path):
+            self.trash.stash(path)
+            return []
+        return self.repo.delete(path)
 
     def move(self, src: str, dst: str, *, overwrite: bool = False) -> Node:
         src, dst = normalize(src), normalize(dst)

@@ -19,6 +19,7 @@ from gateway.errors import HfdavError
 from gateway.files import FileService, WriteSession
 from gateway.meta.repo import EMPTY_ETAG, Node
 from gateway.paths import normalize
+from gateway.trash import TRASH_NAME
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,8 @@ class FolderResource(_Common, DAVCollection):
     @translated
     def _children(self) -> list[Node]:
         kids = self.files.list(self.node)
+        if self.node.path == "":
+            kids = [n for n in kids if n.name != TRASH_NAME]  # hidden; reachable by its URL
         cache = self.environ.setdefault(NODES_KEY, {})
         base = self.node.path
         for n in kids:
