@@ -902,3 +902,19 @@ class MetadataRepository:
             by_version.setdefault(vid, []).append(Extent(fo, oid, oo, n))
         for vid, parts in by_version.items():
             yield vid, sizes.get(vid, -1), parts
+
+    def register_strays(self, found: Sequence[NewObject], *, state: str) -> None:
+        """Record objects found in the store but unknown here as orphans (the collector
+        deletes them after the grace period unless a writer references them first)."""
+        now = self._clock()
+        with self._write() as c:
+            for obj in found:
+                stmt = self._upsert(objects).values(
+                    id=obj.id, size=obj.size, state=state, refcount=0, created_at=now, orphaned_at=now
+                )
+                c.execute(stmt.on_conflict_do_nothing(index_elements=["id"]))
+
+    def node_of_version(self, version_id: int) -> Node | None:
+        with self._read() as c:
+            row = c.execute(_node_select().where(nodes.c.version_id == version_id)).first()
+            return _to_node(row) if row else None
