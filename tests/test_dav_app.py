@@ -186,3 +186,53 @@ def test_lock_unmapped_creates_empty_file(server):
     assert dav("PUT", base + "/locked.txt", data=b"x").status_code == 423
     assert dav("PUT", base + "/locked.txt", data=b"x", headers={"If": f"({token})"}).status_code == 204
     assert dav("UNLOCK", base + "/locked.txt", headers={"Lock-Token": token}).status_code == 204
+
+
+@pytest.fixture
+def quota_server(tmp_path):
+    settings = load_settings(
+        {"HFDAV_DATA_DIR": str(tmp_path / "q"), "SYS_TOKEN": "pw", "HFDAV_QUOTA": "3MiB", "HFDAV_CHUNK_SIZE": "1MiB"}
+    )
+    gw = build_gateway(settings)
+    httpd = wsgi.Server(("127.0.0.1", 0), gw.wsgi_app, numthreads=4)
+    httpd.prepare()
+    thread = threading.Thread(target=httpd.serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.bind_addr[1]}", gw
+    httpd.stop()
+    thread.join(5)
+    gw.close()
+
+
+def test_quota_properties_and_507(quota_server):
+    base, gw = quota_server
+    assert dav("PUT", base + "/a.bin", data=os.urandom(2 * MiB)).status_code == 201
+    r = dav("PROPFIND", base + "/", headers={"Depth": "0"})
+    text = r.text.replace("D:", "")
+    assert f"<quota-used-bytes>{2 * MiB}<" in text and f"<quota-available-bytes>{MiB}<" in text
+    r = dav("PUT", base + "/b.bin", data=os.urandom(2 * MiB))
+    assert r.status_code == 507
+    assert gw.files.stat("/b.bin") is None
+    # overwriting counts the bytes it replaces
+    assert dav("PUT", base + "/a.bin", data=os.urandom(3 * MiB)).status_code == 204
+
+
+def test_macos_companion_files_are_stored(server):
+    base, _ = server
+    for name in ("._report.pdf", ".DS_Store"):
+        assert dav("PUT", base + "/" + name, data=b"\x00\x05\x16\x07").status_code == 201
+        assert dav("GET", base + "/" + name).content == b"\x00\x05\x16\x07"
+
+
+def test_delete_is_restorable_from_hidden_trash(server):
+    base, gw = server
+    dav("PUT", base + "/keep.txt", data=b"keep")
+    assert dav("DELETE", base + "/keep.txt").status_code == 204
+    listing = dav("PROPFIND", base + "/", headers={"Depth": "1"}).text
+    assert ".hfdav-trash" not in listing and "keep.txt" not in listing
+    [entry] = gw.files.trash.entries()
+    from urllib.parse import quote
+
+    r = dav("MOVE", base + quote(entry.trash_path), headers={"Destination": base + "/keep.txt"})
+    assert r.status_code == 201
+    assert dav("GET", base + "/keep.txt").content == b"keep"
