@@ -48,6 +48,15 @@ def _parser() -> argparse.ArgumentParser:
 
     stats = sub.add_parser("stats", help="print counts and sizes")
     stats.add_argument("--data-dir")
+    backup = sub.add_parser("backup", help="back the metadata database up to WEBDAV_URL now")
+    backup.add_argument("--data-dir")
+    backup.add_argument("--list", action="store_true", help="list the generations on the server instead")
+
+    restore = sub.add_parser("restore", help="restore the metadata database from the newest WEBDAV_URL backup")
+    restore.add_argument("--data-dir")
+    restore.add_argument(
+        "--force", action="store_true", help="replace an existing database (stop the server first)"
+    )
     return p
 
 
@@ -76,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         return _gc(settings, args.grace)
     if args.command == "stats":
         return _stats(settings)
+    if args.command == "backup":
+        return _backup(settings, args.list)
+    if args.command == "restore":
+        return _restore(settings, args.force)
     return 2
 
 
@@ -89,6 +102,35 @@ def _announce_password(settings, generated: bool) -> None:
         )
 
 
+#: Seconds gunicorn lets in-flight requests finish after SIGTERM (``hfdav serve``).
+GRACEFUL_TIMEOUT_S = 60
+
+
+def gunicorn_command(settings, *, graceful_timeout: int = GRACEFUL_TIMEOUT_S) -> tuple[list[str], dict[str, str]]:
+    """argv and environment that run the gateway under gunicorn (gthread, one worker).
+
+    After SIGTERM the worker finishes in-flight requests, then its exit closes the gateway
+    (background uploads and commits drain); all of that within ``graceful_timeout`` seconds.
+    """
+    env = dict(os.environ)
+    env.update(
+        HFDAV_DATA_DIR=str(settings.data_dir),
+        HFDAV_DATABASE_URL=settings.database_url,
+        HFDAV_CHUNK_SIZE=str(settings.chunk_size),
+        HFDAV_PREFIX=settings.prefix,
+        SYS_TOKEN=settings.admin_password or "",
+    )
+    argv = [
+        sys.executable, "-m", "gunicorn",
+        "--worker-class", "gthread", "--workers", "1", "--threads", str(settings.threads),
+        "--bind", f"{settings.host}:{settings.port}", "--timeout", "3600",
+        "--graceful-timeout", str(graceful_timeout),
+        "--no-control-socket",
+        "gateway.wsgi:create_app()",
+    ]  # fmt: skip
+    return argv, env
+
+
 def _serve(settings, server: str) -> int:
     from gateway.app import build_gateway, ensure_admin_password
 
@@ -96,21 +138,7 @@ def _serve(settings, server: str) -> int:
     _announce_password(settings, generated)
     url = f"http://{settings.host}:{settings.port}{settings.prefix.rstrip('/')}/"
     if server == "gunicorn":
-        env = dict(os.environ)
-        env.update(
-            HFDAV_DATA_DIR=str(settings.data_dir),
-            HFDAV_DATABASE_URL=settings.database_url,
-            HFDAV_CHUNK_SIZE=str(settings.chunk_size),
-            HFDAV_PREFIX=settings.prefix,
-            SYS_TOKEN=settings.admin_password or "",
-        )
-        argv = [
-            sys.executable, "-m", "gunicorn",
-            "--worker-class", "gthread", "--workers", "1", "--threads", str(settings.threads),
-            "--bind", f"{settings.host}:{settings.port}", "--timeout", "3600", "--graceful-timeout", "60",
-            "--no-control-socket",
-            "gateway.wsgi:create_app()",
-        ]  # fmt: skip
+        argv, env = gunicorn_command(settings)
         print(f"hfdav serving {url} (gunicorn)", file=sys.stderr, flush=True)
         os.execve(sys.executable, argv, env)
 
@@ -168,6 +196,58 @@ def _stats(settings) -> int:
     finally:
         gateway.close()
     return 0
+
+def _backup_target(settings):
+    from gateway.sync.backup import MetadataBackup
+
+    backup = MetadataBackup.from_settings(settings)
+    if backup is None:
+        print("hfdav: nothing to do: WEBDAV_URL is not set, or the database is not SQLite", file=sys.stderr)
+    return backup
+
+
+def _backup(settings, list_only: bool) -> int:
+    from gateway.sync.backup import BackupError
+
+    backup = _backup_target(settings)
+    if backup is None:
+        return 2
+    try:
+        if list_only:
+            for gen in backup.generations():
+                print(f"{gen.seq:6d}  {gen.taken_at:%Y-%m-%d %H:%M:%S}Z  {gen.name}")
+            return 0
+        gen = backup.backup_once()
+        print(f"backed up as {gen.name}" if gen else "unchanged since the newest backup")
+        return 0
+    except BackupError as exc:
+        print(f"hfdav: backup failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        backup.close()
+
+
+def _restore(settings, force: bool) -> int:
+    from gateway.sync.backup import BackupError
+
+    backup = _backup_target(settings)
+    if backup is None:
+        return 2
+    try:
+        if backup.db_path.exists() and not force:
+            print(f"hfdav: {backup.db_path} exists; stop the server and pass --force to replace it", file=sys.stderr)
+            return 1
+        gen = backup.restore_latest()
+        if gen is None:
+            print("hfdav: the backup folder holds no generation", file=sys.stderr)
+            return 1
+        print(f"restored {gen.name}")
+        return 0
+    except BackupError as exc:
+        print(f"hfdav: restore failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        backup.close()
 
 
 if __name__ == "__main__":

@@ -1,9 +1,8 @@
-"""Build the WsgiDAV application (configuration in one place) and the thin WSGI wrapper around it."""
+"""Build the WsgiDAV application (configuration in one place), wrapped in :class:`gateway.web.WebFront`."""
 
 from __future__ import annotations
 
 import logging
-import time
 
 from wsgidav.wsgidav_app import WsgiDAVApp
 
@@ -13,9 +12,9 @@ from gateway.dav.locks import DbLockStorage
 from gateway.dav.props import DbPropertyManager
 from gateway.dav.provider import HfdavProvider
 from gateway.files import FileService
+from gateway.web import WebFront, database_check, store_check
 
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("hfdav.access")
 
 #: WsgiDAV reads PUT bodies and writes GET bodies in pieces of this size. The 8 KiB default
 #: costs 3–7× in throughput (WEBDAV_NOTES §3); 1 MiB keeps memory per request small.
@@ -53,39 +52,6 @@ def make_wsgi_app(settings: Settings, files: FileService):
         "logging": {"enable": False},
     }
     dav = WsgiDAVApp(config)
-    return AccessLog(dav)
-
-
-class AccessLog:
-    """One log line per request: method, path, status, bytes in/out, seconds, user."""
-
-    def __init__(self, app):
-        self.app = app
-
-    def __call__(self, environ, start_response):
-        started = time.monotonic()
-        status_holder = {}
-
-        def _start(status, headers, exc_info=None):
-            status_holder["status"] = status.split(" ", 1)[0]
-            return start_response(status, headers, exc_info)
-
-        sent = 0
-        body = self.app(environ, _start)
-        try:
-            for piece in body:
-                sent += len(piece)
-                yield piece
-        finally:
-            if hasattr(body, "close"):
-                body.close()
-            access_log.info(
-                '%s %s %s in=%s out=%d %.3fs user=%s',
-                environ.get("REQUEST_METHOD"),
-                environ.get("PATH_INFO"),
-                status_holder.get("status", "-"),
-                environ.get("CONTENT_LENGTH") or "-",
-                sent,
-                time.monotonic() - started,
-                environ.get("wsgidav.auth.user_name") or "-",
-            )
+    checks = {"database": database_check(repo), "store": store_check(files.store)}
+    return WebFront(dav, prefix=settings.prefix, users=user_table(settings), anonymous=settings.anonymous,
+                    checks=checks)

@@ -1,0 +1,433 @@
+#!/usr/bin/env python3
+"""Container entry point: the gateway under gunicorn behind nginx, plus the metadata backup loop.
+
+Start-up, in order (any failure stops here with a message and a non-zero exit):
+
+1. Settings from the environment, checked all at once (the gateway's own, see
+   ``gateway/config.py``, and the ones below). Defaults that differ from ``hfdav serve``:
+   the share lives under ``HFDAV_PREFIX=/dav`` and the data dir is ``/data`` when it is
+   writable (persistent storage on a Space, the volume under compose), else ``$HOME/data``.
+2. With the Hub backend, the dataset repo is created if it does not exist.
+3. When the metadata database is missing (fresh disk), it is restored from whichever is
+   newer: the dataset repo (``hfdav rebuild``) or the newest WebDAV backup.
+4. gunicorn (gthread, one worker) on ``127.0.0.1:HFDAV_PORT``, then nginx on ``PORT``
+   (``nginx.conf`` rendered into a run directory under /tmp), then the backup loop.
+5. ``SYSTEM ONLINE - DATASETS STORAGE MODE`` on stdout once both answer ``/healthz``.
+
+On SIGTERM or SIGINT: nginx stops accepting connections and finishes the requests it has;
+gunicorn finishes in-flight requests and its worker closes the gateway (background uploads and
+commits drain), both within ``HFDAV_DRAIN_TIMEOUT``; then a final metadata backup; exit 0.
+A second signal skips the waiting.
+
+Settings of this script (besides the gateway's):
+
+=======================  ===================================================================
+``PORT``                 public port nginx listens on (default 7860, a Space's ``app_port``)
+``HFDAV_DRAIN_TIMEOUT``  seconds allowed for draining uploads and commits at stop (default 300)
+=======================  ===================================================================
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+
+from gateway.app import ensure_admin_password
+from gateway.cli import gunicorn_command
+from gateway.config import ConfigError, Settings, load_settings
+from gateway.logs import setup_logging
+from gateway.sync.backup import BackupError, BackupLoop, MetadataBackup, sqlite_path
+
+log = logging.getLogger("hfdav.boot")
+
+ONLINE_BANNER = "SYSTEM ONLINE - DATASETS STORAGE MODE"
+APP_DIR = Path(__file__).resolve().parent
+NGINX_TEMPLATE = APP_DIR / "nginx.conf"
+SITE_DIR = APP_DIR / "fake_site"
+
+#: Port a Hugging Face Space routes to (README front matter ``app_port``).
+DEFAULT_PUBLIC_PORT = 7860
+DEFAULT_PREFIX = "/dav"
+#: Persistent storage of a Space (and the compose volume) is mounted here.
+PERSISTENT_DIR = Path("/data")
+#: Long enough to send a full staging area (2 GiB by default) to the Hub and commit it.
+DEFAULT_DRAIN_TIMEOUT_S = 300
+#: How long gunicorn and nginx may take to answer /healthz after they are started.
+START_TIMEOUT_S = 120
+#: nginx finishes its last proxied responses once gunicorn is gone; this bounds the wait.
+NGINX_STOP_TIMEOUT_S = 30
+#: After a second stop signal, children get this long to exit before they are killed.
+HURRY_TIMEOUT_S = 10
+#: Attempts (and the pause between them) for the Hub calls made before the gateway starts.
+HUB_ATTEMPTS = 5
+HUB_RETRY_PAUSE_S = 5
+
+
+class BootError(Exception):
+    """Start-up cannot continue; the message says why."""
+
+
+# -- settings -------------------------------------------------------------------------------
+
+
+def boot_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment with this script's defaults filled in (explicit values win)."""
+    env = dict(environ)
+    env.setdefault("HFDAV_PREFIX", DEFAULT_PREFIX)
+    env.setdefault("HFDAV_HOST", "127.0.0.1")
+    env.setdefault("HFDAV_PORT", "8000")
+    if not env.get("HFDAV_DATA_DIR"):
+        if PERSISTENT_DIR.is_dir() and os.access(PERSISTENT_DIR, os.W_OK):
+            env["HFDAV_DATA_DIR"] = str(PERSISTENT_DIR)
+        else:
+            env["HFDAV_DATA_DIR"] = str(Path(env.get("HOME") or Path.home()) / "data")
+    return env
+
+
+def _int_setting(env: Mapping[str, str], name: str, default: int, lo: int, hi: int, problems: list[str]) -> int:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        problems.append(f"{name}={raw!r}: not an integer")
+        return default
+    if not lo <= value <= hi:
+        problems.append(f"{name}={value}: must be between {lo} and {hi}")
+    return value
+
+
+def load_boot_settings(env: Mapping[str, str]) -> tuple[Settings, int, int]:
+    """(gateway settings, public port, drain timeout); raises ConfigError listing every problem."""
+    problems: list[str] = []
+    settings = None
+    try:
+        settings = load_settings(env)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    port = _int_setting(env, "PORT", DEFAULT_PUBLIC_PORT, 1, 65535, problems)
+    drain = _int_setting(env, "HFDAV_DRAIN_TIMEOUT", DEFAULT_DRAIN_TIMEOUT_S, 1, 24 * 3600, problems)
+    if settings is not None:
+        if settings.prefix == "/":
+            problems.append("HFDAV_PREFIX=/: the home page needs / ; use a prefix such as /dav (or run `hfdav serve`)")
+        if settings.port == port:
+            problems.append(f"HFDAV_PORT={settings.port} is the public PORT; the gateway needs a port of its own")
+        if settings.port == 0:
+            problems.append("HFDAV_PORT=0: nginx needs to know the gateway's port")
+    if nginx_binary() is None:
+        problems.append("nginx is not installed (apt-get install nginx)")
+    for needed in (NGINX_TEMPLATE, SITE_DIR / "index.html"):
+        if not needed.exists():
+            problems.append(f"{needed} is missing")
+    if problems:
+        raise ConfigError(problems)
+    assert settings is not None
+    return settings, port, drain
+
+
+def nginx_binary() -> str | None:
+    return shutil.which("nginx", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+
+
+# -- Hub: repo exists, and when it last changed -----------------------------------------------
+
+
+def _hub_call(what: str, call):
+    """Run a Hub call, retrying transient failures; BootError when it cannot succeed."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    for attempt in range(1, HUB_ATTEMPTS + 1):
+        try:
+            return call()
+        except HfHubHTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else None
+            if status in (401, 403):
+                raise BootError(f"{what}: the Hub refused HF_TOKEN (HTTP {status}); it needs write access") from exc
+            if attempt == HUB_ATTEMPTS or (status is not None and status < 500 and status != 429):
+                raise BootError(f"{what}: {exc}") from exc
+        except OSError as exc:
+            if attempt == HUB_ATTEMPTS:
+                raise BootError(f"{what}: {exc}") from exc
+        log.warning("%s failed (attempt %d of %d); retrying", what, attempt, HUB_ATTEMPTS)
+        time.sleep(HUB_RETRY_PAUSE_S)
+    raise AssertionError("unreachable")
+
+
+def _hub_api(settings: Settings):
+    from huggingface_hub import HfApi
+
+    return HfApi(endpoint=settings.hf_endpoint, token=settings.hf_token)
+
+
+def ensure_dataset_repo(settings: Settings) -> None:
+    """Create the (private) dataset repo unless it exists."""
+    api = _hub_api(settings)
+    _hub_call(
+        f"creating dataset repo {settings.hf_dataset_repo}",
+        lambda: api.create_repo(settings.hf_dataset_repo, repo_type="dataset", private=True, exist_ok=True),
+    )
+
+
+def repo_updated_at(settings: Settings) -> datetime | None:
+    """Time of the newest commit of the dataset repo."""
+    api = _hub_api(settings)
+    info = _hub_call(
+        f"reading dataset repo {settings.hf_dataset_repo}",
+        lambda: api.repo_info(settings.hf_dataset_repo, repo_type="dataset"),
+    )
+    return info.last_modified
+
+
+def rebuild_from_repo(env: Mapping[str, str]) -> bool:
+    """Rebuild the metadata database from the dataset repo alone (``hfdav rebuild``)."""
+    result = subprocess.run([sys.executable, "-m", "gateway.cli", "rebuild"], env=dict(env), stdin=subprocess.DEVNULL)
+    if result.returncode != 0:
+        log.error("hfdav rebuild failed (exit %d)", result.returncode)
+    return result.returncode == 0
+
+
+# -- metadata restore -------------------------------------------------------------------------
+
+
+def restore_metadata(settings: Settings, env: Mapping[str, str], backup: MetadataBackup | None) -> str:
+    """Fill a missing metadata database from the newer of the repo and the WebDAV backup.
+
+    Returns what was done (for the log). Only the SQLite database can be missing on a fresh
+    disk; a PostgreSQL database lives elsewhere and is left alone.
+    """
+    db_path = sqlite_path(settings.database_url)
+    if db_path is None:
+        return "database is not SQLite: nothing to restore"
+    if db_path.exists():
+        return f"database present at {db_path}"
+
+    candidates: list[tuple[datetime, str]] = []
+    if settings.hub_enabled:
+        updated = repo_updated_at(settings)
+        if updated is not None:
+            candidates.append((updated, "repo"))
+    if backup is not None:
+        if not settings.hub_enabled and not _has_local_objects(settings):
+            log.warning("the WebDAV backup is not restored: the local chunks it refers to are gone too "
+                        "(`hfdav restore` restores it anyway)")
+        else:
+            try:
+                newest = backup.generations()
+            except BackupError as exc:
+                log.error("cannot list WebDAV backups: %s", exc)
+                newest = []
+            if newest:
+                candidates.append((newest[0].taken_at, "backup"))
+    candidates.sort(reverse=True)
+    for taken_at, source in candidates:
+        log.info("restoring metadata from the %s (last changed %s)", source, taken_at.isoformat())
+        if source == "repo" and rebuild_from_repo(env):
+            return "rebuilt from the dataset repo"
+        if source == "backup":
+            try:
+                gen = backup.restore_latest(db_path)  # type: ignore[union-attr]
+            except BackupError as exc:
+                log.error("restore from the WebDAV backup failed: %s", exc)
+                continue
+            if gen is not None:
+                return f"restored from WebDAV backup {gen.name}"
+    return "no metadata to restore: starting empty"
+
+
+def _has_local_objects(settings: Settings) -> bool:
+    objects = settings.data_dir / "objects"
+    return objects.is_dir() and any(objects.iterdir())
+
+
+# -- processes ----------------------------------------------------------------------------------
+
+
+def render_nginx_conf(*, port: int, gateway: str, prefix: str, run_dir: Path) -> str:
+    """nginx.conf with its placeholders filled in."""
+    values = {
+        "LISTEN_PORT": str(port),
+        "GATEWAY_ADDR": gateway,
+        "PREFIX": prefix.rstrip("/"),
+        "RUN_DIR": str(run_dir),
+        "SITE_DIR": str(SITE_DIR),
+        # nginx switches workers to `nobody` when started as root; only root may say who to be
+        "USER_DIRECTIVE": "user root;" if os.geteuid() == 0 else "",
+    }
+    text = NGINX_TEMPLATE.read_text()
+    for key, value in values.items():
+        text = text.replace("{{" + key + "}}", value)
+    if "{{" in text:
+        raise BootError(f"nginx.conf has an unknown placeholder near: {text[text.index('{{'):][:40]!r}")
+    return text
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, what: str, timeout: float = START_TIMEOUT_S) -> None:
+    """Wait until ``url`` answers 200; BootError if ``proc`` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BootError(f"{what} exited with status {proc.returncode} while starting")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                if r.status == 200:
+                    return
+                last = f"HTTP {r.status}"
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}"
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(0.2)
+    raise BootError(f"{what} did not become healthy within {timeout:.0f}s ({last})")
+
+
+class Supervisor:
+    """Owns the child processes and the backup loop; runs the stop sequence once."""
+
+    def __init__(self, settings: Settings, env: Mapping[str, str], port: int, drain: int,
+                 backup: MetadataBackup | None):  # fmt: skip
+        self.settings = settings
+        self.env = env
+        self.port = port
+        self.drain = drain
+        self.backup = backup
+        self.loop: BackupLoop | None = None
+        self.gunicorn: subprocess.Popen | None = None
+        self.nginx: subprocess.Popen | None = None
+        self.stopping = threading.Event()
+        self.hurried_at: float | None = None
+        self.run_dir = Path(tempfile.gettempdir()) / f"hfdav-nginx-{port}"
+
+    def start(self) -> None:
+        argv, genv = gunicorn_command(self.settings, graceful_timeout=self.drain)
+        # own process groups: a Ctrl-C in a terminal reaches this script only, which stops the
+        # children in the right order
+        self.gunicorn = subprocess.Popen(argv, env=genv, stdin=subprocess.DEVNULL, process_group=0)
+        gateway = f"{self.settings.host}:{self.settings.port}"
+        wait_healthy(f"http://{gateway}/healthz", self.gunicorn, "the gateway (gunicorn)")
+
+        for sub in ("", "client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            (self.run_dir / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+        conf = self.run_dir / "nginx.conf"
+        conf.write_text(render_nginx_conf(port=self.port, gateway=gateway, prefix=self.settings.prefix,
+                                          run_dir=self.run_dir))  # fmt: skip
+        self.nginx = subprocess.Popen([nginx_binary(), "-p", str(self.run_dir), "-c", str(conf), "-e", "stderr"],
+                                      stdin=subprocess.DEVNULL, process_group=0)  # fmt: skip
+        wait_healthy(f"http://127.0.0.1:{self.port}/healthz", self.nginx, "nginx")
+
+        if self.backup is not None:
+            self.loop = BackupLoop(self.backup, self.settings.sync_interval).start()
+            log.info("metadata backup every %ds to %s", self.settings.sync_interval, self.backup.folder.url)
+
+    def on_signal(self, signum, _frame) -> None:
+        if self.stopping.is_set():
+            log.warning("signal %d again: stopping without waiting for drains", signum)
+            self.hurried_at = time.monotonic()
+            for proc, sig in ((self.gunicorn, signal.SIGQUIT), (self.nginx, signal.SIGTERM)):
+                if proc is not None and proc.poll() is None:
+                    proc.send_signal(sig)
+        self.stopping.set()
+
+    def wait(self) -> int:
+        """Block until a signal or a child's death; then stop everything. Returns the exit status."""
+        crashed = None
+        while not self.stopping.wait(1.0):
+            for name, proc in (("gunicorn", self.gunicorn), ("nginx", self.nginx)):
+                if proc is not None and proc.poll() is not None:
+                    crashed = f"{name} exited unexpectedly with status {proc.returncode}"
+                    break
+            if crashed:
+                log.error("%s: stopping", crashed)
+                break
+        self.stop()
+        return 1 if crashed else 0
+
+    def stop(self) -> None:
+        self.stopping.set()
+        log.info("stopping: no new connections; finishing requests, uploads and commits (up to %ds)", self.drain)
+        if self.nginx is not None and self.nginx.poll() is None:
+            self.nginx.send_signal(signal.SIGQUIT)  # graceful: stop listening, finish what it has
+        if self.gunicorn is not None:
+            if self.gunicorn.poll() is None:
+                self.gunicorn.send_signal(signal.SIGTERM)
+            self._reap(self.gunicorn, "gunicorn", self.drain + 30)
+        if self.nginx is not None:
+            self._reap(self.nginx, "nginx", NGINX_STOP_TIMEOUT_S)
+        if self.loop is not None:
+            self.loop.stop()
+        if self.backup is not None:
+            try:
+                gen = self.backup.backup_once()
+                log.info("final metadata backup: %s", gen.name if gen else "unchanged since the last one")
+            except BackupError as exc:
+                log.error("final metadata backup FAILED: %s", exc)
+            self.backup.close()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        log.info("stopped")
+
+    def _reap(self, proc: subprocess.Popen, name: str, timeout: float) -> None:
+        """Wait for ``proc`` to exit, at most ``timeout`` s (or HURRY_TIMEOUT_S after a second
+        signal); then kill it."""
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None:
+            limit = deadline if self.hurried_at is None else min(deadline, self.hurried_at + HURRY_TIMEOUT_S)
+            if time.monotonic() >= limit:
+                log.error("%s did not stop in time: killing it", name)
+                proc.kill()
+                proc.wait()
+                return
+            time.sleep(0.2)
+
+
+def main() -> int:
+    env = boot_environment(os.environ)
+    try:
+        settings, port, drain = load_boot_settings(env)
+    except ConfigError as exc:
+        print(f"boot: {exc}", file=sys.stderr, flush=True)
+        return 2
+    setup_logging(settings.log_level)
+    settings, generated = ensure_admin_password(settings)
+    if generated:
+        print(f"boot: no SYS_TOKEN set; generated a password for user 'admin': {settings.admin_password}\n"
+              f"boot: it is kept in {settings.data_dir / 'admin-password'} (shown only this once)",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+    backup = MetadataBackup.from_settings(settings)
+    if settings.webdav_url and backup is None:
+        log.warning("WEBDAV_URL is set but the database is not SQLite: the metadata backup loop covers "
+                    "the SQLite default only; back PostgreSQL up with its own tools")  # fmt: skip
+    supervisor = Supervisor(settings, env, port, drain, backup)
+    signal.signal(signal.SIGTERM, supervisor.on_signal)
+    signal.signal(signal.SIGINT, supervisor.on_signal)
+    try:
+        if settings.hub_enabled:
+            ensure_dataset_repo(settings)
+        log.info("metadata: %s", restore_metadata(settings, env, backup))
+        supervisor.start()
+    except BootError as exc:
+        log.error("cannot start: %s", exc)
+        supervisor.stop()
+        return 1
+    if supervisor.stopping.is_set():
+        supervisor.stop()
+        return 0
+    print(ONLINE_BANNER, flush=True)
+    return supervisor.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""The HTTP front of the gateway process: one WSGI middleware around the WebDAV application.
+
+It does, for every request:
+
+* ``GET /healthz``: JSON with the state of each registered check (database, store, and
+  whatever the composition root adds, e.g. the committer). 200 when all are ok, 503 otherwise.
+  No credentials needed: platforms probe it. It names components and states, nothing secret.
+* ``GET /metrics``: every counter and gauge of :mod:`gateway.metrics` in the Prometheus text
+  format. Needs the credentials of any configured user (Basic) unless anonymous access is on.
+* ``OPTIONS /`` and ``PROPFIND /`` when the share lives under a prefix (``/dav``): the Windows
+  Mini-Redirector probes the root of the host before it maps a sub-path (WEBDAV_NOTES §9), so
+  the root answers as a read-only collection whose only member is the share.
+* everything else goes to the WebDAV application; the request is counted
+  (``hfdav_requests_total{method,status}``, ``hfdav_bytes_in_total``, ``hfdav_bytes_out_total``)
+  and logged in one line (logger ``hfdav.access``) once the response body is done.
+
+``/healthz`` and ``/metrics`` are answered for GET and HEAD only, so with the share at ``/`` a
+file of that name can still be written and listed, but not downloaded.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from html import escape
+
+from gateway import __version__, metrics
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("hfdav.access")
+
+HEALTH_PATH = "/healthz"
+METRICS_PATH = "/metrics"
+
+#: A PROPFIND body sent to the root is read and thrown away; a bigger one is not a real client.
+MAX_ROOT_BODY = 64 * 1024
+
+#: One check: returns a JSON-able dict that has at least ``"ok": bool``; may raise.
+HealthCheck = Callable[[], Mapping[str, object]]
+
+metrics.describe("hfdav_requests_total", "HTTP requests answered, by method and status")
+metrics.describe("hfdav_bytes_in_total", "request body bytes read")
+metrics.describe("hfdav_bytes_out_total", "response body bytes sent")
+
+_ROOT_METHODS = "OPTIONS, PROPFIND, GET, HEAD"
+
+
+class _CountingInput:
+    """Wraps ``wsgi.input`` and counts the bytes the application reads."""
+
+    def __init__(self, raw):
+        self._raw = raw
+        self.count = 0
+
+    def _add(self, data: bytes) -> bytes:
+        self.count += len(data)
+        return data
+
+    def read(self, *args) -> bytes:
+        return self._add(self._raw.read(*args))
+
+    def readline(self, *args) -> bytes:
+        return self._add(self._raw.readline(*args))
+
+    def readlines(self, *args) -> list[bytes]:
+        lines = self._raw.readlines(*args)
+        for line in lines:
+            self._add(line)
+        return lines
+
+    def __iter__(self):
+        for line in self._raw:
+            yield self._add(line)
+
+
+def _basic_credentials(environ: Mapping[str, str]) -> tuple[str, str] | None:
+    header = environ.get("HTTP_AUTHORIZATION") or ""
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, sep, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return (user, password) if sep else None
+
+
+class WebFront:
+    """The middleware described in the module docstring.
+
+    ``users`` maps user name → (password, can_write), as :func:`gateway.dav.auth.user_table`
+    builds it; ``anonymous`` is ``none``, ``ro`` or ``rw``.
+    """
+
+    def __init__(
+        self,
+        app,
+        *,
+        prefix: str,
+        users: Mapping[str, tuple[str, bool]],
+        anonymous: str,
+        checks: Mapping[str, HealthCheck] | None = None,
+    ):
+        self.app = app
+        self.prefix = prefix
+        self._users = dict(users)
+        self._anonymous = anonymous
+        self._checks: dict[str, HealthCheck] = dict(checks or {})
+
+    def add_check(self, name: str, check: HealthCheck) -> None:
+        """Report ``check()`` under ``name`` in ``/healthz`` (e.g. the committer)."""
+        self._checks[name] = check
+
+    # -- dispatch ---------------------------------------------------------------------------
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO") or "/"
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method in ("GET", "HEAD"):
+            if path == HEALTH_PATH:
+                return self._health(environ, start_response)
+            if path == METRICS_PATH:
+                return self._metrics(environ, start_response)
+        if path == "/" and self.prefix != "/" and method in ("OPTIONS", "PROPFIND"):
+            return self._root(environ, start_response, method)
+        return self._served(environ, start_response)
+
+    # -- counted and logged WebDAV requests -------------------------------------------------
+
+    def _served(self, environ, start_response) -> Iterable[bytes]:
+        started = time.monotonic()
+        method = environ.get("REQUEST_METHOD", "-")
+        counting = _CountingInput(environ["wsgi.input"])
+        environ["wsgi.input"] = counting
+        status_holder: dict[str, str] = {}
+
+        def _start(status, headers, exc_info=None):
+            status_holder["status"] = status.split(" ", 1)[0]
+            return start_response(status, headers, exc_info)
+
+        sent = 0
+        body = self.app(environ, _start)
+        try:
+            for piece in body:
+                sent += len(piece)
+                yield piece
+        finally:
+            if hasattr(body, "close"):
+                body.close()
+            status = status_holder.get("status", "-")
+            metrics.inc("hfdav_requests_total", method=method, status=status)
+            metrics.inc("hfdav_bytes_in_total", counting.count)
+            metrics.inc("hfdav_bytes_out_total", sent)
+            access_log.info(
+                "%s %s %s in=%d out=%d %.3fs user=%s",
+                method,
+                environ.get("PATH_INFO"),
+                status,
+                counting.count,
+                sent,
+                time.monotonic() - started,
+                environ.get("wsgidav.auth.user_name") or "-",
+            )
+
+    # -- /healthz ---------------------------------------------------------------------------
+
+    def health(self) -> tuple[bool, dict]:
+        """Run every check; a check that raises counts as failed (its error class is shown)."""
+        report: dict[str, object] = {}
+        healthy = True
+        for name, check in self._checks.items():
+            started = time.monotonic()
+            try:
+                result = dict(check())
+            except Exception as exc:  # a failing check is a health answer, not a server error
+                log.warning("health check %s failed: %s", name, exc)
+                result = {"ok": False, "error": type(exc).__name__}
+            result["ms"] = round((time.monotonic() - started) * 1000, 1)
+            healthy = healthy and bool(result.get("ok"))
+            report[name] = result
+        return healthy, {"status": "ok" if healthy else "failing", "version": __version__, "checks": report}
+
+    def _health(self, environ, start_response):
+        healthy, report = self.health()
+        body = json.dumps(report, sort_keys=True).encode() + b"\n"
+        return self._reply(environ, start_response, "200 OK" if healthy else "503 Service Unavailable",
+                           body, "application/json")
+
+    # -- /metrics ---------------------------------------------------------------------------
+
+    def _allowed_to_scrape(self, environ) -> bool:
+        if self._anonymous != "none":
+            return True
+        creds = _basic_credentials(environ)
+        if creds is None:
+            return False
+        entry = self._users.get(creds[0])
+        return entry is not None and hmac.compare_digest(entry[0].encode(), creds[1].encode())
+
+    def _metrics(self, environ, start_response):
+        if not self._allowed_to_scrape(environ):
+            return self._reply(environ, start_response, "401 Unauthorized", b"credentials required\n",
+                               "text/plain", [("WWW-Authenticate", 'Basic realm="hfdav"')])
+        body = metrics.render().encode()
+        return self._reply(environ, start_response, "200 OK", body, "text/plain; version=0.0.4; charset=utf-8")
+
+    # -- the root of the host when the share has a prefix ------------------------------------
+
+    def _root(self, environ, start_response, method: str):
+        self._discard_body(environ)
+        dav_headers = [("DAV", "1, 2"), ("MS-Author-Via", "DAV"), ("Allow", _ROOT_METHODS)]
+        if method == "OPTIONS":
+            return self._reply(environ, start_response, "200 OK", b"", "text/plain", dav_headers)
+        depth = (environ.get("HTTP_DEPTH") or "infinity").strip().lower()
+        members = [self.prefix.rstrip("/") + "/"] if depth != "0" else []
+        body = _multistatus(["/", *members])
+        return self._reply(environ, start_response, "207 Multi-Status", body,
+                           'application/xml; charset="utf-8"', dav_headers)
+
+    @staticmethod
+    def _discard_body(environ) -> None:
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if 0 < length <= MAX_ROOT_BODY:
+            environ["wsgi.input"].read(length)
+
+    @staticmethod
+    def _reply(environ, start_response, status: str, body: bytes, content_type: str,
+               extra: list[tuple[str, str]] | None = None):
+        headers = [("Content-Type", content_type), ("Content-Length", str(len(body))),
+                   ("Cache-Control", "no-store"), *(extra or [])]
+        start_response(status, headers)
+        return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
+
+
+def _multistatus(hrefs: list[str]) -> bytes:
+    """A PROPFIND answer listing read-only collections (no dates: the root has no history)."""
+    parts = ['<?xml version="1.0" encoding="utf-8"?>\n<D:multistatus xmlns:D="DAV:">']
+    for href in hrefs:
+        name = href.strip("/").rsplit("/", 1)[-1]
+        parts.append(
+            f"<D:response><D:href>{escape(href)}</D:href><D:propstat><D:prop>"
+            f"<D:resourcetype><D:collection/></D:resourcetype>"
+            f"<D:displayname>{escape(name)}</D:displayname>"
+            f"</D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>"
+        )
+    parts.append("</D:multistatus>\n")
+    return "".join(parts).encode()
+
+
+def database_check(repo) -> HealthCheck:
+    """Healthy when the root folder can be read from the metadata database."""
+
+    def check() -> dict:
+        return {"ok": repo.get("") is not None}
+
+    return check
+
+
+def store_check(store) -> HealthCheck:
+    """The store's own ``status()`` when it has one (remote stores report their uploads and
+    commits there), else just its kind: a local store that opened is usable."""
+
+    def check() -> dict:
+        status = getattr(store, "status", None)
+        if status is None:
+            return {"ok": True, "kind": type(store).__name__}
+        return {"kind": type(store).__name__, **status()}
+
+    return check
