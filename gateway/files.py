@@ -9,10 +9,12 @@ to the store, then one metadata transaction switches the file to the new version
 from __future__ import annotations
 
 import bisect
+import fcntl
 import hashlib
 import io
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -265,8 +267,11 @@ class FileService:
     ):
         self.repo = repo
         self.store = store
-        self.tmp_dir = Path(tmp_dir)
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.tmp_root = Path(tmp_dir)
+        # every process writes into a folder of its own, held by an flock for its lifetime:
+        # start-up cleaning removes only folders whose process is gone (several gunicorn
+        # workers, or a restarted worker, never delete each other's uploads in flight)
+        self.tmp_dir, self._tmp_lock = _claim_private_dir(self.tmp_root)
         self.chunk_size = chunk_size
         self.quota = quota
         self.object_hasher = object_hasher
@@ -277,12 +282,33 @@ class FileService:
         # de-duplicated against cannot vanish between the check and the metadata commit.
         self._gc_lock = _RWLock()
 
+    def tmp_files(self) -> list[Path]:
+        """Temporary files of this process's uploads in flight."""
+        return [p for p in self.tmp_dir.iterdir() if p.name != _LOCK_NAME]
+
+    def close(self) -> None:
+        """Give up this process's temporary folder (nothing may be in flight)."""
+        if self._tmp_lock is not None:
+            shutil.rmtree(self.tmp_dir, ignore_errors=True)
+            os.close(self._tmp_lock)
+            self._tmp_lock = None
+
     def clean_tmp(self) -> int:
-        """Remove leftovers of uploads interrupted by a crash (called at start)."""
+        """Remove leftovers of uploads whose process died (crash, kill): returns files removed."""
         n = 0
-        for p in self.tmp_dir.glob("put-*"):
-            p.unlink(missing_ok=True)
-            n += 1
+        for sub in self.tmp_root.iterdir():
+            if sub == self.tmp_dir:
+                continue
+            if sub.is_dir():
+                lock = _try_lock(sub / _LOCK_NAME)
+                if lock is None:
+                    continue  # a live process owns it
+                n += sum(1 for p in sub.iterdir() if p.name != _LOCK_NAME)
+                shutil.rmtree(sub, ignore_errors=True)
+                os.close(lock)
+            else:
+                sub.unlink(missing_ok=True)
+                n += 1
         return n
 
     # -- lookups ----------------------------------------------------------------------------
@@ -423,6 +449,28 @@ class FileService:
                     log.warning("deleting %d orphaned objects failed; will retry", len(ids), exc_info=True)
                     return total
                 total += self.repo.forget_objects(ids)
+
+
+_LOCK_NAME = ".owner.lock"
+
+
+def _try_lock(path: Path) -> int | None:
+    """An fd holding an exclusive flock on ``path``, or None if another process holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _claim_private_dir(root: Path) -> tuple[Path, int]:
+    root.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix="p-", dir=root))
+    fd = _try_lock(path / _LOCK_NAME)
+    assert fd is not None, "a fresh directory cannot be locked by anyone else"
+    return path, fd
 
 
 class _RWLock:

@@ -89,14 +89,27 @@ class Fsck:
             pos = 0
             for p in parts:
                 if p.file_offset != pos or p.length <= 0:
-                    report.findings.append(Finding("extent-gap", f"version {vid}", f"extent at {p.file_offset}, expected {pos}", files=self._files([p.object_id])))
+                    report.findings.append(
+                        Finding(
+                            "extent-gap",
+                            f"version {vid}",
+                            f"extent at {p.file_offset}, expected {pos}",
+                            files=self._files([p.object_id]),
+                        )
+                    )
                     break
                 pos += p.length
                 if p.object_id not in rows:
-                    report.findings.append(Finding("dangling-extent", p.object_id, f"named by version {vid}", files=self._files_of_version(vid)))
+                    report.findings.append(
+                        Finding(
+                            "dangling-extent", p.object_id, f"named by version {vid}", files=self._files_of_version(vid)
+                        )
+                    )
             else:
                 if pos != size:
-                    report.findings.append(Finding("extent-gap", f"version {vid}", f"extents cover {pos} of {size} bytes"))
+                    report.findings.append(
+                        Finding("extent-gap", f"version {vid}", f"extents cover {pos} of {size} bytes")
+                    )
 
     def _check_refcounts(self, report: FsckReport, rows, repair: bool) -> None:
         uses = self.repo.extent_refcounts()
@@ -106,11 +119,15 @@ class Fsck:
             if row.refcount != want:
                 if repair:
                     self.repo.set_refcount(oid, want)
-                report.findings.append(Finding("refcount", oid, f"refcount {row.refcount}, counted {want}", repaired=repair))
+                report.findings.append(
+                    Finding("refcount", oid, f"refcount {row.refcount}, counted {want}", repaired=repair)
+                )
             if row.pack_id is not None:
                 pack = rows.get(row.pack_id)
                 if pack is None or row.pack_offset is None or row.pack_offset + row.size > pack.size:
-                    report.findings.append(Finding("pack-bounds", oid, f"outside pack {row.pack_id}", files=self._files([oid])))
+                    report.findings.append(
+                        Finding("pack-bounds", oid, f"outside pack {row.pack_id}", files=self._files([oid]))
+                    )
 
     # -- store ---------------------------------------------------------------------------------
     def _stored(self) -> dict[str, int]:
@@ -135,14 +152,20 @@ class Fsck:
                 else:
                     if repair:
                         self.repo.forget_objects([oid])
-                    report.findings.append(Finding("unreferenced-row", oid, "row of an absent, unused object", repaired=repair))
+                    report.findings.append(
+                        Finding("unreferenced-row", oid, "row of an absent, unused object", repaired=repair)
+                    )
             elif stored[oid] != row.size:
-                report.findings.append(Finding("size", oid, f"stored {stored[oid]} bytes, expected {row.size}", files=self._files([oid])))
+                report.findings.append(
+                    Finding("size", oid, f"stored {stored[oid]} bytes, expected {row.size}", files=self._files([oid]))
+                )
         strays = [oid for oid in stored if oid not in rows]
         if strays and repair:
             self.repo.register_strays([NewObject(oid, stored[oid]) for oid in strays], state=self.store.initial_state)
         for oid in strays:
-            report.findings.append(Finding("stray-object", oid, f"{stored[oid]} bytes unknown to the database", repaired=repair))
+            report.findings.append(
+                Finding("stray-object", oid, f"{stored[oid]} bytes unknown to the database", repaired=repair)
+            )
         self.progress("checking objects", total, total)
 
     def _verify(self, report: FsckReport, rows, stored, share: float, rng: random.Random) -> None:
@@ -168,7 +191,9 @@ class Fsck:
                 continue
             report.objects_hashed += 1
             if h.hexdigest() != row.id:
-                report.findings.append(Finding("hash", row.id, "content does not match its id", files=self._files([row.id])))
+                report.findings.append(
+                    Finding("hash", row.id, "content does not match its id", files=self._files([row.id]))
+                )
         self.progress("verifying", len(targets), len(targets))
 
     # -- helpers -------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ server's background collector) purges entries older than ``HFDAV_TRASH_DAYS``.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from dataclasses import dataclass
@@ -71,10 +72,8 @@ class Trash:
         for i in range(1, len(parts) + 1):
             sub = "/" + "/".join(parts[:i])
             if self.repo.get(sub) is None:
-                try:
+                with contextlib.suppress(AlreadyExists):  # created concurrently
                     self.repo.mkdir(sub)
-                except AlreadyExists:
-                    pass  # created concurrently
 
     def entries(self) -> list[TrashEntry]:
         """What can be restored, oldest first."""

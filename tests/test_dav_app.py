@@ -104,7 +104,7 @@ def test_truncated_put_leaves_previous_version(server):
     )
     raw_request(base, head, os.urandom(1_500_000))
     assert dav("GET", base + "/t.bin").content == b"previous"
-    assert list(gw.files.tmp_dir.iterdir()) == []
+    assert gw.files.tmp_files() == []
 
 
 def test_finder_style_chunked_put(server):

@@ -46,7 +46,7 @@ def test_truncated_upload_keeps_previous_version(files):
     with pytest.raises(IncompleteUpload):
         session.commit()
     assert files.read_bytes("/t") == b"old content"
-    assert list(files.tmp_dir.iterdir()) == []  # staged pieces removed
+    assert files.tmp_files() == []  # staged pieces removed
 
 
 def test_overlong_upload_rejected(files):
@@ -62,7 +62,7 @@ def test_aborted_new_file_is_invisible(files):
     session.write(b"partial")
     assert files.stat("/new") is None
     session.abort()
-    assert files.stat("/new") is None and list(files.tmp_dir.iterdir()) == []
+    assert files.stat("/new") is None and files.tmp_files() == []
 
 
 def test_identical_chunks_stored_once(files, store):
@@ -158,3 +158,21 @@ def test_concurrent_writers_same_path(files):
     assert files.read_bytes("/race") in blobs
     live = [o for o in files.repo.all_object_ids() if files.repo.get_object(o).refcount > 0]
     assert len(live) == 2  # exactly one version's two chunks are referenced
+
+
+def test_clean_tmp_spares_live_processes(repo, store, tmp_path):
+    root = tmp_path / "shared-tmp"
+    live = FileService(repo, store, tmp_dir=root, chunk_size=MiB)
+    session = live.open_write("/inflight", expected_length=2 * MiB)
+    session.write(os.urandom(MiB + 1))  # one chunk file and one partial file on disk
+    dead = root / "p-dead"
+    dead.mkdir()
+    (dead / "put-leftover").write_bytes(b"x")
+    (root / "put-legacy").write_bytes(b"y")
+    starting = FileService(repo, store, tmp_dir=root, chunk_size=MiB)
+    assert starting.clean_tmp() == 2
+    assert not dead.exists()
+    session.write(os.urandom(MiB - 1))
+    assert session.commit().size == 2 * MiB  # the live upload's pieces survived
+    starting.close()
+    live.close()

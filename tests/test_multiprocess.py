@@ -36,10 +36,11 @@ def four_workers(tmp_path):
 
     (tmp_path / "d").mkdir()
     MetadataRepository.open(f"sqlite:///{tmp_path / 'd' / 'meta.sqlite3'}").close()
+    log = open(tmp_path / "gunicorn.log", "wb")  # noqa: SIM115 - closed after the server stops
     proc = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--workers", "4", "--worker-class", "gthread", "--threads", "8",
          "--bind", f"127.0.0.1:{port}", "--no-control-socket", "gateway.wsgi:create_app()"],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "gunicorn.log", "wb"),
+        env=env, stdout=subprocess.DEVNULL, stderr=log,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 30
@@ -55,15 +56,16 @@ def four_workers(tmp_path):
     yield base
     proc.send_signal(signal.SIGTERM)
     proc.wait(30)
+    log.close()
 
 
 def test_concurrent_exclusive_locks_one_winner(four_workers):
     base = four_workers
     for attempt in range(3):
         url = f"{base}/race{attempt}.txt"
-        requests.put(url, data=b"x", auth=AUTH, timeout=10)
+        assert requests.put(url, data=b"x", auth=AUTH, timeout=10).status_code == 201
 
-        def lock(_):
+        def lock(_, url=url):
             with requests.Session() as s:  # a fresh connection each: spread over workers
                 return s.request("LOCK", url, data=LOCK_BODY, auth=AUTH, timeout=30).status_code
 
@@ -75,7 +77,7 @@ def test_concurrent_exclusive_locks_one_winner(four_workers):
 
 def test_dead_property_visible_from_every_worker(four_workers):
     base = four_workers
-    requests.put(base + "/p.txt", data=b"x", auth=AUTH, timeout=10)
+    assert requests.put(base + "/p.txt", data=b"x", auth=AUTH, timeout=10).status_code == 201
     body = (
         '<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:x-test:">'
         "<D:set><D:prop><Z:color>blue</Z:color></D:prop></D:set></D:propertyupdate>"

@@ -44,10 +44,10 @@ class HfdavDomainController(BaseDomainController):
         if self._anonymous == "rw":
             environ["wsgidav.auth.roles"] = (ROLE_WRITE,)
             return False
-        if self._anonymous == "ro" and environ.get("REQUEST_METHOD") not in WRITE_METHODS:
-            if "HTTP_AUTHORIZATION" not in environ:
-                environ["wsgidav.auth.roles"] = (ROLE_READ,)
-                return False
+        read = environ.get("REQUEST_METHOD") not in WRITE_METHODS
+        if self._anonymous == "ro" and read and "HTTP_AUTHORIZATION" not in environ:
+            environ["wsgidav.auth.roles"] = (ROLE_READ,)
+            return False
         return True
 
     def is_share_anonymous(self, path_info):

@@ -67,7 +67,7 @@ class ObjectStore(ABC):
                 return size
         return None
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, deliberately not abstract
         """Release resources (threads, connections). Default: nothing."""
 
 
