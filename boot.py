@@ -120,13 +120,11 @@ def load_boot_settings(env: Mapping[str, str]) -> tuple[Settings, int, int]:
         problems.extend(exc.problems)
     port = _int_setting(env, "PORT", DEFAULT_PUBLIC_PORT, 1, 65535, problems)
     drain = _int_setting(env, "HFDAV_DRAIN_TIMEOUT", DEFAULT_DRAIN_TIMEOUT_S, 1, 24 * 3600, problems)
-    if settings is not None:
-        if settings.prefix == "/":
-            problems.append("HFDAV_PREFIX=/: the home page needs / ; use a prefix such as /dav (or run `hfdav serve`)")
-        if settings.port == port:
-            problems.append(f"HFDAV_PORT={settings.port} is the public PORT; the gateway needs a port of its own")
-        if settings.port == 0:
-            problems.append("HFDAV_PORT=0: nginx needs to know the gateway's port")
+    if not (env.get("HFDAV_PREFIX") or "").strip().strip("/"):
+        problems.append("HFDAV_PREFIX=/: the home page needs / ; use a prefix such as /dav (or run `hfdav serve`)")
+    gateway_port = (env.get("HFDAV_PORT") or "").strip()
+    if gateway_port in ("0", str(port)):
+        problems.append(f"HFDAV_PORT={gateway_port}: nginx needs a fixed port for the gateway, other than PORT")
     if nginx_binary() is None:
         problems.append("nginx is not installed (apt-get install nginx)")
     for needed in (NGINX_TEMPLATE, SITE_DIR / "index.html"):
