@@ -17,6 +17,13 @@ Invariants (checked by ``hfdav fsck``):
   reader that opened the old version of an overwritten file keeps working) and is then deleted
   from the store by the collector.
 * An object id never gets new content: ids are content hashes (keyed, with encryption).
+* Write-back (Hub store): a chunk is registered when it is cut, before its upload ends. Such a
+  row has ``refcount = 0`` and ``orphaned_at`` NULL: it is *pinned* by the upload in progress
+  and the collector leaves it alone; the version commit adds the references, an aborted upload
+  stamps ``orphaned_at`` (and so does start-up, for uploads a crash interrupted).
+* Hub store: a journal entry is committed to the repo only with (or after) every object its
+  extents need; ``hub_deletes`` rows wait for ``after_seq`` so that a deletion never reaches
+  the repo before the metadata change that orphaned the object.
 * Packs: small objects may be copied into a shared *pack* object (``pack_id``/``pack_offset``);
   their extents keep naming the small object, so refcounts and dedup work per small object.
   A packed object has state ``packed`` and no store entry of its own. A pack's ``refcount`` is
@@ -122,6 +129,19 @@ objects = Table(
     ),
     Column("pack_offset", BigInteger, nullable=True, comment="where the object's bytes start in the pack"),
     Column("is_pack", Boolean, nullable=False, server_default=false(), comment="true for a pack object"),
+    Column(
+        "remote_sha256",
+        String(64),
+        nullable=True,
+        comment="Hub store: sha256 of the stored bytes (the LFS oid) once uploaded; NULL while staged "
+        "and for stores without one",
+    ),
+    Column(
+        "remote_size",
+        BigInteger,
+        nullable=True,
+        comment="Hub store: size of the stored bytes (differs from size with encryption); set with remote_sha256",
+    ),
     Index("ix_objects_state", "state"),
     Index("ix_objects_pack", "pack_id"),
     Index("ix_objects_orphaned", "orphaned_at"),
@@ -158,6 +178,20 @@ journal = Table(
     Column("entry", Text, nullable=False, comment="one JSON change record (see FORMAT.md)"),
     Column("commit_oid", String(40), nullable=True, comment="remote commit holding it; NULL: pending"),
     sqlite_autoincrement=True,
+)
+
+hub_deletes = Table(
+    "hub_deletes",
+    metadata,
+    Column("path", Text, primary_key=True, comment="repo path to delete, e.g. objects/ab/cd/<id>"),
+    Column("requested_at", Float, nullable=False),
+    Column(
+        "after_seq",
+        Integer,
+        nullable=False,
+        comment="journal seq that must be committed first: the deletion never lands before the "
+        "metadata change that made the object unreferenced (a rebuild never misses bytes)",
+    ),
 )
 
 settings_kv = Table(
