@@ -1,0 +1,583 @@
+"""The Hugging Face Hub store: objects as LFS files of a dataset repo.
+
+The only module that imports ``huggingface_hub``. Two layers:
+
+* :class:`HubClient`: the repo operations hfdav needs, each one call of ``HfApi`` (create_repo,
+  repo_info, preupload_lfs_files, create_commit, list_repo_tree, get_paths_info,
+  super_squash_history) or, for ranged reads, one GET of the ``resolve`` URL pinned to a commit
+  through the library's own HTTP client and retry helper. Every failure is translated once into
+  :class:`HubError` (a :class:`StoreError` carrying the HTTP status and whether a retry may help).
+* :class:`HubStore`: the :class:`ObjectStore` contract on top of it, one commit per ``adopt`` or
+  ``delete``. The gateway puts the write-back store in front of it and lets the sync package batch
+  uploads into few commits; used alone it is what the contract suite and tools see.
+
+Repo layout (the format is documented in FORMAT.md): an object lives at ``objects/ab/cd/<id>``.
+
+``HF_ENDPOINT`` is honoured (``endpoint=None`` lets the library read it); Xet uploads are the
+library's choice (``HF_HUB_DISABLE_XET``), see docs/HUB.md.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import httpx2
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants, hf_hub_url
+from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.lfs import UploadInfo
+from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, http_stream_backoff
+
+from gateway import metrics
+from gateway.errors import IntegrityError, ObjectMissing, StoreError
+from gateway.store.base import OBJECT_ID_RE, ObjectStore, shard_path
+
+log = logging.getLogger(__name__)
+
+REPO_TYPE = "dataset"
+BRANCH = "main"
+OBJECTS_DIR = "objects"
+
+#: HTTP statuses after which trying the same call again may succeed: timeouts, "another commit
+#: is in progress" (409), rate limits (429) and server errors.
+TRANSIENT_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+#: The Hub answers 413 beyond 1000 paths in one paths-info call; stay well below.
+PATHS_INFO_BATCH = 500
+#: Bytes asked from the HTTP stream per iteration of a ranged read.
+READ_BLOCK = 1 << 20
+#: Concurrent LFS PUTs inside one preupload call.
+UPLOAD_THREADS = 4
+
+metrics.describe("hfdav_hub_api_calls_total", "Hub calls made through huggingface_hub, by kind")
+metrics.describe("hfdav_hub_429_total", "Hub answers 429 (rate limited) seen by hfdav")
+
+
+def object_path(object_id: str) -> str:
+    """``objects/ab/cd/<id>``: two levels of 256 folders keep every folder far below the Hub's
+    10k-entries limit."""
+    return f"{OBJECTS_DIR}/{shard_path(object_id)}"
+
+
+def object_id_of(path: str) -> str | None:
+    """The object id of a repo path made by :func:`object_path`, else None."""
+    parts = path.split("/")
+    if len(parts) == 4 and parts[0] == OBJECTS_DIR and OBJECT_ID_RE.match(parts[3]):
+        oid = parts[3]
+        if parts[1] == oid[:2] and parts[2] == oid[2:4]:
+            return oid
+    return None
+
+
+class HubError(StoreError):
+    """A Hub call failed. ``status``: the HTTP status (None for a transport failure: the answer
+    never came, so the call may or may not have taken effect). ``retry_after``: seconds the Hub
+    asked to wait, if it said."""
+
+    def __init__(self, message: str, *, status: int | None, transient: bool, retry_after: float | None = None):
+        super().__init__(message, transient=transient)
+        self.status = status
+        self.retry_after = retry_after
+
+
+def _retry_after(response) -> float | None:
+    raw = response.headers.get("Retry-After") if response is not None else None
+    try:
+        return float(raw) if raw else None
+    except ValueError:
+        return None
+
+
+def translate(exc: BaseException, what: str) -> HubError:
+    """The one place that maps huggingface_hub / httpx2 failures to :class:`HubError`."""
+    if isinstance(exc, HubError):
+        return exc
+    if isinstance(exc, HfHubHTTPError) and exc.response is not None:
+        status = exc.response.status_code
+        if status == 429:
+            metrics.inc("hfdav_hub_429_total")
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return HubError(
+            f"{what}: {first_line}",
+            status=status,
+            transient=status in TRANSIENT_STATUSES,
+            retry_after=_retry_after(exc.response),
+        )
+    if isinstance(exc, (httpx2.TransportError, OSError)):
+        return HubError(f"{what}: {type(exc).__name__}: {exc}", status=None, transient=True)
+    if isinstance(exc, RuntimeError) and isinstance(exc.__cause__, BaseException):
+        # LFS upload failures come wrapped: "Error while uploading '<path>' to the Hub."
+        inner = translate(exc.__cause__, what)
+        return HubError(f"{what}: {exc} ({inner})", status=inner.status, transient=inner.transient)
+    return HubError(f"{what}: {type(exc).__name__}: {exc}", status=None, transient=False)
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A file of the repo: ``lfs_sha256`` is None for a regular (git) file."""
+
+    path: str
+    size: int
+    lfs_sha256: str | None
+    blob_id: str
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A local file to send as the repo file ``path``. ``sha256``: its hex digest if the caller
+    knows it already (saves reading the file twice)."""
+
+    path: str
+    source: Path
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    """Outcome of an :class:`Upload`. ``lfs``: the bytes are in the repo's LFS storage (a commit
+    can reference them without the local file). False when the Hub wants the file as a regular
+    git file: it then travels inside the commit, so the local file must stay until then."""
+
+    path: str
+    sha256: str
+    size: int
+    lfs: bool
+
+
+@dataclass(frozen=True)
+class Add:
+    """A file a commit adds: either an uploaded LFS object (``sha256`` and ``size``), or a local
+    ``source`` file, or small ``data`` (journal files)."""
+
+    path: str
+    sha256: str | None = None
+    size: int | None = None
+    source: Path | None = None
+    data: bytes | None = None
+
+
+def _uploaded_lfs_operation(path: str, sha256: str, size: int) -> CommitOperationAdd:
+    """A commit operation referencing an LFS object uploaded earlier, when the local copy may be
+    gone. huggingface_hub builds such operations itself between ``preupload_lfs_files`` and
+    ``create_commit`` (the op carries its ``UploadInfo`` and is flagged as uploaded); this sets the
+    same fields, so the commit sends one ``lfsFile`` line and uploads nothing."""
+    op = CommitOperationAdd(path_in_repo=path, path_or_fileobj=b"")
+    op.upload_info = UploadInfo(size=size, sample=b"", sha256=bytes.fromhex(sha256))
+    op._upload_mode = "lfs"
+    op._is_uploaded = True
+    return op
+
+
+class HubClient:
+    """One dataset repo on a Hub (``endpoint`` None: ``HF_ENDPOINT`` or huggingface.co)."""
+
+    def __init__(self, repo_id: str, *, token: str | None, endpoint: str | None = None, private: bool = True):
+        self.repo_id = repo_id
+        self.private = private
+        self._token = token
+        self.api = HfApi(endpoint=endpoint, token=token)
+        self.endpoint = self.api.endpoint
+
+    # -- repo ---------------------------------------------------------------------------------
+    def ensure_repo(self) -> str:
+        """Create the repo if missing (private unless told otherwise); return the head commit."""
+        metrics.inc("hfdav_hub_api_calls_total", kind="create_repo")
+        try:
+            self.api.create_repo(self.repo_id, repo_type=REPO_TYPE, private=self.private, exist_ok=True)
+        except Exception as exc:
+            raise translate(exc, f"creating the dataset repo {self.repo_id}") from exc
+        return self.head()
+
+    def head(self) -> str:
+        """The commit sha the branch points at now."""
+        metrics.inc("hfdav_hub_api_calls_total", kind="repo_info")
+        try:
+            info = self.api.repo_info(self.repo_id, repo_type=REPO_TYPE, revision=BRANCH)
+        except Exception as exc:
+            raise translate(exc, f"reading the head of {self.repo_id}") from exc
+        if not info.sha:
+            raise HubError(f"the Hub gave no head commit for {self.repo_id}", status=None, transient=True)
+        return info.sha
+
+    def squash(self, message: str) -> str:
+        """Squash the branch history into one commit (frees the quota held by deleted LFS
+        files); returns the new head."""
+        metrics.inc("hfdav_hub_api_calls_total", kind="super_squash")
+        try:
+            self.api.super_squash_history(self.repo_id, repo_type=REPO_TYPE, branch=BRANCH, commit_message=message)
+        except Exception as exc:
+            raise translate(exc, f"squashing the history of {self.repo_id}") from exc
+        return self.head()
+
+    # -- writes -------------------------------------------------------------------------------
+    def upload(self, items: Sequence[Upload], *, threads: int = UPLOAD_THREADS) -> list[Uploaded]:
+        """Send local files to the repo's LFS storage without committing (``preupload_lfs_files``:
+        the library retries each request with backoff). Files the Hub wants as regular git files
+        are not sent (``lfs=False``)."""
+        if not items:
+            return []
+        ops = []
+        for item in items:
+            op = CommitOperationAdd(path_in_repo=item.path, path_or_fileobj=str(item.source))
+            if item.sha256:
+                op.upload_info.sha256 = bytes.fromhex(item.sha256)
+            ops.append(op)
+        metrics.inc("hfdav_hub_api_calls_total", kind="preupload")
+        try:
+            self.api.preupload_lfs_files(
+                self.repo_id,
+                additions=ops,
+                repo_type=REPO_TYPE,
+                revision=BRANCH,
+                num_threads=max(1, min(threads, len(ops))),
+                free_memory=True,
+            )
+        except Exception as exc:
+            raise translate(exc, f"uploading {len(ops)} objects") from exc
+        return [
+            Uploaded(op.path_in_repo, op.upload_info.sha256.hex(), op.upload_info.size, bool(op._is_uploaded))
+            for op in ops
+        ]
+
+    def commit(
+        self,
+        adds: Sequence[Add],
+        deletes: Sequence[str],
+        *,
+        message: str,
+        description: str = "",
+        parent: str | None,
+    ) -> str:
+        """One commit on the branch: ``deletes`` first, then ``adds``, atomically; ``parent`` is
+        the head it must apply to (412 otherwise). Returns the new head. ``create_commit`` is not
+        retried by the library: the caller decides, after finding out whether it landed."""
+        ops: list = [CommitOperationDelete(path_in_repo=p) for p in deletes]
+        for add in adds:
+            if add.data is not None:
+                ops.append(CommitOperationAdd(path_in_repo=add.path, path_or_fileobj=add.data))
+            elif add.source is not None:
+                op = CommitOperationAdd(path_in_repo=add.path, path_or_fileobj=str(add.source))
+                if add.sha256:
+                    op.upload_info.sha256 = bytes.fromhex(add.sha256)
+                ops.append(op)
+            elif add.sha256 and add.size is not None:
+                ops.append(_uploaded_lfs_operation(add.path, add.sha256, add.size))
+            else:
+                raise ValueError(f"nothing to commit for {add.path}")
+        metrics.inc("hfdav_hub_api_calls_total", kind="commit")
+        try:
+            info = self.api.create_commit(
+                self.repo_id,
+                ops,
+                commit_message=message,
+                commit_description=description,
+                repo_type=REPO_TYPE,
+                revision=BRANCH,
+                parent_commit=parent,
+                num_threads=UPLOAD_THREADS,
+            )
+        except Exception as exc:
+            raise translate(exc, f"commit of {len(ops)} operations") from exc
+        return info.oid
+
+    # -- listings -----------------------------------------------------------------------------
+    def paths_info(self, paths: Iterable[str], *, revision: str = BRANCH) -> dict[str, RemoteFile]:
+        """The files among ``paths`` that exist at ``revision`` (folders and missing paths are
+        left out)."""
+        paths = list(dict.fromkeys(paths))
+        out: dict[str, RemoteFile] = {}
+        for start in range(0, len(paths), PATHS_INFO_BATCH):
+            metrics.inc("hfdav_hub_api_calls_total", kind="paths_info")
+            try:
+                entries = self.api.get_paths_info(
+                    self.repo_id, paths[start : start + PATHS_INFO_BATCH], repo_type=REPO_TYPE, revision=revision
+                )
+            except Exception as exc:
+                raise translate(exc, "paths-info") from exc
+            for entry in entries:
+                remote = _remote_file(entry)
+                if remote is not None:
+                    out[remote.path] = remote
+        return out
+
+    def list_files(self, folder: str | None = None, *, revision: str = BRANCH) -> Iterator[RemoteFile]:
+        """Every file under ``folder`` (recursive; the whole repo for None). A missing folder
+        lists nothing."""
+        metrics.inc("hfdav_hub_api_calls_total", kind="list_tree")
+        try:
+            for entry in self.api.list_repo_tree(
+                self.repo_id, folder, recursive=True, repo_type=REPO_TYPE, revision=revision
+            ):
+                remote = _remote_file(entry)
+                if remote is not None:
+                    yield remote
+        except HfHubHTTPError as exc:
+            response = exc.response
+            if folder and response is not None and response.headers.get("X-Error-Code") == "EntryNotFound":
+                return
+            raise translate(exc, f"listing {folder or 'the repo'}") from exc
+        except Exception as exc:
+            raise translate(exc, f"listing {folder or 'the repo'}") from exc
+
+    # -- reads --------------------------------------------------------------------------------
+    def open_range(self, path: str, offset: int, length: int | None, *, revision: str) -> _RangeStream:
+        """A lazy stream of ``length`` bytes of the repo file ``path`` from ``offset``, read with
+        one HTTP Range GET of its resolve URL pinned to ``revision`` (a commit sha). Exactly
+        ``length`` bytes or an error; nothing is transferred before the first read."""
+        return _RangeStream(self, path, offset, length, revision)
+
+    def read_file(self, path: str, *, revision: str) -> bytes:
+        """A small repo file's whole content (hfdav.json, journal files)."""
+        with _RangeStream(self, path, 0, None, revision) as stream:
+            return stream.read()
+
+    def download(self, path: str, target: Path, *, revision: str) -> int:
+        """Stream a repo file into ``target``; returns its size."""
+        n = 0
+        with _RangeStream(self, path, 0, None, revision) as stream, open(target, "wb") as out:
+            while block := stream.read(READ_BLOCK):
+                out.write(block)
+                n += len(block)
+        return n
+
+    def _resolve_url(self, path: str, revision: str) -> str:
+        return hf_hub_url(self.repo_id, path, repo_type=REPO_TYPE, revision=revision, endpoint=self.endpoint)
+
+    def _headers(self) -> dict[str, str]:
+        return build_hf_headers(token=self._token)
+
+
+def _remote_file(entry) -> RemoteFile | None:
+    if not hasattr(entry, "blob_id"):
+        return None  # a folder
+    lfs = getattr(entry, "lfs", None)
+    return RemoteFile(entry.path, int(entry.size), lfs.sha256 if lfs else None, entry.blob_id)
+
+
+def _total_size(response) -> int | None:
+    content_range = response.headers.get("Content-Range", "")
+    if "/" in content_range and not content_range.endswith("/*"):
+        return int(content_range.rsplit("/", 1)[1])
+    length = response.headers.get("Content-Length")
+    return int(length) if length is not None and response.status_code == 200 else None
+
+
+class _RangeStream(io.RawIOBase):
+    """The body of one ranged GET, opened on the first read, closed with the stream.
+    ``length`` None: to the end of the file."""
+
+    def __init__(self, client: HubClient, path: str, offset: int, length: int | None, revision: str):
+        self._client = client
+        self._path = path
+        self._offset = offset
+        self._left = length
+        self._revision = revision
+        self._ctx = None
+        self._chunks: Iterator[bytes] | None = None
+        self._buf = b""
+        #: the file's total size, known once the request was answered
+        self.total_size: int | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def start(self) -> None:
+        """Send the request now (the first read does it otherwise): errors surface here."""
+        if self._chunks is None:
+            self._open()
+
+    def _open(self) -> None:
+        headers = self._client._headers()
+        if self._offset or self._left is not None:
+            end = "" if self._left is None else str(self._offset + self._left - 1)
+            headers["Range"] = f"bytes={self._offset}-{end}"
+        url = self._client._resolve_url(self._path, self._revision)
+        metrics.inc("hfdav_hub_api_calls_total", kind="resolve_get")
+        what = f"reading {self._path}@{self._revision[:12]}"
+        try:
+            self._ctx = http_stream_backoff("GET", url, headers=headers, timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT)
+            response = self._ctx.__enter__()
+            if response.status_code == 404:
+                code = response.headers.get("X-Error-Code", "")
+                if code == "EntryNotFound":
+                    raise ObjectMissing(f"{self._path} is not in the repo at {self._revision[:12]}")
+                if code == "RevisionNotFound":
+                    raise HubError(f"{what}: revision gone", status=404, transient=True)
+            hf_raise_for_status(response)
+        except StoreError:
+            self.close()
+            raise
+        except Exception as exc:
+            self.close()
+            raise translate(exc, what) from exc
+        if "Range" in headers and response.status_code != 206 and self._offset:
+            self.close()
+            raise IntegrityError(f"{what}: the server ignored the Range header (status {response.status_code})")
+        self.total_size = _total_size(response)
+        if self._left is None and self.total_size is not None:
+            self._left = self.total_size - self._offset
+        self._chunks = response.iter_raw(READ_BLOCK)
+
+    def read(self, n: int = -1) -> bytes:
+        if self._left is not None and self._left <= 0:
+            return b""
+        if self._chunks is None:
+            self._open()
+        want = n if n is not None and n >= 0 else None
+        if self._left is not None:
+            want = self._left if want is None else min(want, self._left)
+        out = bytearray(self._buf)
+        self._buf = b""
+        try:
+            while want is None or len(out) < want:
+                try:
+                    piece = next(self._chunks)
+                except StopIteration:
+                    break
+                out += piece
+                if want is not None and len(out) >= want:
+                    break
+        except Exception as exc:
+            raise translate(exc, f"reading {self._path}") from exc
+        if want is not None and len(out) > want:
+            self._buf = bytes(out[want:])
+            del out[want:]
+        if self._left is not None:
+            if not out and want:
+                raise IntegrityError(f"{self._path}: the Hub stream ended {self._left} bytes early")
+            self._left -= len(out)
+        return bytes(out)
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        ctx, self._ctx = self._ctx, None
+        if ctx is not None:
+            try:
+                ctx.__exit__(None, None, None)
+            except Exception:  # closing a read stream loses nothing
+                log.debug("closing a Hub stream failed", exc_info=True)
+        super().close()
+
+
+class HubStore(ObjectStore):
+    """:class:`ObjectStore` on a dataset repo, one commit per call (see the module docstring).
+
+    Reads are pinned to the head this store last saw; a read that finds its revision gone (a
+    history squash) refreshes the head once.
+    """
+
+    initial_state = "committed"
+
+    def __init__(self, client: HubClient, *, ids_are_sha256: bool = False):
+        self.client = client
+        self.ids_are_sha256 = ids_are_sha256
+        self._lock = threading.Lock()
+        self._head: str | None = None
+
+    # -- head ---------------------------------------------------------------------------------
+    @property
+    def head(self) -> str:
+        if self._head is None:
+            self._head = self.client.head()
+        return self._head
+
+    def set_head(self, sha: str) -> None:
+        """Record the newest commit known (the committer calls this after each commit)."""
+        self._head = sha
+
+    # -- the contract -------------------------------------------------------------------------
+    def adopt(self, object_id: str, source: Path, size: int) -> None:
+        path = object_path(object_id)
+        with self._lock:
+            if path in self.client.paths_info([path], revision=self.head):
+                source.unlink(missing_ok=True)
+                return
+            sha = object_id if self.ids_are_sha256 else None
+            done = self.client.upload([Upload(path, source, sha)])[0]
+            add = Add(path, sha256=done.sha256, size=done.size) if done.lfs else Add(path, source=source)
+            self._head = self.client.commit([add], [], message=f"hfdav: add object {object_id[:16]}", parent=self.head)
+            source.unlink(missing_ok=True)
+
+    def open_range(self, object_id: str, offset: int, length: int) -> BinaryIO:
+        return _LazyRange(lambda: self._open(object_path(object_id), offset, length))
+
+    def open_whole(self, object_id: str) -> tuple[BinaryIO, int]:
+        """The whole object as a stream, and its size (one GET, no listing call)."""
+        stream = self._open(object_path(object_id), 0, None)
+        if stream.total_size is None:
+            stream.close()
+            raise HubError(f"no size for {object_id} in the Hub's answer", status=None, transient=True)
+        return stream, stream.total_size
+
+    def _open(self, path: str, offset: int, length: int | None) -> _RangeStream:
+        """A started ranged read at the known head; once more at a fresh head if that revision
+        is gone (the history was squashed)."""
+        stream = self.client.open_range(path, offset, length, revision=self.head)
+        try:
+            stream.start()
+        except HubError as exc:
+            stream.close()
+            if exc.status != 404:
+                raise
+            self.set_head(self.client.head())
+            stream = self.client.open_range(path, offset, length, revision=self.head)
+            stream.start()
+        return stream
+
+    def delete(self, object_ids: Iterable[str]) -> None:
+        paths = [object_path(oid) for oid in object_ids]
+        if not paths:
+            return
+        with self._lock:
+            present = self.client.paths_info(paths, revision=self.head)
+            doomed = [p for p in paths if p in present]
+            if doomed:
+                self._head = self.client.commit(
+                    [], doomed, message=f"hfdav: delete {len(doomed)} objects", parent=self.head
+                )
+
+    def list_ids(self) -> Iterator[tuple[str, int]]:
+        for remote in self.client.list_files(OBJECTS_DIR, revision=self.head):
+            oid = object_id_of(remote.path)
+            if oid is not None:
+                yield oid, remote.size
+
+    def size_of(self, object_id: str) -> int | None:
+        found = self.client.paths_info([object_path(object_id)], revision=self.head)
+        remote = found.get(object_path(object_id))
+        return remote.size if remote else None
+
+
+class _LazyRange(io.RawIOBase):
+    """Opens the underlying stream on the first read (``open_range`` transfers nothing)."""
+
+    def __init__(self, opener):
+        self._opener = opener
+        self._inner: BinaryIO | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if self._inner is None:
+            self._inner = self._opener()
+        return self._inner.read(n)
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if self._inner is not None:
+            self._inner.close()
+            self._inner = None
+        super().close()

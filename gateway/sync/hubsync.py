@@ -1,0 +1,334 @@
+"""HubSync: the Hub backend's background work, and the file service's write-back hooks.
+
+Start-up (:meth:`HubSync.start`), in order:
+
+1. the dataset repo exists (created private if missing) and is an hfdav repo of a format this
+   code reads (``hfdav.json``; an empty repo gets one, with ``.gitattributes`` lines that keep
+   every object in LFS);
+2. an empty metadata database is filled from the repo (newest snapshot + later journal files),
+   so a lost data dir comes back by itself; a database older than the repo is refused;
+3. what a crash may have left half done is settled: journal entries the repo already holds are
+   marked committed, uploaded objects the repo holds are marked committed, staged files nobody
+   registered are removed, pins of interrupted uploads are released;
+4. the mirror catches up with the repo; the uploader and the committer start.
+
+Hooks the file service calls (:class:`gateway.files.WriteBack`): :meth:`pin` when a chunk is
+cut, :meth:`release` when an upload is abandoned, :meth:`version_committed` after a PUT switched
+versions (in ``sync`` durability it returns once the change is in a Hub commit).
+
+Durability (docs/HUB.md): ``async`` (default) acknowledges a PUT once its chunks are staged and
+fsynced on local disk and the metadata transaction committed; the data reaches the Hub within
+the commit interval (plus upload time). ``sync`` acknowledges only once data and metadata are
+in a Hub commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+
+from gateway.errors import StoreError
+from gateway.meta.repo import MetadataRepository, NewObject
+from gateway.store.hub import HubClient, HubStore, object_path
+from gateway.store.writeback import WriteBackStore
+from gateway.sync.budget import DEFAULT_BURST, DEFAULT_COMMITS_PER_HOUR, CommitBudget
+from gateway.sync.committer import Committer
+from gateway.sync.mirror import Mirror, RepoFiles
+from gateway.sync.repofmt import (
+    GITATTRIBUTES,
+    MANIFEST,
+    FormatError,
+    check_manifest,
+    make_manifest,
+    with_lfs_attributes,
+)
+from gateway.sync.uploader import DEFAULT_WORKERS, Uploader
+
+log = logging.getLogger(__name__)
+
+#: Default seconds between a change and its commit in async mode (more changes join meanwhile).
+DEFAULT_COMMIT_INTERVAL_S = 30.0
+#: How long a PUT in sync mode waits for its commit before it fails (the change stays staged
+#: and is committed later).
+SYNC_TIMEOUT_S = 600.0
+#: Files a repo may hold besides hfdav's own when hfdav is pointed at it for the first time.
+HARMLESS_FILES = frozenset({GITATTRIBUTES, "README.md"})
+#: Progress labels kept for chunks being uploaded (for "uploaded chunk 3/40 of /a.mkv").
+MAX_LABELS = 10000
+#: How often the collector runs (seconds).
+GC_INTERVAL_S = 600.0
+
+
+class HubSync:
+    def __init__(
+        self,
+        *,
+        repo: MetadataRepository,
+        wb: WriteBackStore,
+        store: HubStore,
+        client: HubClient,
+        state_dir: Path,
+        chunk_size: int,
+        durability: str = "async",
+        commit_interval: float = DEFAULT_COMMIT_INTERVAL_S,
+        commits_per_hour: float = DEFAULT_COMMITS_PER_HOUR,
+        commit_burst: int = DEFAULT_BURST,
+        ids_are_sha256: bool = False,
+        small_threshold: int = 0,
+        pack_small: Callable[[], object] | None = None,
+        collect_garbage: Callable[[], object] | None = None,
+        upload_workers: int = DEFAULT_WORKERS,
+        linger: float = 1.0,
+        sync_timeout: float = SYNC_TIMEOUT_S,
+    ):
+        self.repo = repo
+        self.wb = wb
+        self.store = store
+        self.client = client
+        self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.chunk_size = chunk_size
+        self.durability = durability
+        self.ids_are_sha256 = ids_are_sha256
+        self.sync_timeout = sync_timeout
+        self.collect_garbage = collect_garbage
+        self.mirror = Mirror(self.state_dir / "mirror.sqlite3", client.repo_id)
+        self.budget = CommitBudget(commits_per_hour, commit_burst)
+        self.committer = Committer(
+            repo, wb, store, client, self.mirror, self.budget, interval=commit_interval, tmp_dir=self.state_dir
+        )
+        self.uploader = Uploader(
+            repo,
+            wb,
+            client,
+            workers=upload_workers,
+            ids_are_sha256=ids_are_sha256,
+            small_threshold=small_threshold,
+            linger=linger,
+            pack_small=pack_small,
+            on_uploaded=self.committer.poke,
+            label=self._label,
+        )
+        self._labels: OrderedDict[str, str] = OrderedDict()
+        self._labels_lock = threading.Lock()
+        self._gc_stop = threading.Event()
+        self._gc_thread: threading.Thread | None = None
+        self.restored_nodes = 0
+        wb.on_delete = self.request_delete
+
+    # -- start-up -----------------------------------------------------------------------------
+    def open_repo(self) -> tuple[str, RepoFiles]:
+        """Steps 1 of the start-up: the repo exists and speaks our format. Returns the head and
+        the repo's journal files and snapshots."""
+        head = self.client.ensure_repo()
+        found = self.client.paths_info([MANIFEST, GITATTRIBUTES], revision=head)
+        if MANIFEST in found:
+            doc = check_manifest(self.client.read_file(MANIFEST, revision=head))
+            kind = "sha256" if self.ids_are_sha256 else "keyed"
+            if doc.get("object_ids", kind) != kind:
+                raise FormatError(
+                    f"the repo {self.client.repo_id} holds objects named by {doc.get('object_ids')} ids, "
+                    f"but this gateway names them by {kind} ids (is HFDAV_ENCRYPTION_KEY set as it was?)"
+                )
+        else:
+            head = self._initialize(head, found)
+        return head, RepoFiles.list(self.client, head)
+
+    def _initialize(self, head: str, found: dict) -> str:
+        for remote in self.client.list_files(None, revision=head):
+            if remote.path not in HARMLESS_FILES:
+                raise FormatError(
+                    f"the repo {self.client.repo_id} holds files ({remote.path}, ...) but no {MANIFEST}: "
+                    "it is not an hfdav repo; point HF_DATASET_REPO at a new or empty dataset repo"
+                )
+        from gateway.store.hub import Add
+
+        current = ""
+        if GITATTRIBUTES in found:
+            current = self.client.read_file(GITATTRIBUTES, revision=head).decode("utf-8", "replace")
+        adds = [
+            Add(
+                MANIFEST,
+                data=make_manifest(chunk_size=self.chunk_size, object_ids="sha256" if self.ids_are_sha256 else "keyed"),
+            )
+        ]
+        attributes = with_lfs_attributes(current)
+        if attributes is not None:
+            adds.append(Add(GITATTRIBUTES, data=attributes.encode()))
+        head = self.client.commit(adds, [], message="hfdav: initialize the repo", parent=head)
+        log.info("initialized %s as an hfdav repo (format manifest %s)", self.client.repo_id, MANIFEST)
+        return head
+
+    def start(self) -> None:
+        head, files = self.open_repo()
+        self.store.set_head(head)
+        if self.repo.is_pristine() and not files.is_empty():
+            self._restore_from_repo(head, files)
+        else:
+            self.mirror.catch_up(self.client, head, files)
+            self._settle_journal(head)
+        self.repo.unpin_objects(None)
+        self._settle_objects(head)
+        self.committer.start(head=head, next_batch=files.last_batch + 1, last_snapshot_batch=files.latest_snapshot)
+        self.uploader.start()
+        if self.collect_garbage is not None:
+            self._gc_thread = threading.Thread(target=self._gc_loop, name="hub-gc", daemon=True)
+            self._gc_thread.start()
+
+    def _restore_from_repo(self, head: str, files: RepoFiles) -> None:
+        log.info("the metadata database is empty: restoring it from the dataset repo %s", self.client.repo_id)
+        self.mirror.catch_up(self.client, head, files)
+        self.restored_nodes = copy_metadata(self.mirror.repo, self.repo)
+        self.repo.set_journal_base(self.mirror.seq, head)
+        log.info("restored %d files and folders from the repo (journal seq %d)", self.restored_nodes, self.mirror.seq)
+
+    def _settle_journal(self, head: str) -> None:
+        """Mark what the repo holds (the mirror knows it) as committed; refuse a database older
+        than the repo."""
+        through = self.mirror.seq
+        last, _ = self.repo.journal_bounds()
+        if through > last:
+            raise FormatError(
+                f"the metadata database (journal seq {last}) is older than the dataset repo (seq {through}): "
+                "stop the server and run `hfdav rebuild --force` to rebuild it from the repo"
+            )
+        if through:
+            self.repo.mark_journal_committed(through, head)
+
+    def _settle_objects(self, head: str) -> None:
+        """Reconcile staged files and object states after a crash."""
+        staged = {item.object_id for item in self.wb.staged()}
+        rows = self.repo.sync_objects(staged)
+        for oid in staged:
+            row = rows.get(oid)
+            if row is None or row.state in ("packed", "deleting"):
+                self.wb.forget_staged(oid)
+            elif row.state in ("uploaded", "committed"):
+                self.wb.mark_uploaded(oid, in_remote=row.remote_sha256 is not None)
+                if row.state == "committed":
+                    self.wb.mark_committed([oid])
+        lost = []
+        for row in self.repo.objects_in_state("staged", limit=1_000_000):
+            if row.id not in staged:
+                lost.append(row)
+        if lost:
+            dead = [r.id for r in lost if r.refcount <= 0 and not r.is_pack]
+            self.repo.forget_objects(dead)
+            damaged = [r.id for r in lost if r.id not in dead]
+            if damaged:
+                nodes = self.repo.versions_using(damaged)
+                log.error(
+                    "%d staged objects are gone from the local disk before their upload; these files are damaged: %s",
+                    len(damaged),
+                    ", ".join(n.path for n in nodes[:20]) + (" ..." if len(nodes) > 20 else ""),
+                )
+                self.repo.set_object_state(damaged, "deleting", only_from="staged")
+        uploaded = self.repo.uploaded_objects(limit=1_000_000)
+        if uploaded:
+            present = self.client.paths_info([object_path(o.id) for o in uploaded], revision=head)
+            done = [o.id for o in uploaded if object_path(o.id) in present]
+            self.repo.mark_committed(done)
+            self.wb.mark_committed(done)
+            for o in uploaded:
+                if o.id not in done:
+                    self.wb.pin([o.id], in_remote=o.remote_sha256 is not None)
+
+    # -- stop ---------------------------------------------------------------------------------
+    def stop(self, drain_timeout: float = 60.0) -> bool:
+        """Upload and commit what is pending (up to ``drain_timeout`` seconds), then stop the
+        threads. Returns True if nothing was left behind."""
+        self._gc_stop.set()
+        drained = self.committer.stop(drain_timeout)
+        self.uploader.stop()
+        self.mirror.close()
+        if not drained:
+            last, through = self.repo.journal_bounds()
+            log.warning(
+                "stopping with %d metadata changes and %d staged bytes not yet in a Hub commit; "
+                "they stay on local disk and are sent at the next start",
+                last - through,
+                self.wb.staged_bytes,
+            )
+        return drained
+
+    def flush(self, timeout: float = 300.0) -> bool:
+        """Commit everything pending now; True once nothing is left (tests, ``hfdav gc``)."""
+        return self.committer.flush(timeout)
+
+    # -- the file service's hooks -------------------------------------------------------------
+    def pin(self, obj: NewObject) -> bool:
+        return self.repo.pin_object(obj, state=self.wb.initial_state)
+
+    def note_chunk(self, object_id: str, path: str, index: int, total: int | None) -> None:
+        if total == 1:
+            return
+        with self._labels_lock:
+            self._labels[object_id] = f"chunk {index}/{total if total is not None else '?'} of {path}"
+            while len(self._labels) > MAX_LABELS:
+                self._labels.popitem(last=False)
+
+    def _label(self, object_id: str) -> str | None:
+        with self._labels_lock:
+            return self._labels.pop(object_id, None)
+
+    def release(self, object_ids: list[str]) -> None:
+        self.repo.unpin_objects(object_ids)
+
+    def version_committed(self) -> None:
+        self.committer.poke()
+        if self.durability != "sync":
+            return
+        seq = self.repo.journal_bounds()[0]
+        if not self.committer.wait_committed(seq, timeout=self.sync_timeout):
+            raise StoreError(
+                f"the change is stored locally but not yet in a Hub commit after {self.sync_timeout:.0f} s; "
+                "it will be committed later",
+                transient=True,
+            )
+
+    # -- deletions ----------------------------------------------------------------------------
+    def request_delete(self, object_ids: list[str]) -> None:
+        """Objects the collector removed: delete them from the repo once the change that orphaned
+        them is committed."""
+        after = self.repo.journal_bounds()[0]
+        self.repo.queue_hub_deletes([object_path(oid) for oid in object_ids], after_seq=after)
+        self.committer.poke()
+
+    def _gc_loop(self) -> None:
+        while not self._gc_stop.wait(GC_INTERVAL_S):
+            try:
+                self.collect_garbage()
+            except Exception:  # the next round tries again
+                log.warning("garbage collection failed", exc_info=True)
+
+    # -- status -------------------------------------------------------------------------------
+    def status(self) -> dict:
+        last, through = self.repo.journal_bounds()
+        return {
+            "head": self.committer.head,
+            "pending_changes": last - through,
+            "staged_bytes": self.wb.staged_bytes,
+            "commits": self.committer.commits,
+            "uploaded": self.uploader.uploaded,
+            "queued_deletions": self.repo.count_hub_deletes(),
+            "last_error": self.committer.last_error or self.uploader.last_error,
+        }
+
+
+def copy_metadata(source: MetadataRepository, target: MetadataRepository) -> int:
+    """Load ``source``'s tree, objects and dead properties into the pristine ``target``."""
+    return target.restore_tree(source.iter_tree(), source.iter_object_records(), source.iter_properties())
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.1) -> bool:
+    """Poll ``predicate`` until true or ``timeout`` seconds passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
