@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from gateway.errors import Conflict, IncompleteUpload, NotFound, ObjectMissing, QuotaExceeded, StoreError
 from gateway.meta.repo import Extent, MetadataRepository, NewObject, Node
@@ -29,6 +30,9 @@ from gateway.store.base import ObjectStore
 from gateway.trash import Trash, in_trash
 
 log = logging.getLogger(__name__)
+
+#: Locks over chunk ids used while a chunk is registered and stored early (write-back).
+STAGE_STRIPES = 64
 
 #: How long an unreferenced object stays readable before the collector may delete it. A GET
 #: that opened the previous version of an overwritten file reads its chunks lazily; this is
@@ -47,6 +51,25 @@ class StagedChunk:
     path: Path
     object_id: str
     size: int
+
+
+class WriteBack(Protocol):
+    """A write-back pipeline behind the store (the Hub sync): chunks are staged while an upload
+    goes on and reach the remote store in the background."""
+
+    def pin(self, obj: NewObject) -> bool:
+        """Register a chunk cut by an upload in progress (pinned: the collector keeps it), or pin
+        the row of an equal object. True: the caller must store the bytes."""
+
+    def note_chunk(self, object_id: str, path: str, index: int, total: int | None) -> None:
+        """Progress: chunk ``index`` of ``total`` of the file ``path`` (for upload logs)."""
+
+    def release(self, object_ids: list[str]) -> None:
+        """The upload that pinned these chunks was abandoned."""
+
+    def version_committed(self) -> None:
+        """A PUT switched versions. Returns at once, or (sync durability) once the change is in a
+        remote commit; raises StoreError(transient) if that takes too long."""
 
 
 class WriteSession:
@@ -114,7 +137,7 @@ class WriteSession:
         self._chunk_len = 0
         if self._progress:
             self._progress(self.path, len(self._chunks), self._expected_chunks())
-        self._svc.stage_early(chunk)
+        self._svc.stage_early(chunk, self)
 
     def _expected_chunks(self) -> int | None:
         if self.expected_length is None:
@@ -152,6 +175,8 @@ class WriteSession:
             self._fd = self._tmp = None
         for chunk in self._chunks:
             chunk.path.unlink(missing_ok=True)
+        if self._chunks:
+            self._svc.release_early([c.object_id for c in self._chunks])
         self._chunks.clear()
         self._done = True
 
@@ -266,6 +291,7 @@ class FileService:
         clock=time.time,
     ):
         self.repo = repo
+        write_back: WriteBack | None = None,
         self.store = store
         self.tmp_root = Path(tmp_dir)
         # every process writes into a folder of its own, held by an flock for its lifetime:
@@ -279,7 +305,11 @@ class FileService:
         self._clock = clock
         # Writers hand chunks to the store and register them under the read side of this lock;
         # the collector deletes orphans under the write side, so a chunk that a writer just
+        self.write_back = write_back
         # de-duplicated against cannot vanish between the check and the metadata commit.
+        # stage_early holds the stripe of a chunk id from its registration until its bytes are in
+        # the store, so a concurrent equal chunk never dedups against bytes not stored yet
+        self._stripes = [threading.Lock() for _ in range(STAGE_STRIPES)]
         self._gc_lock = _RWLock()
 
     def tmp_files(self) -> list[Path]:
@@ -359,13 +389,36 @@ class FileService:
             self, path, expected_length=expected_length, content_type=content_type, mtime=mtime, progress=progress
         )
 
-    def stage_early(self, chunk: StagedChunk) -> None:
-        """Hook for stores that want full chunks before the upload ends (write-back). No-op here."""
+    def stage_early(self, chunk: StagedChunk, session: WriteSession | None = None) -> None:
+        """With a write-back pipeline, hand each chunk to the store as soon as it is cut, while
+        the upload goes on: it is registered and pinned first (the collector keeps it, an equal
+        chunk dedups against it), then adopted, which waits while the staging area is full
+        (backpressure: a PUT larger than the disk streams through). Without one: nothing, the
+        chunks are adopted at commit."""
+        wb = self.write_back
+        if wb is None:
+            return
+        if session is not None:
+            wb.note_chunk(chunk.object_id, session.path, len(session.chunks), session._expected_chunks())
+        with self._stripes[int(chunk.object_id[:8], 16) % STAGE_STRIPES]:
+            with self._gc_lock.reading():
+                fresh = wb.pin(NewObject(chunk.object_id, chunk.size))
+            if fresh:
+                self.store.adopt(chunk.object_id, chunk.path, chunk.size)
+            else:
+                chunk.path.unlink(missing_ok=True)  # an equal chunk is stored already: dedup
+
+    def release_early(self, object_ids: list[str]) -> None:
+        """An upload was abandoned: the chunks it staged early are no longer pinned by it."""
+        if self.write_back is not None:
+            self.write_back.release(object_ids)
 
     def _commit_session(self, session: WriteSession) -> Node:
         parts: list[Extent] = []
         new_objects: list[NewObject] = []
         offset = 0
+        if self.write_back is not None:
+            return self._commit_staged(session)
         with self._gc_lock.reading():
             for chunk in session.chunks:
                 parts.append(Extent(offset, chunk.object_id, 0, chunk.size))
@@ -388,6 +441,26 @@ class FileService:
     def write_bytes(self, path: str, data: bytes, **kwargs) -> Node:
         """Convenience: store ``data`` as the content of ``path``."""
         session = self.open_write(path, expected_length=len(data), **kwargs)
+    def _commit_staged(self, session: WriteSession) -> Node:
+        """Commit a session whose chunks :meth:`stage_early` stored and pinned already; then,
+        in sync durability, wait until the write-back pipeline has it in a remote commit."""
+        parts: list[Extent] = []
+        offset = 0
+        for chunk in session.chunks:
+            parts.append(Extent(offset, chunk.object_id, 0, chunk.size))
+            offset += chunk.size
+        with self._gc_lock.reading():
+            node = self.repo.put_version(
+                session.path,
+                parts,
+                new_objects=[NewObject(c.object_id, c.size) for c in session.chunks],
+                object_state=self.store.initial_state,
+                content_type=session.content_type,
+                mtime=session.mtime,
+            )
+        self.write_back.version_committed()
+        return node
+
         session.write(data)
         return session.commit()
 
