@@ -27,6 +27,9 @@ Environment variables (command-line flags of ``hfdav serve`` override them):
 ``HFDAV_DURABILITY``        ``async`` (default) or ``sync`` (Hub backend)
 ``HFDAV_CACHE_SIZE``        on-disk chunk cache (default ``10GiB``)
 ``HFDAV_STAGING_LIMIT``     staged-but-not-uploaded bytes before PUTs wait (default ``2GiB``)
+``HFDAV_COMMIT_INTERVAL``   seconds a change may wait for more to share its Hub commit (default
+                            30; async durability)
+``HFDAV_COMMITS_PER_HOUR``  Hub commit budget (default 90; the Hub allows about 128 per hour)
 ``WEBDAV_URL``              metadata backup target (WebDAV folder URL)
 ``WEBDAV_USERNAME``         its user
 ``WEBDAV_PASSWORD``         its password
@@ -100,6 +103,8 @@ class Settings:
     durability: str = "async"
     cache_size: int = 10 * GiB
     staging_limit: int = 2 * GiB
+    commit_interval: float = 30.0
+    commits_per_hour: int = 90
     webdav_url: str | None = None
     webdav_username: str | None = None
     webdav_password: str | None = field(default=None, repr=False)
@@ -243,6 +248,8 @@ def load_settings(
         durability=choice("HFDAV_DURABILITY", "async", ("async", "sync")),
         cache_size=size("HFDAV_CACHE_SIZE", 10 * GiB, 0, 1 << 50),
         staging_limit=size("HFDAV_STAGING_LIMIT", 2 * GiB, 2 * MiB, 1 << 50),
+        commit_interval=integer("HFDAV_COMMIT_INTERVAL", 30, 0, 24 * 3600),
+        commits_per_hour=integer("HFDAV_COMMITS_PER_HOUR", 90, 1, 3600),
         webdav_url=webdav_url,
         webdav_username=text("WEBDAV_USERNAME"),
         webdav_password=text("WEBDAV_PASSWORD"),
