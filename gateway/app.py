@@ -55,7 +55,53 @@ class Gateway:
 
 
 def build_store(settings: Settings) -> ObjectStore:
+    if settings.hub_enabled:
+        return build_hub_store(settings)
     return LocalStore(settings.data_dir / "objects")
+
+
+def build_hub_store(settings: Settings) -> ObjectStore:
+    """The Hub backend's store: local staging and cache (write-back) in front of the dataset
+    repo, which is created (private) if it does not exist."""
+    from gateway.store.hub import HubClient, HubStore
+    from gateway.store.writeback import WriteBackStore
+
+    client = HubClient(settings.hf_dataset_repo, token=settings.hf_token, endpoint=settings.hf_endpoint)
+    client.ensure_repo()
+    return WriteBackStore(
+        HubStore(client),
+        settings.data_dir / "hub",
+        staging_limit=settings.staging_limit,
+        cache_size=settings.cache_size,
+    )
+
+
+def start_hub_sync(settings: Settings, repo: MetadataRepository, files: FileService, wb, packer):
+    """Start the uploader and the committer behind the write-back store ``wb``; the file service
+    stages chunks through them from now on. Restores an empty database from the repo first."""
+    from gateway.files import chunk_hasher
+    from gateway.sync.hubsync import HubSync
+
+    ids_are_sha256 = files.object_hasher is chunk_hasher
+    wb.remote.ids_are_sha256 = ids_are_sha256
+    sync = HubSync(
+        repo=repo,
+        wb=wb,
+        store=wb.remote,
+        client=wb.remote.client,
+        state_dir=settings.data_dir / "hub",
+        chunk_size=settings.chunk_size,
+        durability=settings.durability,
+        commit_interval=settings.commit_interval,
+        commits_per_hour=settings.commits_per_hour,
+        ids_are_sha256=ids_are_sha256,
+        small_threshold=packer.threshold if packer is not None else 0,
+        pack_small=packer.pack_small_objects if packer is not None else None,
+        collect_garbage=files.collect_garbage,
+    )
+    sync.start()
+    files.write_back = sync
+    return sync
 
 
 def build_gateway(settings: Settings) -> Gateway:
@@ -70,4 +116,12 @@ def build_gateway(settings: Settings) -> Gateway:
     if leftovers:
         log.info("removed %d pieces of uploads interrupted by a restart", leftovers)
     app = make_wsgi_app(settings, files)
-    return Gateway(settings, repo, store, files, app)
+    background = []
+    if settings.hub_enabled:
+        try:
+            background.append(start_hub_sync(settings, repo, files, store, None))
+        except Exception:
+            store.close()
+            repo.close()
+            raise
+    return Gateway(settings, repo, store, files, app, background=background)
