@@ -45,6 +45,13 @@ def _parser() -> argparse.ArgumentParser:
     gc = sub.add_parser("gc", help="delete objects no file refers to any more")
     gc.add_argument("--data-dir")
     gc.add_argument("--grace", type=float, default=None, help="seconds an orphan is kept (default 6 h)")
+    gc.add_argument(
+        "--squash", action="store_true", help="Hub backend: also squash the repo history (frees deleted files' quota)"
+    )
+
+    rebuild = sub.add_parser("rebuild", help="rebuild the metadata database from the dataset repo alone")
+    rebuild.add_argument("--data-dir")
+    rebuild.add_argument("--force", action="store_true", help="replace an existing database (stop the server first)")
 
     stats = sub.add_parser("stats", help="print counts and sizes")
     stats.add_argument("--data-dir")
@@ -82,9 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(settings, args.server)
     if args.command == "gc":
-        return _gc(settings, args.grace)
+        return _gc(settings, args.grace, args.squash)
     if args.command == "stats":
         return _stats(settings)
+    if args.command == "rebuild":
+        return _rebuild(settings, args.force)
     if args.command == "backup":
         return _backup(settings, args.list)
     if args.command == "restore":
@@ -171,7 +180,7 @@ def _serve(settings, server: str) -> int:
     return 0
 
 
-def _gc(settings, grace) -> int:
+def _gc(settings, grace, squash: bool = False) -> int:
     from gateway.app import build_gateway
 
     gateway = build_gateway(settings)
@@ -179,8 +188,38 @@ def _gc(settings, grace) -> int:
         kwargs = {} if grace is None else {"grace_s": grace}
         n = gateway.files.collect_garbage(**kwargs)
         print(f"deleted {n} unreferenced objects")
+        _hub_gc(gateway, squash)
     finally:
         gateway.close()
+    return 0
+
+
+def _hub_gc(gateway, squash: bool) -> None:
+    """The Hub backend's part of ``hfdav gc``: repo orphans, pending commits, history squash."""
+    from gateway.sync.hubgc import hub_maintenance
+
+    sync = next((t for t in gateway.background if hasattr(t, "committer")), None)
+    if sync is None:
+        if squash:
+            print("hfdav: --squash needs the Hub backend (HF_DATASET_REPO)", file=sys.stderr)
+        return
+    r = hub_maintenance(sync, squash=squash)
+    print(
+        f"repo objects unknown to the metadata, deleted: {r.orphans_queued}; "
+        f"everything committed: {'yes' if r.drained else 'no'}; history squashed: {'yes' if r.squashed else 'no'}"
+    )
+
+
+def _rebuild(settings, force: bool) -> int:
+    from gateway.errors import HfdavError
+    from gateway.rebuild import rebuild
+
+    try:
+        r = rebuild(settings, force=force)
+    except HfdavError as exc:
+        print(f"hfdav: {exc}", file=sys.stderr)
+        return 1
+    print(f"rebuilt from the dataset repo: {r.nodes} files and folders ({r.files} files, {r.bytes} bytes)")
     return 0
 
 

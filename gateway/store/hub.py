@@ -31,7 +31,7 @@ import httpx2
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants, hf_hub_url
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.lfs import UploadInfo
-from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, http_stream_backoff
+from huggingface_hub.utils import build_hf_headers, disable_progress_bars, hf_raise_for_status, http_stream_backoff
 
 from gateway import metrics
 from gateway.errors import IntegrityError, ObjectMissing, StoreError
@@ -160,6 +160,23 @@ class Add:
     data: bytes | None = None
 
 
+def _operations(adds: Sequence[Add], deletes: Sequence[str]) -> list:
+    ops: list = [CommitOperationDelete(path_in_repo=p) for p in deletes]
+    for add in adds:
+        if add.data is not None:
+            ops.append(CommitOperationAdd(path_in_repo=add.path, path_or_fileobj=add.data))
+        elif add.source is not None:
+            op = CommitOperationAdd(path_in_repo=add.path, path_or_fileobj=str(add.source))
+            if add.sha256:
+                op.upload_info.sha256 = bytes.fromhex(add.sha256)
+            ops.append(op)
+        elif add.sha256 and add.size is not None:
+            ops.append(_uploaded_lfs_operation(add.path, add.sha256, add.size))
+        else:
+            raise ValueError(f"nothing to commit for {add.path}")
+    return ops
+
+
 def _uploaded_lfs_operation(path: str, sha256: str, size: int) -> CommitOperationAdd:
     """A commit operation referencing an LFS object uploaded earlier, when the local copy may be
     gone. huggingface_hub builds such operations itself between ``preupload_lfs_files`` and
@@ -181,6 +198,7 @@ class HubClient:
         self._token = token
         self.api = HfApi(endpoint=endpoint, token=token)
         self.endpoint = self.api.endpoint
+        disable_progress_bars()  # a server's log is no terminal
 
     # -- repo ---------------------------------------------------------------------------------
     def ensure_repo(self) -> str:
@@ -220,14 +238,14 @@ class HubClient:
         are not sent (``lfs=False``)."""
         if not items:
             return []
-        ops = []
-        for item in items:
-            op = CommitOperationAdd(path_in_repo=item.path, path_or_fileobj=str(item.source))
-            if item.sha256:
-                op.upload_info.sha256 = bytes.fromhex(item.sha256)
-            ops.append(op)
         metrics.inc("hfdav_hub_api_calls_total", kind="preupload")
         try:
+            ops = []
+            for item in items:
+                op = CommitOperationAdd(path_in_repo=item.path, path_or_fileobj=str(item.source))
+                if item.sha256:
+                    op.upload_info.sha256 = bytes.fromhex(item.sha256)
+                ops.append(op)
             self.api.preupload_lfs_files(
                 self.repo_id,
                 additions=ops,
@@ -237,7 +255,7 @@ class HubClient:
                 free_memory=True,
             )
         except Exception as exc:
-            raise translate(exc, f"uploading {len(ops)} objects") from exc
+            raise translate(exc, f"uploading {len(items)} objects") from exc
         return [
             Uploaded(op.path_in_repo, op.upload_info.sha256.hex(), op.upload_info.size, bool(op._is_uploaded))
             for op in ops
@@ -255,21 +273,9 @@ class HubClient:
         """One commit on the branch: ``deletes`` first, then ``adds``, atomically; ``parent`` is
         the head it must apply to (412 otherwise). Returns the new head. ``create_commit`` is not
         retried by the library: the caller decides, after finding out whether it landed."""
-        ops: list = [CommitOperationDelete(path_in_repo=p) for p in deletes]
-        for add in adds:
-            if add.data is not None:
-                ops.append(CommitOperationAdd(path_in_repo=add.path, path_or_fileobj=add.data))
-            elif add.source is not None:
-                op = CommitOperationAdd(path_in_repo=add.path, path_or_fileobj=str(add.source))
-                if add.sha256:
-                    op.upload_info.sha256 = bytes.fromhex(add.sha256)
-                ops.append(op)
-            elif add.sha256 and add.size is not None:
-                ops.append(_uploaded_lfs_operation(add.path, add.sha256, add.size))
-            else:
-                raise ValueError(f"nothing to commit for {add.path}")
         metrics.inc("hfdav_hub_api_calls_total", kind="commit")
         try:
+            ops = _operations(adds, deletes)
             info = self.api.create_commit(
                 self.repo_id,
                 ops,
@@ -281,7 +287,7 @@ class HubClient:
                 num_threads=UPLOAD_THREADS,
             )
         except Exception as exc:
-            raise translate(exc, f"commit of {len(ops)} operations") from exc
+            raise translate(exc, f"commit of {len(adds) + len(deletes)} operations") from exc
         return info.oid
 
     # -- listings -----------------------------------------------------------------------------

@@ -88,6 +88,8 @@ class WriteBackStore(ObjectStore):
         self.staging_limit = staging_limit
         self.cache_size = cache_size
         self.on_delete = on_delete
+        #: extra health details (the sync package's queue lengths), merged into :meth:`status`
+        self.status_provider: Callable[[], dict] | None = None
         self._fsync = fsync
         self._cond = threading.Condition()
         self._staged: dict[str, StagedItem] = {}
@@ -264,6 +266,14 @@ class WriteBackStore(ObjectStore):
         for fill in fills:
             fill.cancel()
         self.remote.close()
+
+    def status(self) -> dict:
+        """Health details (``/healthz``): local areas, and the uploads and commits behind them."""
+        with self._cond:
+            out = {"ok": True, "staged_bytes": self._staged_bytes, "cache_bytes": self._cache_bytes}
+        if self.status_provider is not None:
+            out.update(self.status_provider())
+        return out
 
     # -- the sync package's side --------------------------------------------------------------
     @property

@@ -119,6 +119,7 @@ class HubSync:
         self._gc_thread: threading.Thread | None = None
         self.restored_nodes = 0
         wb.on_delete = self.request_delete
+        wb.status_provider = self.status
 
     # -- start-up -----------------------------------------------------------------------------
     def open_repo(self) -> tuple[str, RepoFiles]:
@@ -312,6 +313,7 @@ class HubSync:
             "head": self.committer.head,
             "pending_changes": last - through,
             "staged_bytes": self.wb.staged_bytes,
+            "uncommitted_objects": len(self.repo.uploaded_objects(limit=10000)),
             "commits": self.committer.commits,
             "uploaded": self.uploader.uploaded,
             "queued_deletions": self.repo.count_hub_deletes(),
