@@ -8,8 +8,9 @@ Start-up, in order (any failure stops here with a message and a non-zero exit):
    the share lives under ``HFDAV_PREFIX=/dav`` and the data dir is ``/data`` when it is
    writable (persistent storage on a Space, the volume under compose), else ``$HOME/data``.
 2. With the Hub backend, the dataset repo is created if it does not exist.
-3. When the metadata database is missing (fresh disk), it is restored from whichever is
-   newer: the dataset repo (``hfdav rebuild``) or the newest WebDAV backup.
+3. When the metadata database is missing (fresh disk), it comes from whichever is newer: the
+   dataset repo (the gateway rebuilds an empty database from the repo as it starts) or the
+   newest WebDAV backup (restored here).
 4. gunicorn (gthread, one worker) on ``127.0.0.1:HFDAV_PORT``, then nginx on ``PORT``
    (``nginx.conf`` rendered into a run directory under /tmp), then the backup loop.
 5. ``SYSTEM ONLINE - DATASETS STORAGE MODE`` on stdout once both answer ``/healthz``.
@@ -64,8 +65,11 @@ DEFAULT_PREFIX = "/dav"
 PERSISTENT_DIR = Path("/data")
 #: Long enough to send a full staging area (2 GiB by default) to the Hub and commit it.
 DEFAULT_DRAIN_TIMEOUT_S = 300
-#: How long gunicorn and nginx may take to answer /healthz after they are started.
-START_TIMEOUT_S = 120
+#: How long the gateway may take to answer /healthz: on a fresh disk in Hub mode it first
+#: rebuilds the database from the dataset repo, which takes a while for a big tree.
+GATEWAY_START_TIMEOUT_S = 1800
+#: How long nginx may take to answer /healthz after it is started.
+NGINX_START_TIMEOUT_S = 60
 #: nginx finishes its last proxied responses once gunicorn is gone; this bounds the wait.
 NGINX_STOP_TIMEOUT_S = 30
 #: After a second stop signal, children get this long to exit before they are killed.
@@ -145,104 +149,75 @@ def nginx_binary() -> str | None:
 
 def _hub_call(what: str, call):
     """Run a Hub call, retrying transient failures; BootError when it cannot succeed."""
-    from huggingface_hub.errors import HfHubHTTPError
+    from gateway.store.hub import HubError, translate
 
     for attempt in range(1, HUB_ATTEMPTS + 1):
         try:
             return call()
-        except HfHubHTTPError as exc:
-            status = exc.response.status_code if exc.response is not None else None
-            if status in (401, 403):
-                raise BootError(f"{what}: the Hub refused HF_TOKEN (HTTP {status}); it needs write access") from exc
-            if attempt == HUB_ATTEMPTS or (status is not None and status < 500 and status != 429):
-                raise BootError(f"{what}: {exc}") from exc
-        except OSError as exc:
-            if attempt == HUB_ATTEMPTS:
-                raise BootError(f"{what}: {exc}") from exc
-        log.warning("%s failed (attempt %d of %d); retrying", what, attempt, HUB_ATTEMPTS)
+        except HubError as exc:
+            error = exc
+        except Exception as exc:  # a foreign error from the client library: translated once, here
+            error = translate(exc, what)
+        if error.status in (401, 403):
+            raise BootError(f"{what}: the Hub refused HF_TOKEN (HTTP {error.status}); it needs write access")
+        if not error.transient or attempt == HUB_ATTEMPTS:
+            raise BootError(f"{what}: {error}")
+        log.warning("%s failed (attempt %d of %d): %s; retrying", what, attempt, HUB_ATTEMPTS, error)
         time.sleep(HUB_RETRY_PAUSE_S)
     raise AssertionError("unreachable")
 
 
-def _hub_api(settings: Settings):
-    from huggingface_hub import HfApi
+def ensure_dataset_repo(settings: Settings) -> datetime | None:
+    """Create the (private) dataset repo unless it exists; return when it last changed."""
+    from gateway.store.hub import REPO_TYPE, HubClient
 
-    return HfApi(endpoint=settings.hf_endpoint, token=settings.hf_token)
-
-
-def ensure_dataset_repo(settings: Settings) -> None:
-    """Create the (private) dataset repo unless it exists."""
-    api = _hub_api(settings)
-    _hub_call(
-        f"creating dataset repo {settings.hf_dataset_repo}",
-        lambda: api.create_repo(settings.hf_dataset_repo, repo_type="dataset", private=True, exist_ok=True),
-    )
-
-
-def repo_updated_at(settings: Settings) -> datetime | None:
-    """Time of the newest commit of the dataset repo."""
-    api = _hub_api(settings)
-    info = _hub_call(
-        f"reading dataset repo {settings.hf_dataset_repo}",
-        lambda: api.repo_info(settings.hf_dataset_repo, repo_type="dataset"),
-    )
+    client = HubClient(settings.hf_dataset_repo, token=settings.hf_token, endpoint=settings.hf_endpoint)
+    what = f"dataset repo {settings.hf_dataset_repo}"
+    _hub_call(f"creating {what}", client.ensure_repo)
+    info = _hub_call(f"reading {what}", lambda: client.api.repo_info(client.repo_id, repo_type=REPO_TYPE))
     return info.last_modified
-
-
-def rebuild_from_repo(env: Mapping[str, str]) -> bool:
-    """Rebuild the metadata database from the dataset repo alone (``hfdav rebuild``)."""
-    result = subprocess.run([sys.executable, "-m", "gateway.cli", "rebuild"], env=dict(env), stdin=subprocess.DEVNULL)
-    if result.returncode != 0:
-        log.error("hfdav rebuild failed (exit %d)", result.returncode)
-    return result.returncode == 0
 
 
 # -- metadata restore -------------------------------------------------------------------------
 
 
-def restore_metadata(settings: Settings, env: Mapping[str, str], backup: MetadataBackup | None) -> str:
-    """Fill a missing metadata database from the newer of the repo and the WebDAV backup.
+def restore_metadata(settings: Settings, backup: MetadataBackup | None, repo_changed: datetime | None) -> str:
+    """Fill a missing metadata database from the newer of the dataset repo and the WebDAV backup.
 
-    Returns what was done (for the log). Only the SQLite database can be missing on a fresh
-    disk; a PostgreSQL database lives elsewhere and is left alone.
+    The repo needs nothing from here: the gateway restores an empty database from the repo as
+    it starts. So the backup is restored only when it is newer than the repo's last commit (or
+    there is no repo). Returns what was done, for the log. Only the SQLite database can be
+    missing on a fresh disk; PostgreSQL lives elsewhere and is left alone.
     """
     db_path = sqlite_path(settings.database_url)
     if db_path is None:
         return "database is not SQLite: nothing to restore"
     if db_path.exists():
         return f"database present at {db_path}"
-
-    candidates: list[tuple[datetime, str]] = []
-    if settings.hub_enabled:
-        updated = repo_updated_at(settings)
-        if updated is not None:
-            candidates.append((updated, "repo"))
-    if backup is not None:
-        if not settings.hub_enabled and not _has_local_objects(settings):
-            log.warning("the WebDAV backup is not restored: the local chunks it refers to are gone too "
-                        "(`hfdav restore` restores it anyway)")
-        else:
-            try:
-                newest = backup.generations()
-            except BackupError as exc:
-                log.error("cannot list WebDAV backups: %s", exc)
-                newest = []
-            if newest:
-                candidates.append((newest[0].taken_at, "backup"))
-    candidates.sort(reverse=True)
-    for taken_at, source in candidates:
-        log.info("restoring metadata from the %s (last changed %s)", source, taken_at.isoformat())
-        if source == "repo" and rebuild_from_repo(env):
-            return "rebuilt from the dataset repo"
-        if source == "backup":
-            try:
-                gen = backup.restore_latest(db_path)  # type: ignore[union-attr]
-            except BackupError as exc:
-                log.error("restore from the WebDAV backup failed: %s", exc)
-                continue
-            if gen is not None:
-                return f"restored from WebDAV backup {gen.name}"
-    return "no metadata to restore: starting empty"
+    from_repo = "the database is missing: the gateway restores it from the dataset repo as it starts"
+    if backup is None:
+        return from_repo if settings.hub_enabled else "no database yet: starting empty"
+    if not settings.hub_enabled and not _has_local_objects(settings):
+        log.warning("the WebDAV backup is not restored: the local chunks it refers to are gone too "
+                    "(`hfdav restore` restores it anyway)")  # fmt: skip
+        return "no database yet: starting empty"
+    try:
+        generations = backup.generations()
+    except BackupError as exc:
+        log.error("cannot list WebDAV backups: %s", exc)
+        generations = []
+    if not generations:
+        return from_repo if settings.hub_enabled else "no backup yet: starting empty"
+    if repo_changed is not None and repo_changed >= generations[0].taken_at:
+        log.info("the dataset repo (changed %s) is newer than the newest backup (%s)",
+                 repo_changed.isoformat(), generations[0].taken_at.isoformat())  # fmt: skip
+        return from_repo
+    try:
+        gen = backup.restore_latest(db_path)
+    except BackupError as exc:
+        log.error("restore from the WebDAV backup failed: %s", exc)
+        return from_repo if settings.hub_enabled else "starting empty"
+    return f"restored from WebDAV backup {gen.name}" if gen else "starting empty"
 
 
 def _has_local_objects(settings: Settings) -> bool:
@@ -272,7 +247,7 @@ def render_nginx_conf(*, port: int, gateway: str, prefix: str, run_dir: Path) ->
     return text
 
 
-def wait_healthy(url: str, proc: subprocess.Popen, what: str, timeout: float = START_TIMEOUT_S) -> None:
+def wait_healthy(url: str, proc: subprocess.Popen, what: str, timeout: float) -> None:
     """Wait until ``url`` answers 200; BootError if ``proc`` exits or time runs out."""
     deadline = time.monotonic() + timeout
     last = "no answer"
@@ -315,7 +290,7 @@ class Supervisor:
         # children in the right order
         self.gunicorn = subprocess.Popen(argv, env=genv, stdin=subprocess.DEVNULL, process_group=0)
         gateway = f"{self.settings.host}:{self.settings.port}"
-        wait_healthy(f"http://{gateway}/healthz", self.gunicorn, "the gateway (gunicorn)")
+        wait_healthy(f"http://{gateway}/healthz", self.gunicorn, "the gateway (gunicorn)", GATEWAY_START_TIMEOUT_S)
 
         for sub in ("", "client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (self.run_dir / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -324,7 +299,7 @@ class Supervisor:
                                           run_dir=self.run_dir))  # fmt: skip
         self.nginx = subprocess.Popen([nginx_binary(), "-p", str(self.run_dir), "-c", str(conf), "-e", "stderr"],
                                       stdin=subprocess.DEVNULL, process_group=0)  # fmt: skip
-        wait_healthy(f"http://127.0.0.1:{self.port}/healthz", self.nginx, "nginx")
+        wait_healthy(f"http://127.0.0.1:{self.port}/healthz", self.nginx, "nginx", NGINX_START_TIMEOUT_S)
 
         if self.backup is not None:
             self.loop = BackupLoop(self.backup, self.settings.sync_interval).start()
@@ -412,9 +387,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, supervisor.on_signal)
     signal.signal(signal.SIGINT, supervisor.on_signal)
     try:
-        if settings.hub_enabled:
-            ensure_dataset_repo(settings)
-        log.info("metadata: %s", restore_metadata(settings, env, backup))
+        repo_changed = ensure_dataset_repo(settings) if settings.hub_enabled else None
+        log.info("metadata: %s", restore_metadata(settings, backup, repo_changed))
         supervisor.start()
     except BootError as exc:
         log.error("cannot start: %s", exc)

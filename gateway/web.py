@@ -275,3 +275,17 @@ def store_check(store) -> HealthCheck:
         return {"kind": type(store).__name__, **status()}
 
     return check
+
+
+def committer_check(files) -> HealthCheck:
+    """Uploads and commits to the remote store (``files.write_back``, set when there is one):
+    its status, failing while its last attempt failed."""
+
+    def check() -> dict:
+        status = getattr(getattr(files, "write_back", None), "status", None)
+        if status is None:
+            return {"ok": True, "remote": False}
+        result = dict(status())
+        return {**result, "ok": not result.get("last_error")}
+
+    return check

@@ -12,7 +12,7 @@ from gateway.dav.locks import DbLockStorage
 from gateway.dav.props import DbPropertyManager
 from gateway.dav.provider import HfdavProvider
 from gateway.files import FileService
-from gateway.web import WebFront, database_check, store_check
+from gateway.web import WebFront, committer_check, database_check, store_check
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,6 @@ def make_wsgi_app(settings: Settings, files: FileService):
         "logging": {"enable": False},
     }
     dav = WsgiDAVApp(config)
-    checks = {"database": database_check(repo), "store": store_check(files.store)}
+    checks = {"database": database_check(repo), "store": store_check(files.store), "committer": committer_check(files)}
     return WebFront(dav, prefix=settings.prefix, users=user_table(settings), anonymous=settings.anonymous,
                     checks=checks)

@@ -8,8 +8,8 @@ under WAL), gzip-compressed. PostgreSQL has its own backup tools; for it the loo
 
 Remote layout, in the folder ``WEBDAV_URL`` (created with MKCOL when missing)::
 
-    hfdav-meta-20260101T120000Z-000042-0123456789abcdef.sqlite3.gz
-               ^ UTC time taken    ^ seq  ^ first 16 hex of the sha256 of the file
+    hfdav-meta-20260101T120000.123Z-000042-0123456789abcdef.sqlite3.gz
+               ^ UTC time taken (ms)   ^ seq  ^ first 16 hex of the sha256 of the file
 
 ``seq`` grows by one per generation (the order does not depend on clocks). Each upload is
 downloaded again and its sha256 compared before older generations are pruned; the newest
@@ -59,7 +59,7 @@ RETRY_FIRST_S = 30
 #: Bytes per read when streaming files.
 IO_BLOCK = 1 << 20
 
-NAME_RE = re.compile(r"^hfdav-meta-(\d{8}T\d{6}Z)-(\d{6,})-([0-9a-f]{16})\.sqlite3\.gz$")
+NAME_RE = re.compile(r"^hfdav-meta-(\d{8}T\d{6}\.\d{3}Z)-(\d{6,})-([0-9a-f]{16})\.sqlite3\.gz$")
 _SQLITE_URL_RE = re.compile(r"^sqlite(\+\w+)?:///(?P<path>[^?]+)")
 
 _PROPFIND_BODY = (
@@ -96,13 +96,16 @@ class Generation:
         m = NAME_RE.match(name)
         if not m:
             return None
-        taken = datetime.strptime(m.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        taken = datetime.strptime(m.group(1), "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC)
         return cls(name, taken, int(m.group(2)), m.group(3))
 
     @classmethod
     def make(cls, seq: int, sha256_hex: str, now: datetime) -> Generation:
-        now = now.astimezone(UTC).replace(microsecond=0)
-        return cls(f"hfdav-meta-{now:%Y%m%dT%H%M%SZ}-{seq:06d}-{sha256_hex[:16]}.sqlite3.gz", now, seq, sha256_hex[:16])
+        # milliseconds: boot compares this time with the repo's last commit, often a second apart
+        now = now.astimezone(UTC)
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+        stamp = f"{now:%Y%m%dT%H%M%S}.{now.microsecond // 1000:03d}Z"
+        return cls(f"hfdav-meta-{stamp}-{seq:06d}-{sha256_hex[:16]}.sqlite3.gz", now, seq, sha256_hex[:16])
 
 
 class WebDavFolder:
