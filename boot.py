@@ -398,6 +398,9 @@ def main() -> int:
         supervisor.stop()
         return 0
     print(ONLINE_BANNER, flush=True)
+    # a Space names its public host in SPACE_HOST
+    public = f"https://{env['SPACE_HOST']}" if env.get("SPACE_HOST") else f"http://localhost:{port}"
+    log.info("WebDAV share at %s%s/ (data dir %s)", public, settings.prefix, settings.data_dir)
     return supervisor.wait()
 
 
