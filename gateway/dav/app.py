@@ -52,6 +52,11 @@ def make_wsgi_app(settings: Settings, files: FileService):
         "logging": {"enable": False},
     }
     dav = WsgiDAVApp(config)
+    # WsgiDAV detaches its logger when imported (NullHandler, propagate False), which hides the
+    # tracebacks it logs for internal errors: a 500 would leave no trace in our log.
+    wsgidav_log = logging.getLogger("wsgidav")
+    wsgidav_log.propagate = True
+    wsgidav_log.setLevel(logging.WARNING)
     checks = {"database": database_check(repo), "store": store_check(files.store), "committer": committer_check(files)}
     return WebFront(dav, prefix=settings.prefix, users=user_table(settings), anonymous=settings.anonymous,
                     checks=checks)
