@@ -228,16 +228,19 @@ class VersionReader(io.RawIOBase):
         if n is None or n < 0:
             n = self._size - self._pos
         n = min(n, self._size - self._pos)
-        out = bytearray()
+        pieces = []
         while n > 0:
             if self._stream is None or self._stream_pos != self._pos or self._pos >= self._stream_end:
                 self._open_at(self._pos)
             data = self._stream.read(min(n, self._stream_end - self._pos))
-            out += data
+            pieces.append(data)
             self._pos += len(data)
             self._stream_pos = self._pos
             n -= len(data)
-        return bytes(out)
+        # Most reads fall inside one extent: hand that block on without copying it again.
+        if len(pieces) == 1 and type(pieces[0]) is bytes:
+            return pieces[0]
+        return b"".join(pieces)
 
     def readinto(self, b) -> int:
         data = self.read(len(b))
@@ -288,10 +291,10 @@ class FileService:
         quota: int | None = None,
         object_hasher=chunk_hasher,
         trash: Trash | None = None,
+        write_back: WriteBack | None = None,
         clock=time.time,
     ):
         self.repo = repo
-        write_back: WriteBack | None = None,
         self.store = store
         self.tmp_root = Path(tmp_dir)
         # every process writes into a folder of its own, held by an flock for its lifetime:
@@ -302,14 +305,14 @@ class FileService:
         self.quota = quota
         self.object_hasher = object_hasher
         self.trash = trash
-        self._clock = clock
-        # Writers hand chunks to the store and register them under the read side of this lock;
-        # the collector deletes orphans under the write side, so a chunk that a writer just
         self.write_back = write_back
-        # de-duplicated against cannot vanish between the check and the metadata commit.
+        self._clock = clock
         # stage_early holds the stripe of a chunk id from its registration until its bytes are in
         # the store, so a concurrent equal chunk never dedups against bytes not stored yet
         self._stripes = [threading.Lock() for _ in range(STAGE_STRIPES)]
+        # Writers hand chunks to the store and register them under the read side of this lock;
+        # the collector deletes orphans under the write side, so a chunk that a writer just
+        # de-duplicated against cannot vanish between the check and the metadata commit.
         self._gc_lock = _RWLock()
 
     def tmp_files(self) -> list[Path]:
@@ -414,11 +417,11 @@ class FileService:
             self.write_back.release(object_ids)
 
     def _commit_session(self, session: WriteSession) -> Node:
+        if self.write_back is not None:
+            return self._commit_staged(session)
         parts: list[Extent] = []
         new_objects: list[NewObject] = []
         offset = 0
-        if self.write_back is not None:
-            return self._commit_staged(session)
         with self._gc_lock.reading():
             for chunk in session.chunks:
                 parts.append(Extent(offset, chunk.object_id, 0, chunk.size))
@@ -438,9 +441,6 @@ class FileService:
                 mtime=session.mtime,
             )
 
-    def write_bytes(self, path: str, data: bytes, **kwargs) -> Node:
-        """Convenience: store ``data`` as the content of ``path``."""
-        session = self.open_write(path, expected_length=len(data), **kwargs)
     def _commit_staged(self, session: WriteSession) -> Node:
         """Commit a session whose chunks :meth:`stage_early` stored and pinned already; then,
         in sync durability, wait until the write-back pipeline has it in a remote commit."""
@@ -461,6 +461,9 @@ class FileService:
         self.write_back.version_committed()
         return node
 
+    def write_bytes(self, path: str, data: bytes, **kwargs) -> Node:
+        """Convenience: store ``data`` as the content of ``path``."""
+        session = self.open_write(path, expected_length=len(data), **kwargs)
         session.write(data)
         return session.commit()
 
