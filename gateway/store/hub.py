@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -84,12 +85,19 @@ class HubError(StoreError):
         self.retry_after = retry_after
 
 
+_RATELIMIT_RESET_RE = re.compile(r";\s*t=(\d+)")
+
+
 def _retry_after(response) -> float | None:
-    raw = response.headers.get("Retry-After") if response is not None else None
-    try:
-        return float(raw) if raw else None
-    except ValueError:
+    """Seconds the Hub asked to wait: ``Retry-After``, or the reset time of a ``RateLimit``
+    header (``"api";r=0;t=55``)."""
+    if response is None:
         return None
+    raw = response.headers.get("Retry-After")
+    if raw and raw.strip().isdigit():
+        return float(raw)
+    m = _RATELIMIT_RESET_RE.search(response.headers.get("RateLimit", ""))
+    return float(m.group(1)) + 1 if m else None
 
 
 def translate(exc: BaseException, what: str) -> HubError:

@@ -125,9 +125,12 @@ class Uploader:
             return []
         now = time.time()
         allow_small = True
-        if self.pack_small is not None and any(self._small(i) and now - i.since >= self.linger for i in staged):
+        packs = self._packs_among(staged)
+        lingering = any(self._small(i) and i.object_id not in packs and now - i.since >= self.linger for i in staged)
+        if self.pack_small is not None and lingering:
             if self._pack():
                 staged = self.wb.staged()
+                packs = self._packs_among(staged)
             else:
                 allow_small = False  # another worker is packing them right now
         work: list[StagedItem] = []
@@ -136,7 +139,11 @@ class Uploader:
             for item in staged:
                 if item.object_id in self._claimed or item.object_id in self._unregistered:
                     continue
-                if self._small(item) and (not allow_small or now - item.since < self.linger):
+                if (
+                    item.object_id not in packs
+                    and self._small(item)
+                    and (not allow_small or now - item.since < self.linger)
+                ):
                     continue
                 if work and (len(work) >= BATCH_OBJECTS or size + item.size > BATCH_BYTES):
                     break
@@ -149,6 +156,13 @@ class Uploader:
 
     def _small(self, item: StagedItem) -> bool:
         return item.size < self.small_threshold
+
+    def _packs_among(self, staged: list[StagedItem]) -> set[str]:
+        """Packs are small too, but they are what packing produced: they go up at once."""
+        small = [i.object_id for i in staged if self._small(i)]
+        if not small or self.pack_small is None:
+            return set()
+        return {oid for oid, row in self.repo.sync_objects(small).items() if row.is_pack}
 
     def _pack(self) -> bool:
         """Let the packer gather lingering small objects; False if another worker is at it."""
