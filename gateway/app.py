@@ -8,14 +8,18 @@ import secrets
 from dataclasses import dataclass, field
 
 from gateway.config import Settings
-from gateway.files import FileService
+from gateway.crypto_keys import open_keyring, record_from_json, record_to_json
+from gateway.files import FileService, chunk_hasher
 from gateway.meta.repo import MetadataRepository
 from gateway.store.base import ObjectStore
+from gateway.store.encrypted import EncryptedStore
 from gateway.store.local import LocalStore
 
 log = logging.getLogger(__name__)
 
 ADMIN_PASSWORD_FILE = "admin-password"
+#: Database setting holding the encryption key record of the data dir (no secret in it).
+ENCRYPTION_SETTING = "encryption"
 
 
 def ensure_admin_password(settings: Settings) -> tuple[Settings, bool]:
@@ -104,14 +108,44 @@ def start_hub_sync(settings: Settings, repo: MetadataRepository, files: FileServ
     return sync
 
 
+def wrap_encryption(settings: Settings, repo: MetadataRepository, store: ObjectStore):
+    """``(store, object_hasher)``: the store wrapped in :class:`EncryptedStore` when the data dir
+    is (or, empty and given HFDAV_ENCRYPTION_KEY, becomes) encrypted; else unchanged.
+
+    Raises ConfigError at start for a wrong key, a missing key, or a key given for a data dir
+    that already holds unencrypted objects (see :func:`gateway.crypto_keys.open_keyring`).
+    """
+    text = repo.get_setting(ENCRYPTION_SETTING)
+    keyring, new_record = open_keyring(
+        settings.encryption_key,
+        record_from_json(text) if text else None,
+        has_data=lambda: repo.stored_bytes() > 0 or next(iter(store.list_ids()), None) is not None,
+        where=f"the data dir {settings.data_dir}",
+    )
+    if keyring is None:
+        return store, chunk_hasher
+    if new_record is not None:
+        repo.set_setting(ENCRYPTION_SETTING, record_to_json(new_record))
+        log.info("client-side encryption set up for the new data dir %s", settings.data_dir)
+    encrypted = EncryptedStore(store, keyring)
+    return encrypted, encrypted.object_hasher
+
+
 def build_gateway(settings: Settings) -> Gateway:
     """Open the database (migrating it), the store, and build the WSGI application."""
     from gateway.dav.app import make_wsgi_app
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     repo = MetadataRepository.open(settings.database_url, journal_enabled=settings.hub_enabled)
-    store = build_store(settings)
-    files = FileService(repo, store, tmp_dir=settings.data_dir / "tmp", chunk_size=settings.chunk_size)
+    try:
+        base_store = build_store(settings)
+        store, object_hasher = wrap_encryption(settings, repo, base_store)
+    except Exception:
+        repo.close()
+        raise
+    files = FileService(
+        repo, store, tmp_dir=settings.data_dir / "tmp", chunk_size=settings.chunk_size, object_hasher=object_hasher
+    )
     leftovers = files.clean_tmp()
     if leftovers:
         log.info("removed %d pieces of uploads interrupted by a restart", leftovers)
@@ -119,7 +153,7 @@ def build_gateway(settings: Settings) -> Gateway:
     background = []
     if settings.hub_enabled:
         try:
-            background.append(start_hub_sync(settings, repo, files, store, None))
+            background.append(start_hub_sync(settings, repo, files, base_store, None))
         except Exception:
             store.close()
             repo.close()

@@ -30,6 +30,9 @@ Environment variables (command-line flags of ``hfdav serve`` override them):
 ``HFDAV_COMMIT_INTERVAL``   seconds a change may wait for more to share its Hub commit (default
                             30; async durability)
 ``HFDAV_COMMITS_PER_HOUR``  Hub commit budget (default 90; the Hub allows about 128 per hour)
+``HFDAV_ENCRYPTION_KEY``    client-side encryption: 64 hex digits or base64 of a 32-byte key,
+                            or ``passphrase:<text>`` (see gateway/crypto_keys.py and
+                            docs/ENCRYPTION.md). Unset: no encryption.
 ``WEBDAV_URL``              metadata backup target (WebDAV folder URL)
 ``WEBDAV_USERNAME``         its user
 ``WEBDAV_PASSWORD``         its password
@@ -46,6 +49,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from gateway.crypto_keys import EncryptionSecret, parse_encryption_key
 from gateway.errors import ConfigError
 
 KiB = 1024
@@ -105,6 +109,7 @@ class Settings:
     staging_limit: int = 2 * GiB
     commit_interval: float = 30.0
     commits_per_hour: int = 90
+    encryption_key: EncryptionSecret | None = field(default=None, repr=False)
     webdav_url: str | None = None
     webdav_username: str | None = None
     webdav_password: str | None = field(default=None, repr=False)
@@ -218,6 +223,13 @@ def load_settings(
     if repo and not token:
         problems.append("HF_DATASET_REPO is set but HF_TOKEN is not: the Hub backend needs a write token")
 
+    encryption_key = None
+    if text("HFDAV_ENCRYPTION_KEY") is not None:
+        try:
+            encryption_key = parse_encryption_key(text("HFDAV_ENCRYPTION_KEY"))
+        except ValueError as exc:
+            problems.append(str(exc))
+
     webdav_url = text("WEBDAV_URL")
     if webdav_url and not re.match(r"^https?://", webdav_url):
         problems.append(f"WEBDAV_URL={webdav_url!r}: must start with http:// or https://")
@@ -250,6 +262,7 @@ def load_settings(
         staging_limit=size("HFDAV_STAGING_LIMIT", 2 * GiB, 2 * MiB, 1 << 50),
         commit_interval=integer("HFDAV_COMMIT_INTERVAL", 30, 0, 24 * 3600),
         commits_per_hour=integer("HFDAV_COMMITS_PER_HOUR", 90, 1, 3600),
+        encryption_key=encryption_key,
         webdav_url=webdav_url,
         webdav_username=text("WEBDAV_USERNAME"),
         webdav_password=text("WEBDAV_PASSWORD"),
