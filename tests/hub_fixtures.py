@@ -41,8 +41,8 @@ MiB = 1 << 20
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubEmulator]:
+@pytest.fixture(name="emulator")
+def emulator_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubEmulator]:
     """A Hub emulator on free ports; the client library is kept off Xet."""
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
     with HubEmulator(tmp_path / "hub-emulator", token=TOKEN) as emu:
@@ -205,3 +205,115 @@ def journal_documents(emu: HubEmulator, repo_id: str = REPO) -> list[dict]:
         if path.startswith("journal/"):
             out.extend(json.loads(line) for line in emu.read_file(repo_id, path).decode().splitlines() if line)
     return out
+
+
+OBJECT_PATH_RE = re.compile(r"^objects/([0-9a-f]{2})/([0-9a-f]{2})/([0-9a-f]{64})$")
+JOURNAL_PATH_RE = re.compile(r"^journal/(\d{10})\.jsonl$")
+SNAPSHOT_PATH_RE = re.compile(r"^snapshots/(\d{10})\.jsonl\.gz$")
+#: The Hub's hard limit of entries per folder.
+FOLDER_LIMIT = 10_000
+
+
+def check_repo_format(emu: HubEmulator, work_dir: Path, repo_id: str = REPO) -> dict:
+    """Check the repo against FORMAT.md using huggingface_hub's own listing and download calls
+    (not hfdav's): every file is of a documented kind, objects and snapshots are LFS files whose
+    sha256 the listing confirms, folders stay under the Hub's limit, journal files are what they
+    say, and every object the current tree needs is in the repo (alone or inside a pack).
+    Returns counts for the caller to check further."""
+    import gzip
+
+    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub.hf_api import RepoFile
+
+    api = HfApi(endpoint=emu.url, token=TOKEN)
+    entries = list(api.list_repo_tree(repo_id, repo_type="dataset", recursive=True))
+    files = {e.path: e for e in entries if isinstance(e, RepoFile)}
+    per_folder: dict[str, int] = {}
+    for e in entries:
+        parent = e.path.rsplit("/", 1)[0] if "/" in e.path else ""
+        per_folder[parent] = per_folder.get(parent, 0) + 1
+    assert max(per_folder.values()) < FOLDER_LIMIT
+
+    def fetch(path: str) -> bytes:
+        local = hf_hub_download(repo_id, path, repo_type="dataset", endpoint=emu.url, token=TOKEN, cache_dir=work_dir)
+        return Path(local).read_bytes()
+
+    manifest = json.loads(fetch("hfdav.json"))
+    assert manifest["format"] == "hfdav-dataset-repo" and manifest["version"] == 1
+    assert manifest["object_ids"] in ("sha256", "keyed") and manifest["chunk_size"] > 0
+    attributes = fetch(".gitattributes").decode()
+    assert "objects/** filter=lfs diff=lfs merge=lfs -text" in attributes
+
+    objects: dict[str, int] = {}
+    journals: dict[int, list[dict]] = {}
+    snapshots: dict[int, list[dict]] = {}
+    for path, f in files.items():
+        if path in (".gitattributes", "hfdav.json"):
+            continue
+        if m := OBJECT_PATH_RE.match(path):
+            oid = m.group(3)
+            assert (m.group(1), m.group(2)) == (oid[:2], oid[2:4]), path
+            assert f.lfs is not None, f"{path} is not an LFS file"
+            objects[oid] = f.size
+        elif m := JOURNAL_PATH_RE.match(path):
+            journals[int(m.group(1))] = [json.loads(line) for line in fetch(path).decode().splitlines() if line]
+        elif m := SNAPSHOT_PATH_RE.match(path):
+            assert f.lfs is not None, f"{path} is not an LFS file"
+            lines = gzip.decompress(fetch(path)).decode().splitlines()
+            snapshots[int(m.group(1))] = [json.loads(line) for line in lines if line]
+        else:
+            raise AssertionError(f"undocumented file in the repo: {path}")
+    assert len(snapshots) <= 1, "older snapshots are deleted by the commit of a newer one"
+
+    # replay what a rebuild reads: snapshot then journal files in batch order
+    base = max(snapshots, default=0)
+    located: dict[str, str] = {}
+    tree: dict[str, list] = {}
+    if base:
+        header, *items = snapshots[base]
+        assert header["v"] == 1 and header["snapshot"] == base
+        for item in items:
+            if "n" in item:
+                path, is_dir, *_rest, parts = item["n"]
+                if not is_dir:
+                    tree[path] = parts
+            elif "o" in item and item["o"][2]:
+                located[item["o"][0]] = item["o"][2]
+    previous_through = None
+    for batch in sorted(journals):
+        assert batch > base, "journal files a snapshot covers are deleted with it"
+        header, *items = journals[batch]
+        assert header["v"] == 1 and header["batch"] == batch
+        if previous_through is not None:
+            assert header["through"] >= previous_through
+        previous_through = header["through"]
+        for item in items:
+            if "pack" in item:
+                for oid, _offset, _size in item["members"]:
+                    located[oid] = item["pack"]
+            else:
+                change = item["e"]
+                if change["op"] == "put":
+                    tree[change["path"]] = change["extents"]
+                elif change["op"] == "delete":
+                    tree = {
+                        p: v for p, v in tree.items() if p != change["path"] and not p.startswith(change["path"] + "/")
+                    }
+                elif change["op"] == "move":
+                    src, dst = change["src"], change["dst"]
+                    tree = {
+                        (dst + p[len(src) :] if p == src or p.startswith(src + "/") else p): v for p, v in tree.items()
+                    }
+                elif change["op"] == "copy":
+                    src, dst = change["src"], change["dst"]
+                    tree.update(
+                        {dst + p[len(src) :]: v for p, v in list(tree.items()) if p == src or p.startswith(src + "/")}
+                    )
+    missing = []
+    for path, parts in tree.items():
+        for oid, _off, _len in parts:
+            holder = located.get(oid, oid)
+            if holder not in objects:
+                missing.append((path, oid))
+    assert not missing, f"objects the tree needs are not in the repo: {missing[:5]}"
+    return {"objects": len(objects), "journals": len(journals), "snapshots": len(snapshots), "files": len(tree)}

@@ -12,14 +12,14 @@ from huggingface_hub import HfApi, constants
 from gateway.errors import ObjectMissing
 from gateway.store.hub import Add, HubClient, HubError, HubStore, Upload, object_id_of, object_path
 from tests.hub_emulator import HubEmulator
-from tests.hub_fixtures import REPO, TOKEN, emulator  # noqa: F401  (fixture)
+from tests.hub_fixtures import REPO, TOKEN, emulator_fixture  # noqa: F401  (the emulator fixture)
 
 pytestmark = pytest.mark.timeout(120)
 MiB = 1 << 20
 
 
 @pytest.fixture
-def client(emulator: HubEmulator) -> HubClient:  # noqa: F811
+def client(emulator: HubEmulator) -> HubClient:
     c = HubClient(REPO, token=TOKEN, endpoint=emulator.url)
     c.ensure_repo()
     return c
@@ -39,7 +39,7 @@ def test_object_paths_are_sharded():
     assert object_id_of("journal/0000000001.jsonl") is None
 
 
-def test_ensure_repo_creates_a_private_dataset_repo_once(emulator: HubEmulator):  # noqa: F811
+def test_ensure_repo_creates_a_private_dataset_repo_once(emulator: HubEmulator):
     c = HubClient(REPO, token=TOKEN, endpoint=emulator.url)
     head = c.ensure_repo()
     assert c.ensure_repo() == head
@@ -47,7 +47,7 @@ def test_ensure_repo_creates_a_private_dataset_repo_once(emulator: HubEmulator):
     assert info.private is True and info.sha == head
 
 
-def test_hf_endpoint_is_honoured(emulator: HubEmulator, monkeypatch: pytest.MonkeyPatch):  # noqa: F811
+def test_hf_endpoint_is_honoured(emulator: HubEmulator, monkeypatch: pytest.MonkeyPatch):
     """Without an explicit endpoint the client uses HF_ENDPOINT (as huggingface_hub read it)."""
     monkeypatch.setattr(constants, "ENDPOINT", emulator.url)
     c = HubClient(REPO, token=TOKEN, endpoint=None)
@@ -56,7 +56,7 @@ def test_hf_endpoint_is_honoured(emulator: HubEmulator, monkeypatch: pytest.Monk
     assert emulator.repo_exists(REPO)
 
 
-def test_a_range_read_fetches_only_what_it_needs(client: HubClient, emulator: HubEmulator, tmp_path: Path):  # noqa: F811
+def test_a_range_read_fetches_only_what_it_needs(client: HubClient, emulator: HubEmulator, tmp_path: Path):
     data = os.urandom(8 * MiB)
     oid, src = _blob(tmp_path, data)
     store = HubStore(client, ids_are_sha256=True)
@@ -67,7 +67,7 @@ def test_a_range_read_fetches_only_what_it_needs(client: HubClient, emulator: Hu
     assert emulator.stats["bytes_out"] - before < 20_000
 
 
-def test_open_range_is_lazy(client: HubClient, emulator: HubEmulator, tmp_path: Path):  # noqa: F811
+def test_open_range_is_lazy(client: HubClient, emulator: HubEmulator, tmp_path: Path):
     data = os.urandom(1000)
     oid, src = _blob(tmp_path, data)
     store = HubStore(client, ids_are_sha256=True)
@@ -79,7 +79,9 @@ def test_open_range_is_lazy(client: HubClient, emulator: HubEmulator, tmp_path: 
 
 
 def test_commit_references_an_uploaded_object_without_its_local_copy(
-    client: HubClient, emulator: HubEmulator, tmp_path: Path  # noqa: F811
+    client: HubClient,
+    emulator: HubEmulator,
+    tmp_path: Path,
 ):
     data = os.urandom(3 * MiB)
     oid, src = _blob(tmp_path, data)
@@ -94,7 +96,9 @@ def test_commit_references_an_uploaded_object_without_its_local_copy(
 
 
 def test_a_file_the_hub_wants_regular_travels_inside_the_commit(
-    client: HubClient, emulator: HubEmulator, tmp_path: Path  # noqa: F811
+    client: HubClient,
+    emulator: HubEmulator,
+    tmp_path: Path,
 ):
     data = b"plain text, small\n" * 10
     oid, src = _blob(tmp_path, data)
@@ -112,7 +116,7 @@ def test_parent_commit_mismatch_is_a_412(client: HubClient, tmp_path: Path):
     assert err.value.status == 412
 
 
-def test_errors_are_translated(client: HubClient, emulator: HubEmulator):  # noqa: F811
+def test_errors_are_translated(client: HubClient, emulator: HubEmulator):
     emulator.faults.add(method="GET", path=r"/api/datasets/", kind="status", status=503)
     with pytest.raises(HubError) as err:
         client.head()
@@ -128,14 +132,16 @@ def test_errors_are_translated(client: HubClient, emulator: HubEmulator):  # noq
 
 
 def test_paths_info_and_listings(client: HubClient, tmp_path: Path):
-    client.commit([Add("journal/0000000001.jsonl", data=b"{}\n"), Add("x/y.txt", data=b"y")], [], message="m", parent=None)
+    client.commit(
+        [Add("journal/0000000001.jsonl", data=b"{}\n"), Add("x/y.txt", data=b"y")], [], message="m", parent=None
+    )
     info = client.paths_info(["journal/0000000001.jsonl", "x", "nope"], revision=client.head())
     assert set(info) == {"journal/0000000001.jsonl"}
     assert [f.path for f in client.list_files("journal", revision=client.head())] == ["journal/0000000001.jsonl"]
     assert list(client.list_files("snapshots", revision=client.head())) == []
 
 
-def test_reads_are_pinned_and_survive_a_squash(client: HubClient, emulator: HubEmulator, tmp_path: Path):  # noqa: F811
+def test_reads_are_pinned_and_survive_a_squash(client: HubClient, emulator: HubEmulator, tmp_path: Path):
     data = os.urandom(100_000)
     oid, src = _blob(tmp_path, data)
     store = HubStore(client, ids_are_sha256=True)
@@ -145,9 +151,8 @@ def test_reads_are_pinned_and_survive_a_squash(client: HubClient, emulator: HubE
     # the object is gone at the branch head but still readable at the commit reads are pinned to
     with client.open_range(object_path(oid), 10, 100, revision=old_head) as s:
         assert s.read() == data[10:110]
-    with pytest.raises(ObjectMissing):
-        with client.open_range(object_path(oid), 0, 10, revision=client.head()) as s:
-            s.read()
+    with pytest.raises(ObjectMissing), client.open_range(object_path(oid), 0, 10, revision=client.head()) as s:
+        s.read()
     oid2, src2 = _blob(tmp_path, os.urandom(5000))
     store.set_head(client.head())
     store.adopt(oid2, src2, 5000)

@@ -22,7 +22,7 @@ from gateway.store.hub import HubClient, HubStore
 from gateway.store.local import LocalStore
 from gateway.store.writeback import WriteBackStore
 from tests.hub_emulator import HubEmulator
-from tests.hub_fixtures import REPO, TOKEN, emulator  # noqa: F401  (fixture)
+from tests.hub_fixtures import REPO, TOKEN, emulator_fixture  # noqa: F401  (the emulator fixture)
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -21,11 +21,11 @@ from gateway.store.writeback import WriteBackStore
 from gateway.sync.budget import CommitBudget
 from gateway.sync.hubsync import wait_until
 from tests.hub_emulator import HubEmulator
-from tests.hub_fixtures import (  # noqa: F401  (emulator is a fixture)
+from tests.hub_fixtures import (  # noqa: F401  (emulator_fixture provides the emulator fixture)
     REPO,
     TOKEN,
     commit_sizes,
-    emulator,
+    emulator_fixture,
     hub_env,
     hub_sync,
     in_process_gateway,
@@ -55,7 +55,7 @@ def _read(store, oid: str, offset: int, length: int) -> bytes:
 def test_backpressure_holds_adopt_until_uploads_make_room(tmp_path: Path):
     wb = WriteBackStore(LocalStore(tmp_path / "remote"), tmp_path / "wb", staging_limit=2 * MiB, cache_size=0)
     ids = []
-    for i in range(2):
+    for _ in range(2):
         oid, src = _src(tmp_path, os.urandom(MiB - 1))
         wb.adopt(oid, src, MiB - 1)
         ids.append(oid)
@@ -157,7 +157,7 @@ def _hub_wb(emu: HubEmulator, tmp: Path, data: bytes) -> tuple[WriteBackStore, s
     return WriteBackStore(hub, tmp / "wb", staging_limit=64 * MiB, cache_size=64 * MiB), oid
 
 
-def test_a_read_from_the_start_fills_the_cache(emulator: HubEmulator, tmp_path: Path):  # noqa: F811
+def test_a_read_from_the_start_fills_the_cache(emulator: HubEmulator, tmp_path: Path):
     data = os.urandom(6 * MiB + 3)
     wb, oid = _hub_wb(emulator, tmp_path, data)
     assert _read(wb, oid, 0, 4096) == data[:4096]
@@ -167,7 +167,7 @@ def test_a_read_from_the_start_fills_the_cache(emulator: HubEmulator, tmp_path: 
     assert emulator.stats["storage_gets"] == gets  # served from the cache
 
 
-def test_a_range_deep_inside_an_object_fetches_only_windows(emulator: HubEmulator, tmp_path: Path):  # noqa: F811
+def test_a_range_deep_inside_an_object_fetches_only_windows(emulator: HubEmulator, tmp_path: Path):
     data = os.urandom(20 * MiB)
     wb, oid = _hub_wb(emulator, tmp_path, data)
     before = emulator.stats["bytes_out"]
@@ -178,7 +178,7 @@ def test_a_range_deep_inside_an_object_fetches_only_windows(emulator: HubEmulato
     assert _read(wb, oid, 7 * MiB + 1, 9 * MiB) == data[7 * MiB + 1 : 16 * MiB + 1]
 
 
-def test_a_failing_fill_raises_instead_of_hanging(emulator: HubEmulator, tmp_path: Path):  # noqa: F811
+def test_a_failing_fill_raises_instead_of_hanging(emulator: HubEmulator, tmp_path: Path):
     data = os.urandom(2 * MiB)
     wb, oid = _hub_wb(emulator, tmp_path, data)
     emulator.faults.add(method="GET", path=r"/objects/", kind="status", status=404, times=None)
@@ -206,7 +206,7 @@ def _rebuilt_files(emu: HubEmulator, tmp: Path, name: str) -> dict[str, bytes]:
         return {n.path: gw.files.read_bytes(n.path) for n in gw.repo.walk("") if not n.is_dir}
 
 
-def test_small_files_cost_few_commits(emulator: HubEmulator, tmp_path: Path):  # noqa: F811
+def test_small_files_cost_few_commits(emulator: HubEmulator, tmp_path: Path):
     """Small files are packed and many changes share a commit (the 1,000-file bar is checked
     end to end in test_hub_e2e)."""
     files = {f"/docs/f{i:04d}.txt": f"small file {i}\n".encode() * (1 + i % 7) for i in range(300)}
@@ -222,7 +222,7 @@ def test_small_files_cost_few_commits(emulator: HubEmulator, tmp_path: Path):  #
     assert _rebuilt_files(emulator, tmp_path, "rebuilt") == files
 
 
-def test_a_big_file_streams_through_a_small_staging_area(emulator: HubEmulator, tmp_path: Path):  # noqa: F811
+def test_a_big_file_streams_through_a_small_staging_area(emulator: HubEmulator, tmp_path: Path):
     env = hub_env(emulator, tmp_path / "data", HFDAV_STAGING_LIMIT="2MiB")
     data = os.urandom(24 * MiB + 17)
     peak = [0]
@@ -240,7 +240,7 @@ def test_a_big_file_streams_through_a_small_staging_area(emulator: HubEmulator, 
     assert len(objects) == 25
 
 
-def test_no_commit_exceeds_the_operation_limit(emulator: HubEmulator, tmp_path: Path):  # noqa: F811
+def test_no_commit_exceeds_the_operation_limit(emulator: HubEmulator, tmp_path: Path):
     data = os.urandom(35 * MiB)
     with in_process_gateway(hub_env(emulator, tmp_path / "data")) as gw:
         initial = len(commit_sizes(emulator))
@@ -252,7 +252,7 @@ def test_no_commit_exceeds_the_operation_limit(emulator: HubEmulator, tmp_path: 
     assert _rebuilt_files(emulator, tmp_path, "rebuilt") == {"/many-chunks.bin": data}
 
 
-def test_sync_durability_returns_once_committed(emulator: HubEmulator, tmp_path: Path):  # noqa: F811
+def test_sync_durability_returns_once_committed(emulator: HubEmulator, tmp_path: Path):
     env = hub_env(emulator, tmp_path / "data", HFDAV_DURABILITY="sync", HFDAV_COMMIT_INTERVAL="3600")
     with in_process_gateway(env) as gw:
         gw.files.write_bytes("/now.txt", b"durable before the answer\n")
@@ -264,7 +264,7 @@ def test_sync_durability_returns_once_committed(emulator: HubEmulator, tmp_path:
         )
 
 
-def test_deleted_files_chunks_leave_the_repo_in_batches(emulator: HubEmulator, tmp_path: Path):  # noqa: F811
+def test_deleted_files_chunks_leave_the_repo_in_batches(emulator: HubEmulator, tmp_path: Path):
     with in_process_gateway(hub_env(emulator, tmp_path / "data")) as gw:
         for i in range(30):
             gw.files.write_bytes(f"/f{i}.bin", os.urandom(2 * MiB))  # two whole chunks, nothing to pack
@@ -301,7 +301,7 @@ FAULTS = {
 
 
 @pytest.mark.parametrize("fault", sorted(FAULTS))
-def test_injected_faults_lose_no_acknowledged_data(emulator: HubEmulator, tmp_path: Path, fault: str):  # noqa: F811
+def test_injected_faults_lose_no_acknowledged_data(emulator: HubEmulator, tmp_path: Path, fault: str):
     written = {f"/d/f{i}.bin": os.urandom(MiB * (i % 3) + 1000 + i) for i in range(12)}
     with in_process_gateway(hub_env(emulator, tmp_path / "data")) as gw:
         for spec in FAULTS[fault]:
@@ -314,7 +314,7 @@ def test_injected_faults_lose_no_acknowledged_data(emulator: HubEmulator, tmp_pa
     assert _rebuilt_files(emulator, tmp_path, "rebuilt") == written
 
 
-def test_a_concurrent_writer_moves_the_branch(emulator: HubEmulator, tmp_path: Path):  # noqa: F811
+def test_a_concurrent_writer_moves_the_branch(emulator: HubEmulator, tmp_path: Path):
     """A commit on the branch by someone else (412 for our parent): ours goes on top of it."""
     with in_process_gateway(hub_env(emulator, tmp_path / "data")) as gw:
         sync = hub_sync(gw)

@@ -333,10 +333,11 @@ class MetadataRepository:
             raise Conflict(f"parent of {path!r} is a file")
         return parent
 
-    def _journal(self, c: Connection, op: str, **fields) -> None:
+    def _journal(self, c: Connection, op: str, *, at: float | None = None, **fields) -> None:
+        """``at``: the time the change used for its nodes (a replay reproduces them exactly)."""
         if self.journal_enabled:
             entry = json.dumps({"op": op, **fields}, separators=(",", ":"), ensure_ascii=False)
-            c.execute(insert(journal).values(created_at=self._clock(), entry=entry))
+            c.execute(insert(journal).values(created_at=self._clock() if at is None else at, entry=entry))
 
     def _touch(self, c: Connection, node_id: int, now: float) -> None:
         c.execute(update(nodes).where(nodes.c.id == node_id).values(modified_at=now))
@@ -423,7 +424,7 @@ class MetadataRepository:
                 )
             )
             self._touch(c, parent.id, now)
-            self._journal(c, "mkdir", path=path, mtime=mtime or now)
+            self._journal(c, "mkdir", at=now, path=path, mtime=mtime or now)
             return self._node_in(c, path)
 
     def put_version(
@@ -491,6 +492,7 @@ class MetadataRepository:
             self._journal(
                 c,
                 "put",
+                at=now,
                 path=path,
                 mtime=mtime or now,
                 content_type=content_type,
@@ -520,7 +522,7 @@ class MetadataRepository:
             self._release_versions(c, vids, now)
             c.execute(delete(nodes).where(self._subtree(path)))
             self._touch(c, top.parent_id, now)
-            self._journal(c, "delete", path=path)
+            self._journal(c, "delete", at=now, path=path)
             return removed
 
     def move(self, src: str, dst: str) -> Node:
@@ -547,7 +549,7 @@ class MetadataRepository:
             self._touch(c, parent.id, now)
             if node.parent_id != parent.id:
                 self._touch(c, node.parent_id, now)
-            self._journal(c, "move", src=src, dst=dst)
+            self._journal(c, "move", at=now, src=src, dst=dst)
             return self._node_in(c, dst)
 
     def copy(self, src: str, dst: str, *, recursive: bool = True) -> Node:
@@ -601,7 +603,7 @@ class MetadataRepository:
                 ).all()
                 if props:
                     c.execute(insert(properties), [dict(node_id=nid, name=k, value=v) for k, v in props])
-            self._journal(c, "copy", src=src, dst=dst, recursive=recursive)
+            self._journal(c, "copy", at=now, src=src, dst=dst, recursive=recursive)
             return self._node_in(c, dst)
 
     def set_mtime(self, path: str, mtime: float) -> None:
