@@ -11,9 +11,11 @@ from gateway.config import Settings
 from gateway.crypto_keys import open_keyring, record_from_json, record_to_json
 from gateway.files import FileService, chunk_hasher
 from gateway.meta.repo import MetadataRepository
+from gateway.packing import Packer
 from gateway.store.base import ObjectStore
 from gateway.store.encrypted import EncryptedStore
 from gateway.store.local import LocalStore
+from gateway.trash import Trash
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +52,12 @@ class Gateway:
     files: FileService
     wsgi_app: object
     background: list = field(default_factory=list)
+    packer: Packer | None = None
 
     def close(self) -> None:
         for task in self.background:
             task.stop()
+        self.files.close()
         self.store.close()
         self.repo.close()
 
@@ -143,19 +147,27 @@ def build_gateway(settings: Settings) -> Gateway:
     except Exception:
         repo.close()
         raise
+    trash = Trash(repo, days=settings.trash_days) if settings.trash_days else None
     files = FileService(
-        repo, store, tmp_dir=settings.data_dir / "tmp", chunk_size=settings.chunk_size, object_hasher=object_hasher
+        repo,
+        store,
+        tmp_dir=settings.data_dir / "tmp",
+        chunk_size=settings.chunk_size,
+        object_hasher=object_hasher,
+        quota=settings.quota,
+        trash=trash,
     )
     leftovers = files.clean_tmp()
     if leftovers:
         log.info("removed %d pieces of uploads interrupted by a restart", leftovers)
     app = make_wsgi_app(settings, files)
+    packer = Packer(repo, store, tmp_dir=files.tmp_dir, object_hasher=files.object_hasher, target=settings.chunk_size)
     background = []
     if settings.hub_enabled:
         try:
-            background.append(start_hub_sync(settings, repo, files, base_store, None))
+            background.append(start_hub_sync(settings, repo, files, base_store, packer))
         except Exception:
             store.close()
             repo.close()
             raise
-    return Gateway(settings, repo, store, files, app, background=background)
+    return Gateway(settings, repo, store, files, app, background=background, packer=packer)

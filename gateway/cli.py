@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 from gateway import __version__
 from gateway.config import ConfigError, load_settings, parse_size
@@ -42,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate the settings and exit")
     check.add_argument("--data-dir")
 
-    gc = sub.add_parser("gc", help="delete objects no file refers to any more")
+    gc = sub.add_parser("gc", help="purge old trash, pack small files, repack, delete unreferenced objects")
     gc.add_argument("--data-dir")
     gc.add_argument("--grace", type=float, default=None, help="seconds an orphan is kept (default 6 h)")
     gc.add_argument(
@@ -52,9 +53,27 @@ def _parser() -> argparse.ArgumentParser:
     rebuild = sub.add_parser("rebuild", help="rebuild the metadata database from the dataset repo alone")
     rebuild.add_argument("--data-dir")
     rebuild.add_argument("--force", action="store_true", help="replace an existing database (stop the server first)")
+    gc.add_argument("--no-repack", action="store_true", help="do not rewrite sparse packs")
+
+    fsck = sub.add_parser("fsck", help="check the metadata against itself and the store")
+    fsck.add_argument("--data-dir")
+    fsck.add_argument("--repair", action="store_true", help="repair what can be repaired")
+    fsck.add_argument("--verify", type=float, default=0.0, metavar="SHARE",
+                      help="read and hash this share of the objects (0…1; 1 = all)")  # fmt: skip
+    verify = sub.add_parser("verify", help="fsck --verify 1: read and hash every object")
+    verify.add_argument("--data-dir")
+    verify.add_argument("--sample", type=float, default=1.0, help="share of objects to read (default 1)")
+
+    trash = sub.add_parser("trash", help="list, restore or purge deleted files")
+    trash.add_argument("--data-dir")
+    trash.add_argument("action", choices=("list", "restore", "purge"))
+    trash.add_argument("path", nargs="?", help="restore: the trash path shown by 'list'")
+    trash.add_argument("--to", help="restore: another destination")
+    trash.add_argument("--all", action="store_true", help="purge: everything, whatever its age")
 
     stats = sub.add_parser("stats", help="print counts and sizes")
     stats.add_argument("--data-dir")
+
     backup = sub.add_parser("backup", help="back the metadata database up to WEBDAV_URL now")
     backup.add_argument("--data-dir")
     backup.add_argument("--list", action="store_true", help="list the generations on the server instead")
@@ -83,13 +102,26 @@ def main(argv: list[str] | None = None) -> int:
     from gateway.logs import setup_logging
 
     setup_logging(settings.log_level)
+    try:
+        return _dispatch(args, settings)
+    except ConfigError as exc:  # found once storage is open: wrong key, foreign repo, ...
+        print(f"hfdav: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace, settings) -> int:
     if args.command == "check-config":
         print(f"settings OK: data dir {settings.data_dir}, prefix {settings.prefix}")
         return 0
     if args.command == "serve":
         return _serve(settings, args.server)
     if args.command == "gc":
-        return _gc(settings, args.grace, args.squash)
+        return _gc(settings, args.grace, not args.no_repack, args.squash)
+    if args.command in ("fsck", "verify"):
+        share = args.sample if args.command == "verify" else args.verify
+        return _fsck(settings, getattr(args, "repair", False), share)
+    if args.command == "trash":
+        return _trash(settings, args)
     if args.command == "stats":
         return _stats(settings)
     if args.command == "rebuild":
@@ -180,15 +212,76 @@ def _serve(settings, server: str) -> int:
     return 0
 
 
-def _gc(settings, grace, squash: bool = False) -> int:
+def _gc(settings, grace, repack: bool, squash: bool = False) -> int:
     from gateway.app import build_gateway
+    from gateway.maintenance import collect
 
     gateway = build_gateway(settings)
     try:
         kwargs = {} if grace is None else {"grace_s": grace}
-        n = gateway.files.collect_garbage(**kwargs)
-        print(f"deleted {n} unreferenced objects")
+        r = collect(gateway, repack=repack, **kwargs)
+        print(
+            f"trash folders purged: {r.trash_purged}; small objects packed: {r.packed}; "
+            f"packs rewritten: {r.repacked}; unreferenced objects deleted: {r.objects_deleted}"
+        )
         _hub_gc(gateway, squash)
+    finally:
+        gateway.close()
+    return 0
+
+
+def _progress(phase: str, done: int, total: int) -> None:
+    if sys.stderr.isatty():
+        end = "\n" if total and done >= total else "\r"
+        print(f"  {phase}: {done}/{total or '?'}", end=end, file=sys.stderr, flush=True)
+
+
+def _fsck(settings, repair: bool, share: float) -> int:
+    from gateway.app import build_gateway
+    from gateway.maintenance import fsck
+
+    gateway = build_gateway(settings)
+    try:
+        report = fsck(gateway, repair=repair, verify=share, progress=_progress)
+    finally:
+        gateway.close()
+    for f in report.findings:
+        state = "repaired" if f.repaired else "NOT repaired"
+        affected = f" affects: {', '.join(f.files)}" if f.files else ""
+        print(f"{f.kind}: {f.subject}: {f.detail} ({state}){affected}")
+    print(
+        f"checked {report.objects_checked} objects, hashed {report.objects_hashed}; "
+        f"{len(report.findings)} findings, {len(report.unrepaired())} not repaired"
+    )
+    return 1 if report.unrepaired() else 0
+
+
+def _trash(settings, args) -> int:
+    from gateway.app import build_gateway
+    from gateway.errors import HfdavError
+
+    gateway = build_gateway(settings)
+    trash = gateway.files.trash
+    try:
+        if trash is None:
+            print("the trash is off (HFDAV_TRASH_DAYS=0)", file=sys.stderr)
+            return 2
+        if args.action == "list":
+            for e in trash.entries():
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.deleted_at))
+                kind = "folder" if e.is_dir else "file"
+                print(f"{when}Z  {kind:6} {e.size:>14}  {e.original_path}  ->  {e.trash_path}")
+        elif args.action == "restore":
+            if not args.path:
+                print("restore needs the trash path shown by 'hfdav trash list'", file=sys.stderr)
+                return 2
+            print(f"restored to {trash.restore(args.path, to=args.to)}")
+        else:
+            n = trash.purge(older_than_days=0 if args.all else None)
+            print(f"purged {n} trash folders")
+    except HfdavError as exc:
+        print(f"hfdav: {exc}", file=sys.stderr)
+        return 1
     finally:
         gateway.close()
     return 0
@@ -235,6 +328,7 @@ def _stats(settings) -> int:
     finally:
         gateway.close()
     return 0
+
 
 def _backup_target(settings):
     from gateway.sync.backup import MetadataBackup

@@ -30,6 +30,9 @@ Environment variables (command-line flags of ``hfdav serve`` override them):
 ``HFDAV_COMMIT_INTERVAL``   seconds a change may wait for more to share its Hub commit (default
                             30; async durability)
 ``HFDAV_COMMITS_PER_HOUR``  Hub commit budget (default 90; the Hub allows about 128 per hour)
+``HFDAV_TRASH_DAYS``        days deleted files stay restorable in ``/.hfdav-trash`` (default 7; 0: off)
+``HFDAV_QUOTA``             bytes the drive may hold (e.g. ``100GiB``); shown to clients, PUTs
+                            beyond it get 507. Default: no quota.
 ``HFDAV_ENCRYPTION_KEY``    client-side encryption: 64 hex digits or base64 of a 32-byte key,
                             or ``passphrase:<text>`` (see gateway/crypto_keys.py and
                             docs/ENCRYPTION.md). Unset: no encryption.
@@ -114,6 +117,8 @@ class Settings:
     webdav_username: str | None = None
     webdav_password: str | None = field(default=None, repr=False)
     sync_interval: int = 3600
+    trash_days: float = 7
+    quota: int | None = None
 
     @property
     def hub_enabled(self) -> bool:
@@ -267,6 +272,8 @@ def load_settings(
         webdav_username=text("WEBDAV_USERNAME"),
         webdav_password=text("WEBDAV_PASSWORD"),
         sync_interval=integer("SYNC_INTERVAL", 3600, 10, 7 * 24 * 3600),
+        trash_days=integer("HFDAV_TRASH_DAYS", 7, 0, 3650),
+        quota=size("HFDAV_QUOTA", 0, 0, 1 << 60) or None,
     )
     if settings.staging_limit < 2 * settings.chunk_size:
         problems.append("HFDAV_STAGING_LIMIT must hold at least two chunks (2 × HFDAV_CHUNK_SIZE)")
