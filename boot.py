@@ -89,10 +89,10 @@ class BootError(Exception):
 def boot_environment(environ: Mapping[str, str]) -> dict[str, str]:
     """The environment with this script's defaults filled in (explicit values win)."""
     env = dict(environ)
-    env.setdefault("HFDAV_PREFIX", DEFAULT_PREFIX)
-    env.setdefault("HFDAV_HOST", "127.0.0.1")
-    env.setdefault("HFDAV_PORT", "8000")
-    if not env.get("HFDAV_DATA_DIR"):
+    for name, default in (("HFDAV_PREFIX", DEFAULT_PREFIX), ("HFDAV_HOST", "127.0.0.1"), ("HFDAV_PORT", "8000")):
+        if not (env.get(name) or "").strip():  # set but empty counts as unset, as in gateway/config.py
+            env[name] = default
+    if not (env.get("HFDAV_DATA_DIR") or "").strip():
         if PERSISTENT_DIR.is_dir() and os.access(PERSISTENT_DIR, os.W_OK):
             env["HFDAV_DATA_DIR"] = str(PERSISTENT_DIR)
         else:
@@ -247,24 +247,29 @@ def render_nginx_conf(*, port: int, gateway: str, prefix: str, run_dir: Path) ->
     return text
 
 
-def wait_healthy(url: str, proc: subprocess.Popen, what: str, timeout: float) -> None:
-    """Wait until ``url`` answers 200; BootError if ``proc`` exits or time runs out."""
+def wait_answering(url: str, proc: subprocess.Popen, what: str, timeout: float) -> None:
+    """Wait until ``url`` (a /healthz) answers; BootError if ``proc`` exits or time runs out.
+
+    A 503 counts as an answer: the server is up and says what is wrong (the Hub may be
+    unreachable for a while); that is logged, and start-up goes on.
+    """
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise BootError(f"{what} exited with status {proc.returncode} while starting")
         try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                if r.status == 200:
-                    return
-                last = f"HTTP {r.status}"
+            with urllib.request.urlopen(url, timeout=5):
+                return
         except urllib.error.HTTPError as exc:
+            if exc.code == 503:
+                log.warning("%s is up but not healthy yet: %s", what, exc.read(2000).decode(errors="replace"))
+                return
             last = f"HTTP {exc.code}"
         except OSError as exc:
             last = str(exc)
         time.sleep(0.2)
-    raise BootError(f"{what} did not become healthy within {timeout:.0f}s ({last})")
+    raise BootError(f"{what} did not answer within {timeout:.0f}s ({last})")
 
 
 class Supervisor:
@@ -290,7 +295,7 @@ class Supervisor:
         # children in the right order
         self.gunicorn = subprocess.Popen(argv, env=genv, stdin=subprocess.DEVNULL, process_group=0)
         gateway = f"{self.settings.host}:{self.settings.port}"
-        wait_healthy(f"http://{gateway}/healthz", self.gunicorn, "the gateway (gunicorn)", GATEWAY_START_TIMEOUT_S)
+        wait_answering(f"http://{gateway}/healthz", self.gunicorn, "the gateway (gunicorn)", GATEWAY_START_TIMEOUT_S)
 
         for sub in ("", "client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (self.run_dir / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -299,7 +304,7 @@ class Supervisor:
                                           run_dir=self.run_dir))  # fmt: skip
         self.nginx = subprocess.Popen([nginx_binary(), "-p", str(self.run_dir), "-c", str(conf), "-e", "stderr"],
                                       stdin=subprocess.DEVNULL, process_group=0)  # fmt: skip
-        wait_healthy(f"http://127.0.0.1:{self.port}/healthz", self.nginx, "nginx", NGINX_START_TIMEOUT_S)
+        wait_answering(f"http://127.0.0.1:{self.port}/healthz", self.nginx, "nginx", NGINX_START_TIMEOUT_S)
 
         if self.backup is not None:
             self.loop = BackupLoop(self.backup, self.settings.sync_interval).start()
