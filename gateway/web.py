@@ -2,13 +2,13 @@
 
 It does, for every request:
 
-* ``GET /healthz``: JSON with the state of each registered check (database, store, and
-  whatever the composition root adds, e.g. the committer). 200 when all are ok, 503 otherwise.
+* ``GET /healthz``: JSON with the state of each check (database, store, committer). 200 when
+  all are ok, 503 otherwise.
   No credentials needed: platforms probe it. It names components and states, nothing secret.
 * ``GET /metrics``: every counter and gauge of :mod:`gateway.metrics` in the Prometheus text
   format. Needs the credentials of any configured user (Basic) unless anonymous access is on.
 * ``OPTIONS /`` and ``PROPFIND /`` when the share lives under a prefix (``/dav``): the Windows
-  Mini-Redirector probes the root of the host before it maps a sub-path (WEBDAV_NOTES §9), so
+  Mini-Redirector sends OPTIONS and PROPFIND to the root of the host before it maps a sub-path, so
   the root answers as a read-only collection whose only member is the share.
 * everything else goes to the WebDAV application; the request is counted
   (``hfdav_requests_total{method,status}``, ``hfdav_bytes_in_total``, ``hfdav_bytes_out_total``)
@@ -111,10 +111,6 @@ class WebFront:
         self._users = dict(users)
         self._anonymous = anonymous
         self._checks: dict[str, HealthCheck] = dict(checks or {})
-
-    def add_check(self, name: str, check: HealthCheck) -> None:
-        """Report ``check()`` under ``name`` in ``/healthz`` (e.g. the committer)."""
-        self._checks[name] = check
 
     # -- dispatch ---------------------------------------------------------------------------
 

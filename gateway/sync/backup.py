@@ -1,5 +1,5 @@
 """Metadata backup to another WebDAV server: a second copy of the database, independent of the
-dataset repo (DESIGN §5).
+dataset repo.
 
 What is copied: a consistent snapshot of the SQLite metadata database (``VACUUM INTO`` runs in
 one read transaction, so it never sees half a change and never blocks the gateway's writers
