@@ -9,6 +9,7 @@ to the store, then one metadata transaction switches the file to the new version
 from __future__ import annotations
 
 import bisect
+import contextlib
 import fcntl
 import hashlib
 import io
@@ -19,6 +20,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -38,6 +40,8 @@ STAGE_STRIPES = 64
 #: that opened the previous version of an overwritten file reads its chunks lazily; this is
 #: how long such a reader can take.
 ORPHAN_GRACE_S = 6 * 3600
+#: Threads that fsync finished chunks while uploads go on (disk-bound work; two keep one disk busy).
+FLUSH_THREADS = 2
 
 
 def chunk_hasher():
@@ -102,6 +106,7 @@ class WriteSession:
         self._chunk_len = 0
         self._done = False
         self._progress = progress
+        self._flushes: list[Future] = []
 
     # -- streaming --------------------------------------------------------------------------
     def write(self, data: bytes) -> int:
@@ -130,7 +135,9 @@ class WriteSession:
         self._fd, self._tmp, self._hash, self._chunk_len = fd, Path(name), self._svc.object_hasher(), 0
 
     def _finish_chunk(self) -> None:
-        os.close(self._fd)
+        # the chunk goes to disk in the background while the next one streams in; commit()
+        # waits for all of them, so an acknowledged PUT is on disk without a long final pause
+        self._flushes.append(self._svc.flush_and_close(self._fd))
         chunk = StagedChunk(self._tmp, self._hash.hexdigest(), self._chunk_len)
         self._chunks.append(chunk)
         self._fd = self._tmp = self._hash = None
@@ -160,6 +167,7 @@ class WriteSession:
                 os.close(self._fd)
                 self._tmp.unlink(missing_ok=True)
                 self._fd = self._tmp = None
+            self._wait_flushes()
             node = self._svc._commit_session(self)
             self._done = True
             return node
@@ -167,8 +175,17 @@ class WriteSession:
             self.abort()
             raise
 
+    def _wait_flushes(self) -> None:
+        flushes, self._flushes = self._flushes, []
+        errors = [f.exception() for f in flushes]
+        failed = next((e for e in errors if e is not None), None)
+        if failed is not None:
+            raise StoreError(f"cannot write the upload to local disk: {failed}", transient=True) from failed
+
     def abort(self) -> None:
         """Discard everything this session staged. Safe to call more than once."""
+        with contextlib.suppress(StoreError):
+            self._wait_flushes()
         if self._fd is not None:
             os.close(self._fd)
             self._tmp.unlink(missing_ok=True)
@@ -292,6 +309,7 @@ class FileService:
         object_hasher=chunk_hasher,
         trash: Trash | None = None,
         write_back: WriteBack | None = None,
+        sync_chunks: bool = True,
         clock=time.time,
     ):
         self.repo = repo
@@ -314,6 +332,20 @@ class FileService:
         # the collector deletes orphans under the write side, so a chunk that a writer just
         # de-duplicated against cannot vanish between the check and the metadata commit.
         self._gc_lock = _RWLock()
+        self._sync_chunks = sync_chunks
+        self._flusher = ThreadPoolExecutor(max_workers=FLUSH_THREADS, thread_name_prefix="hfdav-flush")
+
+    def flush_and_close(self, fd: int) -> Future:
+        """fsync (if enabled) and close ``fd`` in the background."""
+
+        def job():
+            try:
+                if self._sync_chunks:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+
+        return self._flusher.submit(job)
 
     def tmp_files(self) -> list[Path]:
         """Temporary files of this process's uploads in flight."""
@@ -321,6 +353,7 @@ class FileService:
 
     def close(self) -> None:
         """Give up this process's temporary folder (nothing may be in flight)."""
+        self._flusher.shutdown(wait=True)
         if self._tmp_lock is not None:
             shutil.rmtree(self.tmp_dir, ignore_errors=True)
             os.close(self._tmp_lock)
@@ -396,20 +429,26 @@ class FileService:
         """With a write-back pipeline, hand each chunk to the store as soon as it is cut, while
         the upload goes on: it is registered and pinned first (the collector keeps it, an equal
         chunk dedups against it), then adopted, which waits while the staging area is full
-        (backpressure: a PUT larger than the disk streams through). Without one: nothing, the
-        chunks are adopted at commit."""
+        (backpressure: a PUT larger than the disk streams through). The last chunk of an upload
+        of known length waits for the commit, which stores it with the metadata in one
+        transaction. Without a pipeline: nothing, the chunks are adopted at commit."""
         wb = self.write_back
         if wb is None:
             return
         if session is not None:
             wb.note_chunk(chunk.object_id, session.path, len(session.chunks), session._expected_chunks())
-        with self._stripes[int(chunk.object_id[:8], 16) % STAGE_STRIPES]:
+            if session.expected_length is not None and session.written >= session.expected_length:
+                return
+        with self._stripe(chunk.object_id):
             with self._gc_lock.reading():
                 fresh = wb.pin(NewObject(chunk.object_id, chunk.size))
             if fresh:
                 self.store.adopt(chunk.object_id, chunk.path, chunk.size)
             else:
                 chunk.path.unlink(missing_ok=True)  # an equal chunk is stored already: dedup
+
+    def _stripe(self, object_id: str) -> threading.Lock:
+        return self._stripes[int(object_id[:8], 16) % STAGE_STRIPES]
 
     def release_early(self, object_ids: list[str]) -> None:
         """An upload was abandoned: the chunks it staged early are no longer pinned by it."""
@@ -442,14 +481,25 @@ class FileService:
             )
 
     def _commit_staged(self, session: WriteSession) -> Node:
-        """Commit a session whose chunks :meth:`stage_early` stored and pinned already; then,
-        in sync durability, wait until the write-back pipeline has it in a remote commit."""
+        """Commit a session whose chunks :meth:`stage_early` stored and pinned already (a chunk
+        whose temporary file is still there was kept for now: it is stored here, deduplicated);
+        then, in sync durability, wait until the write-back pipeline has it in a remote commit."""
         parts: list[Extent] = []
         offset = 0
         for chunk in session.chunks:
             parts.append(Extent(offset, chunk.object_id, 0, chunk.size))
             offset += chunk.size
         with self._gc_lock.reading():
+            for chunk in session.chunks:
+                if not chunk.path.exists():
+                    continue
+                with self._stripe(chunk.object_id):
+                    existing = self.repo.get_object(chunk.object_id)
+                    live = existing is not None and existing.state != "deleting"
+                    if live and (existing.refcount > 0 or existing.pack_id):
+                        chunk.path.unlink(missing_ok=True)
+                    else:
+                        self.store.adopt(chunk.object_id, chunk.path, chunk.size)
             node = self.repo.put_version(
                 session.path,
                 parts,
