@@ -1020,6 +1020,20 @@ class MetadataRepository:
             )
             return c.execute(select(objects.c.state).where(objects.c.id == object_id)).scalar()
 
+    def mark_uploaded_many(self, items: Sequence[tuple[str, str | None, int | None]]) -> dict[str, str]:
+        """:meth:`mark_uploaded` for ``(object_id, remote_sha256, remote_size)`` items in one
+        transaction. Returns the states afterwards of the rows that exist."""
+        with self._write() as c:
+            for oid, sha, size in items:
+                c.execute(
+                    update(objects)
+                    .where(and_(objects.c.id == oid, objects.c.state == "staged"))
+                    .values(state="uploaded", remote_sha256=sha, remote_size=size)
+                )
+            ids = [oid for oid, _, _ in items]
+            rows = c.execute(select(objects.c.id, objects.c.state).where(objects.c.id.in_(ids)))
+            return {r.id: r.state for r in rows}
+
     def mark_committed(self, object_ids: Sequence[str]) -> None:
         """``uploaded`` → ``committed`` (a Hub commit now references them)."""
         ids = list(object_ids)
@@ -1096,12 +1110,15 @@ class MetadataRepository:
         marker row holds the place)."""
         if seq <= 0:
             return
-        marker = json.dumps({"op": "rebuilt"}, separators=(",", ":"))
         with self._write() as c:
-            c.execute(delete(journal).where(journal.c.seq >= seq))
-            c.execute(insert(journal).values(seq=seq, created_at=self._clock(), entry=marker, commit_oid=commit_oid))
-            if not self._is_sqlite:
-                c.execute(text("SELECT setval(pg_get_serial_sequence('journal', 'seq'), :n)"), {"n": seq})
+            self._journal_marker(c, seq, commit_oid)
+
+    def _journal_marker(self, c: Connection, seq: int, commit_oid: str) -> None:
+        marker = json.dumps({"op": "rebuilt"}, separators=(",", ":"))
+        c.execute(delete(journal).where(journal.c.seq >= seq))
+        c.execute(insert(journal).values(seq=seq, created_at=self._clock(), entry=marker, commit_oid=commit_oid))
+        if not self._is_sqlite:
+            c.execute(text("SELECT setval(pg_get_serial_sequence('journal', 'seq'), :n)"), {"n": seq})
 
     # deletions on the Hub -----------------------------------------------------------------
     def queue_hub_deletes(self, paths: Iterable[str], *, after_seq: int) -> None:
@@ -1207,10 +1224,12 @@ class MetadataRepository:
         props: Iterable[tuple[str, str, str]] = (),
         *,
         object_state: str = "committed",
+        journal_base: tuple[int, str] | None = None,
     ) -> int:
         """Load a snapshot into a pristine database in one transaction: nodes (parents first),
         versions with their etags, extents, objects (refcounts computed from the extents and pack
-        members) and dead properties. Returns the number of nodes loaded."""
+        members) and dead properties. ``journal_base`` ``(seq, commit)``: the journal continues
+        after ``seq`` (see :meth:`set_journal_base`). Returns the number of nodes loaded."""
         now = self._clock()
         ids: dict[str, int] = {"": ROOT_ID}
         refs: dict[str, int] = {}
@@ -1283,6 +1302,8 @@ class MetadataRepository:
                 nid = ids.get(path)
                 if nid is not None:
                     c.execute(insert(properties).values(node_id=nid, name=name, value=value))
+            if journal_base is not None and journal_base[0] > 0:
+                self._journal_marker(c, *journal_base)
         return n
 
     def place_in_pack(self, pack: NewObject, members: Sequence[tuple[str, int, int]], *, state: str) -> None:

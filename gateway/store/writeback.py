@@ -46,9 +46,10 @@ log = logging.getLogger(__name__)
 #: A remote read that starts past this offset of an object is served by ranged windows instead
 #: of a whole-object cache fill (an HTTP Range deep in a large file fetches only what it needs).
 FILL_START_MAX = 0
-#: Window sizes of uncached ranged reads: the first window is small (a Range GET of a few bytes
-#: costs little), then each window doubles up to the maximum.
-FIRST_WINDOW = 1 << 20
+#: Window sizes of uncached ranged reads: the first window is what the first read asks for (at
+#: least the minimum: a Range GET of a few bytes costs little), then each window doubles up to
+#: the maximum.
+MIN_WINDOW = 64 << 10
 MAX_WINDOW = 16 << 20
 #: Block size for copying bytes between the network and the cache file.
 COPY_BLOCK = 1 << 20
@@ -520,15 +521,16 @@ class _FillReader(io.RawIOBase):
 
 
 class _WindowedReader(io.RawIOBase):
-    """Uncached remote read in growing windows: the first ranged GET asks for
-    :data:`FIRST_WINDOW` bytes, each next one for twice as much up to :data:`MAX_WINDOW`."""
+    """Uncached remote read in growing windows: the first ranged GET asks for what the first
+    read wants (at least :data:`MIN_WINDOW`), each next one for twice as much up to
+    :data:`MAX_WINDOW`."""
 
     def __init__(self, remote: ObjectStore, object_id: str, offset: int, length: int):
         self._remote = remote
         self._oid = object_id
         self._pos = offset
         self._end = offset + length
-        self._window = FIRST_WINDOW
+        self._window = 0
         self._stream: BinaryIO | None = None
         self._stream_end = offset
 
@@ -541,7 +543,7 @@ class _WindowedReader(io.RawIOBase):
         if n is None or n < 0:
             n = self._end - self._pos
         if self._stream is None or self._pos >= self._stream_end:
-            self._next_window()
+            self._next_window(n)
         data = self._stream.read(min(n, self._stream_end - self._pos))
         if not data:
             raise IntegrityError(f"object {self._oid}: remote stream ended at {self._pos}")
@@ -553,13 +555,13 @@ class _WindowedReader(io.RawIOBase):
         b[: len(data)] = data
         return len(data)
 
-    def _next_window(self) -> None:
+    def _next_window(self, wanted: int) -> None:
         if self._stream is not None:
             self._stream.close()
+        self._window = min(MAX_WINDOW, max(MIN_WINDOW, wanted, self._window * 2))
         size = min(self._window, self._end - self._pos)
         self._stream = self._remote.open_range(self._oid, self._pos, size)
         self._stream_end = self._pos + size
-        self._window = min(self._window * 2, MAX_WINDOW)
 
     def close(self) -> None:
         if self._stream is not None:

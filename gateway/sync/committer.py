@@ -49,6 +49,8 @@ ENTRY_SCAN = 5000
 GROUP_COMMIT_DELAY_S = 0.2
 #: How often the committer looks for work when nobody pokes it (seconds).
 POLL_S = 0.5
+#: While a batch waits for its interval, how often the committer checks whether it is full.
+FULLNESS_CHECK_S = 2.0
 #: Retry delays after a failed commit: exponential from the base up to the maximum (seconds).
 RETRY_BASE_S = 1.0
 RETRY_MAX_S = 60.0
@@ -217,6 +219,7 @@ class Committer:
     # -- the loop -----------------------------------------------------------------------------
     def _run(self) -> None:
         pending_since: float | None = None
+        last_build = 0.0
         failures = 0
         while True:
             with self._cond:
@@ -229,10 +232,14 @@ class Committer:
                 group_ready = (
                     self._waiting_since is not None and self._clock() - self._waiting_since >= GROUP_COMMIT_DELAY_S
                 )
+            now = self._clock()
+            waiting = pending_since is not None and now - pending_since < self.interval
+            if waiting and not urgent and not group_ready and now - last_build < FULLNESS_CHECK_S:
+                continue  # a batch is forming: look again later (or when it may be full)
             try:
                 self._busy = True
                 batch = self._build()
-                now = self._clock()
+                last_build = now = self._clock()
                 if batch.empty:
                     pending_since = None
                     if not batch.blocked:

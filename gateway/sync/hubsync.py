@@ -33,7 +33,7 @@ from pathlib import Path
 
 from gateway.errors import StoreError
 from gateway.meta.repo import MetadataRepository, NewObject
-from gateway.store.hub import HubClient, HubStore, object_path
+from gateway.store.hub import HubClient, HubError, HubStore, object_path
 from gateway.store.writeback import WriteBackStore
 from gateway.sync.budget import DEFAULT_BURST, DEFAULT_COMMITS_PER_HOUR, CommitBudget
 from gateway.sync.committer import Committer
@@ -61,6 +61,9 @@ HARMLESS_FILES = frozenset({GITATTRIBUTES, "README.md"})
 MAX_LABELS = 10000
 #: How often the collector runs (seconds).
 GC_INTERVAL_S = 600.0
+#: Start-up attempts when the Hub fails transiently, and the longest pause between two.
+START_ATTEMPTS = 6
+START_RETRY_MAX_S = 30.0
 
 
 class HubSync:
@@ -165,6 +168,27 @@ class HubSync:
         return head
 
     def start(self) -> None:
+        """Steps 1–4 of the start-up (module docstring). Transient Hub failures are retried a
+        few times: the gateway cannot serve before its metadata is settled."""
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                head, files = self._prepare()
+                break
+            except HubError as exc:
+                if not exc.transient or attempt == START_ATTEMPTS:
+                    raise
+                delay = min(START_RETRY_MAX_S, 2.0**attempt)
+                log.warning(
+                    "start-up: %s; trying again in %.0f s (attempt %d of %d)", exc, delay, attempt, START_ATTEMPTS
+                )
+                time.sleep(delay)
+        self.committer.start(head=head, next_batch=files.last_batch + 1, last_snapshot_batch=files.latest_snapshot)
+        self.uploader.start()
+        if self.collect_garbage is not None:
+            self._gc_thread = threading.Thread(target=self._gc_loop, name="hub-gc", daemon=True)
+            self._gc_thread.start()
+
+    def _prepare(self) -> tuple[str, RepoFiles]:
         head, files = self.open_repo()
         self.store.set_head(head)
         if self.repo.is_pristine() and not files.is_empty():
@@ -174,17 +198,12 @@ class HubSync:
             self._settle_journal(head)
         self.repo.unpin_objects(None)
         self._settle_objects(head)
-        self.committer.start(head=head, next_batch=files.last_batch + 1, last_snapshot_batch=files.latest_snapshot)
-        self.uploader.start()
-        if self.collect_garbage is not None:
-            self._gc_thread = threading.Thread(target=self._gc_loop, name="hub-gc", daemon=True)
-            self._gc_thread.start()
+        return head, files
 
     def _restore_from_repo(self, head: str, files: RepoFiles) -> None:
         log.info("the metadata database is empty: restoring it from the dataset repo %s", self.client.repo_id)
         self.mirror.catch_up(self.client, head, files)
-        self.restored_nodes = copy_metadata(self.mirror.repo, self.repo)
-        self.repo.set_journal_base(self.mirror.seq, head)
+        self.restored_nodes = copy_metadata(self.mirror.repo, self.repo, journal_base=(self.mirror.seq, head))
         log.info("restored %d files and folders from the repo (journal seq %d)", self.restored_nodes, self.mirror.seq)
 
     def _settle_journal(self, head: str) -> None:
@@ -321,9 +340,14 @@ class HubSync:
         }
 
 
-def copy_metadata(source: MetadataRepository, target: MetadataRepository) -> int:
-    """Load ``source``'s tree, objects and dead properties into the pristine ``target``."""
-    return target.restore_tree(source.iter_tree(), source.iter_object_records(), source.iter_properties())
+def copy_metadata(
+    source: MetadataRepository, target: MetadataRepository, *, journal_base: tuple[int, str] | None = None
+) -> int:
+    """Load ``source``'s tree, objects and dead properties into the pristine ``target`` (one
+    transaction, with the journal base: a failure leaves ``target`` pristine)."""
+    return target.restore_tree(
+        source.iter_tree(), source.iter_object_records(), source.iter_properties(), journal_base=journal_base
+    )
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.1) -> bool:

@@ -36,6 +36,8 @@ BATCH_BYTES = 128 << 20
 #: Retry delays of failed uploads (seconds).
 RETRY_BASE_S = 1.0
 RETRY_MAX_S = 60.0
+#: Longest idle wait of a worker (seconds): how soon it notices a new object or a stop.
+IDLE_WAIT_S = 0.5
 #: How long a staged object whose metadata row is missing is kept before it counts as garbage
 #: (its writer crashed or gave up between staging and registering it).
 UNREGISTERED_GRACE_S = 3600.0
@@ -70,6 +72,7 @@ class Uploader:
         self._claimed: set[str] = set()
         self._unregistered: dict[str, tuple[str | None, int | None, bool, float]] = {}
         self._pack_lock = threading.Lock()
+        self._kinds: dict[str, bool] = {}
         self._stopping = False
         self._threads: list[threading.Thread] = []
         self._failures = 0
@@ -94,9 +97,12 @@ class Uploader:
         while not self._stopping:
             try:
                 self._settle_unregistered()
-                work = self._claim()
+                work, lingering = self._claim()
                 if not work:
-                    generation = self.wb.wait_staged(generation, 0.5)
+                    if lingering:  # only small objects, waiting for company: do not spin on each new one
+                        self._sleep(min(lingering, IDLE_WAIT_S))
+                    else:
+                        generation = self.wb.wait_staged(generation, IDLE_WAIT_S)
                     continue
                 try:
                     self._upload(work)
@@ -119,10 +125,12 @@ class Uploader:
         while not self._stopping and time.monotonic() < end:
             time.sleep(min(0.2, end - time.monotonic()))
 
-    def _claim(self) -> list[StagedItem]:
+    def _claim(self) -> tuple[list[StagedItem], float]:
+        """Objects to upload now, and (when there are none) how long the nearest small object
+        still lingers (0: nothing waits)."""
         staged = self.wb.staged()
         if not staged:
-            return []
+            return [], 0.0
         now = time.time()
         allow_small = True
         packs = self._packs_among(staged)
@@ -135,6 +143,7 @@ class Uploader:
                 allow_small = False  # another worker is packing them right now
         work: list[StagedItem] = []
         size = 0
+        nearest = 0.0
         with self._lock:
             for item in staged:
                 if item.object_id in self._claimed or item.object_id in self._unregistered:
@@ -144,6 +153,8 @@ class Uploader:
                     and self._small(item)
                     and (not allow_small or now - item.since < self.linger)
                 ):
+                    wait = max(0.01, item.since + self.linger - now)
+                    nearest = wait if nearest == 0 else min(nearest, wait)
                     continue
                 if work and (len(work) >= BATCH_OBJECTS or size + item.size > BATCH_BYTES):
                     break
@@ -152,17 +163,29 @@ class Uploader:
                 self._claimed.add(item.object_id)
                 if size >= BATCH_BYTES // 2 and len(staged) <= self.workers:
                     break  # few big objects waiting: spread them over the workers
-        return work
+        return work, (0.0 if work else nearest)
 
     def _small(self, item: StagedItem) -> bool:
         return item.size < self.small_threshold
 
     def _packs_among(self, staged: list[StagedItem]) -> set[str]:
-        """Packs are small too, but they are what packing produced: they go up at once."""
+        """Packs are small too, but they are what packing produced: they go up at once. (What
+        each object is, is looked up once: a row that exists does not change its kind.)"""
         small = [i.object_id for i in staged if self._small(i)]
         if not small or self.pack_small is None:
             return set()
-        return {oid for oid, row in self.repo.sync_objects(small).items() if row.is_pack}
+        with self._lock:
+            unknown = [oid for oid in small if oid not in self._kinds]
+        if unknown:
+            found = self.repo.sync_objects(unknown)
+            with self._lock:
+                for oid, row in found.items():
+                    self._kinds[oid] = row.is_pack
+        with self._lock:
+            if len(self._kinds) > 4 * len(small) + 1000:
+                keep = set(small)
+                self._kinds = {k: v for k, v in self._kinds.items() if k in keep}
+            return {oid for oid in small if self._kinds.get(oid)}
 
     def _pack(self) -> bool:
         """Let the packer gather lingering small objects; False if another worker is at it."""
@@ -200,17 +223,24 @@ class Uploader:
             return
         with self._lock:
             self._failures = 0
+        states = self.repo.mark_uploaded_many(
+            [
+                (i.object_id, d.sha256 if d.lfs else None, d.size if d.lfs else None)
+                for i, d in zip(work, results, strict=True)
+            ]
+        )
         for item, done in zip(work, results, strict=True):
-            self._record(item.object_id, done.sha256 if done.lfs else None, done.size if done.lfs else None, done.lfs)
+            self._record(item.object_id, states.get(item.object_id), done.sha256, done.size, done.lfs)
         metrics.inc("hfdav_chunks_total", len(work), state="uploaded")
         if self.on_uploaded is not None:
             self.on_uploaded()
 
-    def _record(self, oid: str, sha256: str | None, size: int | None, lfs: bool) -> None:
-        state = self.repo.mark_uploaded(oid, sha256, size)
+    def _record(self, oid: str, state: str | None, sha256: str, size: int, lfs: bool) -> None:
         if state is None:
             with self._lock:
-                self._unregistered.setdefault(oid, (sha256, size, lfs, time.monotonic()))
+                self._unregistered.setdefault(
+                    oid, (sha256 if lfs else None, size if lfs else None, lfs, time.monotonic())
+                )
             return
         if state in ("uploaded", "committed"):
             self.wb.mark_uploaded(oid, in_remote=lfs)
