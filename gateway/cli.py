@@ -12,6 +12,7 @@ import time
 
 from gateway import __version__
 from gateway.config import ConfigError, load_settings, parse_size
+from gateway.errors import HfdavError
 
 log = logging.getLogger("hfdav")
 
@@ -107,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:  # found once storage is open: wrong key, foreign repo, ...
         print(f"hfdav: {exc}", file=sys.stderr)
         return 2
+    except HfdavError as exc:  # e.g. another process holds the data dir
+        print(f"hfdav: {exc}", file=sys.stderr)
+        return 1
 
 
 def _dispatch(args: argparse.Namespace, settings) -> int:

@@ -173,3 +173,13 @@ def test_repacked_small_files_are_found_after_a_rebuild(emulator: HubEmulator, t
     check_repo_format(emulator, tmp_path / "hf-check")
     with in_process_gateway(hub_env(emulator, tmp_path / "fresh")) as gw:
         assert _tree(gw) == before
+
+
+def test_one_process_per_data_dir(emulator: HubEmulator, tmp_path: Path):
+    """A second process on the same data dir (hfdav gc while the server runs) is refused."""
+    env = hub_env(emulator, tmp_path / "data")
+    with in_process_gateway(env):
+        run_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+        second = subprocess.run([sys.executable, "-m", "gateway.cli", "gc"], env=run_env, capture_output=True, text=True)
+        assert second.returncode != 0
+        assert "another hfdav process" in second.stderr

@@ -254,6 +254,8 @@ class Committer:
                     pending_since = None
                     failures = 0
                     self.last_error = None
+                    if self.snapshot_overdue():  # never idle: snapshot anyway, the mirror is consistent
+                        self._maybe_snapshot()
             except CommitRejected as exc:
                 self.last_error = str(exc)
                 log.error("the Hub rejected a commit: %s; retrying in %.0f s", exc, REJECTED_PAUSE_S)
@@ -501,6 +503,9 @@ class Committer:
     # -- snapshots ----------------------------------------------------------------------------
     def snapshot_due(self) -> bool:
         return self.mirror.batch - self.last_snapshot_batch >= self.snapshot_every
+
+    def snapshot_overdue(self) -> bool:
+        return self.mirror.batch - self.last_snapshot_batch >= 2 * self.snapshot_every
 
     def _maybe_snapshot(self, *, force: bool = False) -> None:
         if not force and (not self.snapshot_due() or self.budget.wait_time() > 0):

@@ -24,14 +24,16 @@ in a Hub commit.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
-from gateway.errors import StoreError
+from gateway.errors import HfdavError, StoreError
 from gateway.meta.repo import MetadataRepository, NewObject
 from gateway.store.hub import HubClient, HubError, HubStore, object_path
 from gateway.store.writeback import WriteBackStore
@@ -61,6 +63,8 @@ HARMLESS_FILES = frozenset({GITATTRIBUTES, "README.md"})
 MAX_LABELS = 10000
 #: How often the collector runs (seconds).
 GC_INTERVAL_S = 600.0
+#: Held (flock) by the one process that syncs a data dir with the repo.
+LOCK_NAME = "sync.lock"
 #: Start-up attempts when the Hub fails transiently, and the longest pause between two.
 START_ATTEMPTS = 6
 START_RETRY_MAX_S = 30.0
@@ -121,6 +125,7 @@ class HubSync:
         self._gc_stop = threading.Event()
         self._gc_thread: threading.Thread | None = None
         self.restored_nodes = 0
+        self._lock_fd: int | None = None
         wb.on_delete = self.request_delete
         wb.status_provider = self.status
 
@@ -169,11 +174,26 @@ class HubSync:
 
     def start(self) -> None:
         """Steps 1–4 of the start-up (module docstring). Transient Hub failures are retried a
-        few times: the gateway cannot serve before its metadata is settled."""
+        few times: the gateway cannot serve before its metadata is settled. One process per data
+        dir: a second one (another server, ``hfdav gc`` while the server runs) is refused."""
+        self._lock_fd = _exclusive_lock(self.state_dir / LOCK_NAME)
+        try:
+            head, files = self._prepare_with_retries()
+        except BaseException:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            self.mirror.close()
+            raise
+        self.committer.start(head=head, next_batch=files.last_batch + 1, last_snapshot_batch=files.latest_snapshot)
+        self.uploader.start()
+        if self.collect_garbage is not None:
+            self._gc_thread = threading.Thread(target=self._gc_loop, name="hub-gc", daemon=True)
+            self._gc_thread.start()
+
+    def _prepare_with_retries(self) -> tuple[str, RepoFiles]:
         for attempt in range(1, START_ATTEMPTS + 1):
             try:
-                head, files = self._prepare()
-                break
+                return self._prepare()
             except HubError as exc:
                 if not exc.transient or attempt == START_ATTEMPTS:
                     raise
@@ -182,11 +202,7 @@ class HubSync:
                     "start-up: %s; trying again in %.0f s (attempt %d of %d)", exc, delay, attempt, START_ATTEMPTS
                 )
                 time.sleep(delay)
-        self.committer.start(head=head, next_batch=files.last_batch + 1, last_snapshot_batch=files.latest_snapshot)
-        self.uploader.start()
-        if self.collect_garbage is not None:
-            self._gc_thread = threading.Thread(target=self._gc_loop, name="hub-gc", daemon=True)
-            self._gc_thread.start()
+        raise AssertionError("unreachable")
 
     def _prepare(self) -> tuple[str, RepoFiles]:
         head, files = self.open_repo()
@@ -265,6 +281,9 @@ class HubSync:
         drained = self.committer.stop(drain_timeout)
         self.uploader.stop()
         self.mirror.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
         if not drained:
             last, through = self.repo.journal_bounds()
             log.warning(
@@ -338,6 +357,19 @@ class HubSync:
             "queued_deletions": self.repo.count_hub_deletes(),
             "last_error": self.committer.last_error or self.uploader.last_error,
         }
+
+
+def _exclusive_lock(path: Path) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise HfdavError(
+            f"another hfdav process works on {path.parent.parent} (the server?): the Hub backend runs in one "
+            "process per data dir (gunicorn: one worker with threads); stop it first"
+        ) from None
+    return fd
 
 
 def copy_metadata(

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from gateway.errors import HfdavError
+from gateway.errors import ConfigError
 from gateway.meta.repo import ObjectRecord, TreeRecord
 
 FORMAT_NAME = "hfdav-dataset-repo"
@@ -48,8 +48,12 @@ _JOURNAL_RE = re.compile(r"^journal/(\d{10})\.jsonl$")
 _SNAPSHOT_RE = re.compile(r"^snapshots/(\d{10})\.jsonl\.gz$")
 
 
-class FormatError(HfdavError):
-    """The repo is not an hfdav repo, or was written by a newer hfdav."""
+class FormatError(ConfigError):
+    """The repo is not an hfdav repo, or was written by a newer hfdav (HF_DATASET_REPO must
+    name another repo, or hfdav must be upgraded: a settings problem)."""
+
+    def __init__(self, message: str):
+        super().__init__([message])
 
 
 def journal_path(batch: int) -> str:
