@@ -154,8 +154,9 @@ GRACEFUL_TIMEOUT_S = 60
 def gunicorn_command(settings, *, graceful_timeout: int = GRACEFUL_TIMEOUT_S) -> tuple[list[str], dict[str, str]]:
     """argv and environment that run the gateway under gunicorn (gthread, one worker).
 
-    After SIGTERM the worker finishes in-flight requests, then its exit closes the gateway
-    (background uploads and commits drain); all of that within ``graceful_timeout`` seconds.
+    After SIGTERM the worker finishes in-flight requests, then its ``worker_exit`` hook closes
+    the gateway (background uploads and commits drain); all of that within ``graceful_timeout``
+    seconds.
     """
     env = dict(os.environ)
     env.update(
@@ -171,6 +172,7 @@ def gunicorn_command(settings, *, graceful_timeout: int = GRACEFUL_TIMEOUT_S) ->
         "--bind", f"{settings.host}:{settings.port}", "--timeout", "3600",
         "--graceful-timeout", str(graceful_timeout),
         "--no-control-socket",
+        "--config", "python:gateway.wsgi",  # its worker_exit hook drains uploads and commits
         "gateway.wsgi:create_app()",
     ]  # fmt: skip
     return argv, env

@@ -1,15 +1,23 @@
-"""WSGI entry point for gunicorn: ``gunicorn 'gateway.wsgi:create_app()'``.
+"""WSGI entry point for gunicorn: ``gunicorn --config python:gateway.wsgi 'gateway.wsgi:create_app()'``.
 
 Settings come from the environment when the factory runs (in the worker), never at import.
+
+Closing the gateway drains background uploads and commits, which run on thread pools. Python
+refuses new thread-pool work once interpreter shutdown has begun, before ``atexit`` handlers
+run; so gunicorn closes the gateway from its ``worker_exit`` hook (defined here, loaded with
+``--config python:gateway.wsgi``), while the worker is still fully alive. ``atexit`` remains
+the fallback for other servers.
 """
 
 from __future__ import annotations
 
 import atexit
 
-from gateway.app import build_gateway, ensure_admin_password
+from gateway.app import Gateway, build_gateway, ensure_admin_password
 from gateway.config import load_settings
 from gateway.logs import setup_logging
+
+_open: list[Gateway] = []
 
 
 def create_app():
@@ -17,5 +25,17 @@ def create_app():
     setup_logging(settings.log_level)
     settings, _ = ensure_admin_password(settings)
     gateway = build_gateway(settings)
-    atexit.register(gateway.close)
+    _open.append(gateway)
+    atexit.register(close)
     return gateway.wsgi_app
+
+
+def close() -> None:
+    """Close the gateways this process opened (once; later calls do nothing)."""
+    while _open:
+        _open.pop().close()
+
+
+def worker_exit(server, worker) -> None:
+    """gunicorn server hook: runs in the worker after its last request, before Python shuts down."""
+    close()

@@ -19,14 +19,13 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 import requests
 
-from tests.e2e.support import free_port, require_tool
+from tests.e2e.support import Server, curl, free_port, require_tool
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BOOT = REPO_ROOT / "boot.py"
@@ -52,42 +51,21 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 @dataclass
-class Booted:
-    """One running boot.py: nginx on ``port`` in front of the gateway under ``/dav/``."""
+class Booted(Server):
+    """One running boot.py: nginx on ``port`` in front of the gateway, the share under ``prefix``."""
 
-    port: int
-    password: str
-    data_dir: Path
-    log_path: Path
-    proc: subprocess.Popen = field(repr=False)
-    user: str = "admin"
     prefix: str = "/dav"
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def url(self) -> str:
-        """The share's URL, ending in ``/`` (what tests.e2e.support.propfind expects)."""
+        """The share's URL, ending in ``/``."""
         return f"{self.base}{self.prefix}/"
 
-    @property
-    def auth(self) -> tuple[str, str]:
-        return (self.user, self.password)
-
-    def url_for(self, path: str) -> str:
-        return self.url + quote(path.lstrip("/"), safe="/")
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def session(self) -> requests.Session:
-        s = requests.Session()
-        s.auth = self.auth
-        return s
-
-    def stop(self, timeout: float = STOP_TIMEOUT_S) -> int:
+    def shutdown(self, timeout: float = STOP_TIMEOUT_S) -> int:
         """SIGTERM, then wait; returns the exit status (fails the test if it hangs)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -121,7 +99,7 @@ def start_boot(workdir: Path, *, data_dir: Path | None = None, env: dict[str, st
             [sys.executable, str(BOOT)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=full_env, cwd=workdir, start_new_session=True,
         )  # fmt: skip
-    booted = Booted(port, password, data_dir, log_path, proc)
+    booted = Booted("boot", "127.0.0.1", port, "admin", password, data_dir, log_path, proc)
     if wait:
         wait_for_banner(booted)
     return booted
@@ -133,7 +111,7 @@ def wait_for_banner(booted: Booted, timeout: float = BOOT_TIMEOUT_S) -> None:
         if booted.proc.poll() is not None:
             pytest.fail(f"boot.py exited with {booted.proc.returncode}:\n{booted.log_text()[-5000:]}")
         if time.monotonic() > deadline:
-            booted.stop()
+            booted.shutdown()
             pytest.fail(f"boot.py not online after {timeout}s:\n{booted.log_text()[-5000:]}")
         time.sleep(0.2)
 
@@ -399,3 +377,72 @@ class Davfs2Mount:
         """Forget cached files, so the next mount reads from the server."""
         for child in self.cache.iterdir():
             shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+
+#: Memory bounds for a 1 GiB transfer: a few buffers per request, nothing near the body size.
+NGINX_WORKER_RSS_LIMIT_KIB = 64 * 1024
+GATEWAY_RSS_LIMIT_KIB = 400 * 1024
+GiB = 1 << 30
+
+
+@dataclass
+class RoundTrip:
+    """Figures of :func:`one_gib_round_trip`."""
+
+    put_s: float
+    get_s: float
+    put: PeakRss
+    get: PeakRss
+
+    def summary(self) -> str:
+        phases = (("PUT", self.put), ("GET", self.get))
+        peaks = ", ".join(f"{phase} {name} {kib / 1024:.1f} MiB"
+                          for phase, rss in phases for name, kib in rss.peaks.items())
+        return f"PUT {GiB / self.put_s / 1e6:.0f} MB/s, GET {GiB / self.get_s / 1e6:.0f} MB/s; peak RSS {peaks}"
+
+    def assert_bounded(self) -> None:
+        """nginx streamed both ways (nothing spooled) and neither nginx nor the gateway grew
+        anywhere near the body size."""
+        for rss in (self.put, self.get):
+            assert 0 < rss.peaks["nginx worker"] < NGINX_WORKER_RSS_LIMIT_KIB, rss.peaks
+            assert 0 < rss.peaks["gateway"] < GATEWAY_RSS_LIMIT_KIB, rss.peaks
+            assert rss.spooled == 0, f"nginx spooled {rss.spooled} bytes to disk"
+
+
+def one_gib_round_trip(server, workdir: Path, root_pid: int, spool_dirs: tuple[Path, ...]) -> RoundTrip:
+    """PUT 1 GiB of random data with curl, GET it back (sha256 compared) and read a Range deep
+    inside it, while sampling nginx's workers and the gateway (the processes below
+    ``root_pid``) and nginx's open temp files under ``spool_dirs``. The file is deleted after."""
+    source = workdir / "big.bin"
+    digest = make_random_file(source, GiB)
+    groups = {
+        "nginx worker": lambda: [p for p in descendants(root_pid) if "nginx: worker" in cmdline(p)],
+        "gateway": lambda: [p for p in descendants(root_pid) if "gunicorn" in cmdline(p)],
+    }
+    url = server.url_for("big.bin")
+    user = f"{server.user}:{server.password}"
+    with PeakRss(groups, spool_dirs) as put_rss:
+        started = time.monotonic()
+        r = curl("--basic", "-u", user, "-T", str(source), url, timeout=900)
+        put_s = time.monotonic() - started
+    assert r.status in (201, 204), r.body[:500]
+
+    back = workdir / "back.bin"
+    with PeakRss(groups, spool_dirs) as get_rss:
+        started = time.monotonic()
+        got = subprocess.run([require_tool("curl"), "-sS", "--basic", "-u", user, "-o", str(back), "-w", "%{http_code}",
+                              url], capture_output=True, text=True, timeout=900)  # fmt: skip
+        get_s = time.monotonic() - started
+    assert got.stdout == "200", got.stderr
+    assert sha256_file(back) == digest, "the 1 GiB body came back different"
+    back.unlink()
+
+    offset = GiB - 3 * MiB - 12345
+    r = curl("--basic", "-u", user, "-r", f"{offset}-{offset + MiB - 1}", url)
+    assert r.status == 206
+    with source.open("rb") as f:
+        f.seek(offset)
+        assert r.body == f.read(MiB)
+    source.unlink()
+    requests.delete(url, auth=server.auth, timeout=60)
+    return RoundTrip(put_s, get_s, put_rss, get_rss)

@@ -26,26 +26,19 @@ import requests
 from tests.container.support import (
     BOOT,
     MiB,
-    PeakRss,
     WebDavTarget,
     clean_env,
-    cmdline,
-    descendants,
     make_random_file,
+    one_gib_round_trip,
     run_litmus,
-    sha256_file,
     start_boot,
 )
-from tests.e2e.support import curl, propfind, require_tool
+from tests.e2e.support import propfind, require_tool
 
 pytestmark = pytest.mark.e2e
 
 #: Words the decoy must never show: it is somebody's home page, not a storage server.
 DECOY_GIVEAWAYS = ("webdav", "dav", "storage", "hfdav", "hugging", "dataset", "gateway", "nginx")
-#: Memory bounds for the 1 GiB transfer: a few buffers per request, nothing near the body size.
-NGINX_WORKER_RSS_LIMIT_KIB = 64 * 1024
-GATEWAY_RSS_LIMIT_KIB = 400 * 1024
-BIG = 1 << 30
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +47,7 @@ def booted(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("boot")
     b = start_boot(workdir)
     yield b
-    status = b.stop()
+    status = b.shutdown()
     assert status == 0, b.log_text()[-3000:]
 
 
@@ -150,51 +143,13 @@ def test_litmus_through_nginx(booted, tmp_path):
 
 @pytest.mark.slow
 def test_one_gib_streams_through_nginx_with_bounded_memory(booted, tmp_path):
-    """PUT and GET 1 GiB through nginx while sampling the RSS of nginx's workers and of the
-    gateway; the body comes back byte-identical, Range reads deep inside it too."""
-    source = tmp_path / "big.bin"
-    digest = make_random_file(source, BIG)
-    procs = descendants(booted.proc.pid)
-    nginx_workers = lambda: [p for p in descendants(booted.proc.pid) if "nginx: worker" in cmdline(p)]  # noqa: E731
-    gateway = lambda: [p for p in procs if "gunicorn" in cmdline(p)]  # noqa: E731
-    url = booted.url_for("big.bin")
-    user = f"{booted.user}:{booted.password}"
-
-    # boot.py's nginx run dir: a body nginx buffered instead of streaming would show up there
+    """PUT and GET 1 GiB through nginx: byte-identical, Range deep inside correct, nothing
+    spooled by nginx, RSS of nginx's workers and of the gateway bounded."""
     spool = tuple(Path(tempfile.gettempdir(), f"hfdav-nginx-{booted.port}", d) for d in ("client_body", "proxy"))
     assert all(d.is_dir() for d in spool), spool
-    with PeakRss({"nginx worker": nginx_workers, "gateway": gateway}, spool) as put_rss:
-        started = time.monotonic()
-        r = curl("--basic", "-u", user, "-T", str(source), url, timeout=900)
-        put_s = time.monotonic() - started
-    assert r.status in (201, 204), r.body[:500]
-
-    with PeakRss({"nginx worker": nginx_workers, "gateway": gateway}, spool) as get_rss:
-        started = time.monotonic()
-        back = tmp_path / "back.bin"
-        got = subprocess.run([require_tool("curl"), "-sS", "--basic", "-u", user, "-o", str(back), "-w", "%{http_code}",
-                              url], capture_output=True, text=True, timeout=900)  # fmt: skip
-        get_s = time.monotonic() - started
-    assert got.stdout == "200", got.stderr
-    assert sha256_file(back) == digest, "the 1 GiB body came back different"
-    back.unlink()
-
-    offset = BIG - 3 * MiB - 12345
-    r = curl("--basic", "-u", user, "-r", f"{offset}-{offset + MiB - 1}", url)
-    assert r.status == 206
-    with source.open("rb") as f:
-        f.seek(offset)
-        assert r.body == f.read(MiB)
-
-    mib = {f"{phase} {name}": rss.peaks[name] / 1024 for phase, rss in (("PUT", put_rss), ("GET", get_rss))
-           for name in rss.peaks}  # fmt: skip
-    print(f"\n1 GiB through nginx: PUT {BIG / put_s / 1e6:.0f} MB/s, GET {BIG / get_s / 1e6:.0f} MB/s; peak RSS "
-          + ", ".join(f"{k} {v:.1f} MiB" for k, v in mib.items()))
-    for rss in (put_rss, get_rss):
-        assert 0 < rss.peaks["nginx worker"] < NGINX_WORKER_RSS_LIMIT_KIB, rss.peaks
-        assert 0 < rss.peaks["gateway"] < GATEWAY_RSS_LIMIT_KIB, rss.peaks
-        assert rss.spooled == 0, f"nginx spooled {rss.spooled} bytes to disk"
-    requests.delete(url, auth=booted.auth, timeout=60)
+    result = one_gib_round_trip(booted, tmp_path, booted.proc.pid, spool)
+    print(f"\n1 GiB through nginx: {result.summary()}")
+    result.assert_bounded()
 
 
 def _slow_put(port: int, path: str, auth_header: str, data: bytes, pause_after: int,
@@ -258,7 +213,7 @@ def test_sigterm_drains_an_upload_in_flight_then_backs_up_and_exits_0(tmp_path):
             got = requests.get(again.url_for("inflight.bin"), auth=again.auth, timeout=60)
             assert got.status_code == 200 and hashlib.sha256(got.content).digest() == hashlib.sha256(data).digest()
         finally:
-            assert again.stop() == 0
+            assert again.shutdown() == 0
     finally:
         target.stop()
 
@@ -273,7 +228,7 @@ def test_lost_database_is_restored_from_the_webdav_backup(tmp_path):
         assert s.request("MKCOL", b.url + "dir/").status_code == 201
         for name, body in files.items():
             assert s.put(b.url_for(name), data=body).status_code == 201
-        assert b.stop() == 0
+        assert b.shutdown() == 0
         assert len(target.files("meta")) == 1
 
         for leftover in b.data_dir.glob("meta.sqlite3*"):
@@ -285,7 +240,7 @@ def test_lost_database_is_restored_from_the_webdav_backup(tmp_path):
                 got = requests.get(again.url_for(name), auth=again.auth, timeout=30)
                 assert got.status_code == 200 and got.content == body, name
         finally:
-            assert again.stop() == 0
+            assert again.shutdown() == 0
 
         # with the local chunks gone too, the backup would list files nobody can read: not restored
         shutil.rmtree(b.data_dir)
@@ -294,7 +249,7 @@ def test_lost_database_is_restored_from_the_webdav_backup(tmp_path):
             assert "local chunks it refers to are gone" in fresh.log_text()
             assert requests.get(fresh.url_for("dir/file-1.bin"), auth=fresh.auth, timeout=30).status_code == 404
         finally:
-            assert fresh.stop() == 0
+            assert fresh.shutdown() == 0
     finally:
         target.stop()
 
@@ -315,7 +270,7 @@ def test_hub_mode_wiped_disk_restores_every_committed_file(tmp_path):
         assert s.request("MKCOL", b.url + "hub/").status_code == 201
         for name, body in files.items():
             assert s.put(b.url_for(name), data=body).status_code == 201
-        assert b.stop() == 0, b.log_text()[-3000:]
+        assert b.shutdown() == 0, b.log_text()[-3000:]
         assert emu.commit_count(repo) > 0
 
         shutil.rmtree(b.data_dir)
@@ -334,7 +289,7 @@ def test_hub_mode_wiped_disk_restores_every_committed_file(tmp_path):
                          "hfdav_commit_queue_depth 0", "hfdav_staged_bytes", 'method="GET",status="200"'):  # fmt: skip
                 assert name in metrics, f"{name} missing from /metrics:\n{metrics}"
         finally:
-            assert again.stop() == 0
+            assert again.shutdown() == 0
 
 
 @pytest.mark.slow
@@ -353,7 +308,7 @@ def test_hub_mode_with_backup_restores_from_the_newer_copy(tmp_path):
             files = {"a.bin": b"a" * 1_500_000}
             b = start_boot(tmp_path, env=env)
             assert requests.put(b.url_for("a.bin"), data=files["a.bin"], auth=b.auth, timeout=60).status_code == 201
-            assert b.stop() == 0
+            assert b.shutdown() == 0
             assert "final metadata backup: hfdav-meta-" in b.log_text()
 
             shutil.rmtree(b.data_dir)
@@ -363,7 +318,7 @@ def test_hub_mode_with_backup_restores_from_the_newer_copy(tmp_path):
             assert requests.put(second.url_for("b.bin"), data=files["b.bin"], auth=second.auth,
                                 timeout=60).status_code == 201  # fmt: skip
             target.stop()
-            assert second.stop() == 0
+            assert second.shutdown() == 0
             assert "final metadata backup FAILED" in second.log_text()
 
             shutil.rmtree(b.data_dir)
@@ -376,6 +331,6 @@ def test_hub_mode_with_backup_restores_from_the_newer_copy(tmp_path):
                     got = requests.get(third.url_for(name), auth=third.auth, timeout=60)
                     assert got.status_code == 200 and got.content == body, name
             finally:
-                assert third.stop() == 0
+                assert third.shutdown() == 0
     finally:
         target.stop()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -29,25 +28,22 @@ from tests.container.support import (
     REPO_ROOT,
     Davfs2Mount,
     MiB,
-    PeakRss,
     WebDavTarget,
     cmdline,
     descendants,
     make_random_file,
+    one_gib_round_trip,
     require_davfs2,
     run_litmus,
     sha256_file,
 )
-from tests.e2e.support import Rclone, curl, free_port, require_tool
+from tests.e2e.support import Rclone, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 IMAGE = "localhost/hfdav-test"
 PUBLIC_PORT = 7860
 BOOT_TIMEOUT_S = 180
-BIG = 1 << 30
-NGINX_WORKER_RSS_LIMIT_KIB = 64 * 1024
-GATEWAY_RSS_LIMIT_KIB = 400 * 1024
 #: Strictest form of the Space rules: nothing writable but $HOME, /tmp (tmpfs here) and /data.
 READ_ONLY = ("--read-only", "--read-only-tmpfs=true", "--tmpfs", "/home/user:rw,mode=1777")
 
@@ -195,50 +191,11 @@ def test_davfs2_mount_round_trip(container, tmp_path):
 
 
 def test_one_gib_put_get_range_with_bounded_memory(podman, container, tmp_path):
-    source = tmp_path / "big.bin"
-    digest = make_random_file(source, BIG, seed=3)
-    root = podman.pid(container.name)
-
-    def nginx_workers():
-        return [p for p in descendants(root) if "nginx: worker" in cmdline(p)]
-
-    def gateway():
-        return [p for p in descendants(root) if "gunicorn" in cmdline(p)]
-
-    user = f"{container.user}:{container.password}"
-    url = container.url_for("big.bin")
     # nginx's temp folders inside the container, as its open files name them
     spool = tuple(Path(f"/tmp/hfdav-nginx-{PUBLIC_PORT}", d) for d in ("client_body", "proxy"))
-    with PeakRss({"nginx worker": nginx_workers, "gateway": gateway}, spool) as put_rss:
-        started = time.monotonic()
-        r = curl("--basic", "-u", user, "-T", str(source), url, timeout=900)
-        put_s = time.monotonic() - started
-    assert r.status == 201, r.body[:300]
-    back = tmp_path / "back.bin"
-
-    with PeakRss({"nginx worker": nginx_workers, "gateway": gateway}, spool) as get_rss:
-        started = time.monotonic()
-        got = subprocess.run([require_tool("curl"), "-sS", "--basic", "-u", user, "-o", str(back), "-w", "%{http_code}",
-                              url], capture_output=True, text=True, timeout=900)  # fmt: skip
-        get_s = time.monotonic() - started
-    assert got.stdout == "200", got.stderr
-    assert sha256_file(back) == digest
-    back.unlink()
-    offset = BIG - 5 * MiB - 4321
-    r = curl("--basic", "-u", user, "-r", f"{offset}-{offset + MiB - 1}", url)
-    assert r.status == 206
-    with source.open("rb") as f:
-        f.seek(offset)
-        assert r.body == f.read(MiB)
-    mib = {f"{phase} {name}": rss.peaks[name] / 1024 for phase, rss in (("PUT", put_rss), ("GET", get_rss))
-           for name in rss.peaks}  # fmt: skip
-    print(f"\ncontainer, 1 GiB through nginx: PUT {BIG / put_s / 1e6:.0f} MB/s, GET {BIG / get_s / 1e6:.0f} MB/s; "
-          "peak RSS " + ", ".join(f"{k} {v:.1f} MiB" for k, v in mib.items()))
-    for rss in (put_rss, get_rss):
-        assert 0 < rss.peaks["nginx worker"] < NGINX_WORKER_RSS_LIMIT_KIB, rss.peaks
-        assert 0 < rss.peaks["gateway"] < GATEWAY_RSS_LIMIT_KIB, rss.peaks
-        assert rss.spooled == 0, f"nginx spooled {rss.spooled} bytes to disk"
-    requests.delete(url, auth=container.auth, timeout=60)
+    result = one_gib_round_trip(container, tmp_path, podman.pid(container.name), spool)
+    print(f"\ncontainer, 1 GiB through nginx: {result.summary()}")
+    result.assert_bounded()
 
 
 def test_backup_loop_and_restore_in_the_container(podman, image, tmp_path):
