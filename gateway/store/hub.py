@@ -434,7 +434,7 @@ class _RangeStream(io.RawIOBase):
         self.total_size = _total_size(response)
         if self._left is None and self.total_size is not None:
             self._left = self.total_size - self._offset
-        self._chunks = response.iter_raw(READ_BLOCK)
+        self._chunks = response.iter_raw()  # pieces as they arrive: no re-chunking copies
 
     def read(self, n: int = -1) -> bytes:
         if self._left is not None and self._left <= 0:
@@ -470,6 +470,28 @@ class _RangeStream(io.RawIOBase):
         data = self.read(len(b))
         b[: len(data)] = data
         return len(data)
+
+    def read1(self, n: int = -1) -> bytes:
+        """At most ``n`` bytes, at least one unless the range is done: whatever the network
+        delivered, without gathering (the cheapest way to copy a body elsewhere)."""
+        if self._left is not None and self._left <= 0:
+            return b""
+        if self._chunks is None:
+            self._open()
+        if not self._buf:
+            try:
+                self._buf = next(self._chunks, b"")
+            except Exception as exc:
+                raise translate(exc, f"reading {self._path}") from exc
+        limit = len(self._buf) if n is None or n < 0 else min(n, len(self._buf))
+        if self._left is not None:
+            limit = min(limit, self._left)
+        out, self._buf = self._buf[:limit], self._buf[limit:]
+        if self._left is not None:
+            if not out:
+                raise IntegrityError(f"{self._path}: the Hub stream ended {self._left} bytes early")
+            self._left -= len(out)
+        return out
 
     def close(self) -> None:
         ctx, self._ctx = self._ctx, None

@@ -448,15 +448,22 @@ class _Fill:
             with self._cond:
                 self.size = size
                 self._cond.notify_all()
+            read = getattr(stream, "read1", stream.read)
+            written = 0
             with stream:
                 while not self._cancelled:
-                    block = stream.read(COPY_BLOCK)
+                    block = read(COPY_BLOCK)
                     if not block:
                         break
-                    os.pwrite(self._fd, block, self.written)
-                    with self._cond:
-                        self.written += len(block)
-                        self._cond.notify_all()
+                    os.pwrite(self._fd, block, written)
+                    written += len(block)
+                    if written - self.written >= COPY_BLOCK or written == size:
+                        # readers are woken per block, not per network piece: fewer thread switches
+                        with self._cond:
+                            self.written = written
+                            self._cond.notify_all()
+            with self._cond:
+                self.written = written
             ok = not self._cancelled and self.written == size
             if not ok and not self._cancelled:
                 raise IntegrityError(f"object {self.object_id}: got {self.written} of {size} bytes")

@@ -1,0 +1,296 @@
+"""Benchmark of the Hub backend against the Hub emulator, in one run on one machine.
+
+Not a test. Three processes: the emulator, the gateway (``hfdav serve``), and this driver (the
+client). It measures and prints:
+
+* **raw**: the emulator's own speed through huggingface_hub from this process — an LFS upload
+  (``preupload_lfs_files``: batch + PUT + verify) and a streaming Range GET of the resolve URL;
+* **upload**: a PUT of ``--size`` bytes through the gateway, until every chunk is in the Hub's
+  LFS storage (``uploaded``) and until it is in a commit (``committed``), as throughput and as a
+  ratio of the raw upload; the PUT's own acknowledgement time (disk speed, async durability);
+* **cold download**: the gateway restarted with an empty chunk cache, a GET of the whole file
+  (every byte from the Hub), as a ratio of the raw Range GET; and a deep Range GET's first byte;
+* **peak RSS** of the gateway process over the round trip (PUT, upload, cold GET);
+* **Hub cost**: commits and Hub API calls (as the emulator counts them) per GiB, and per
+  ``--small`` small files.
+
+    .venv/bin/python bench/bench_hub.py                  # 5 GiB round trip, 1,000 small files
+    .venv/bin/python bench/bench_hub.py --size 1GiB      # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import _util as u  # noqa: E402
+
+os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+from gateway.config import parse_size  # noqa: E402
+
+MiB = 1 << 20
+GiB = 1 << 30
+MB = 1_000_000
+TOKEN = "hf_test"
+DRIVE_REPO = "bench/drive"
+RAW_REPO = "bench/raw"
+
+#: Project bars (issue 3).
+THROUGHPUT_MIN_RATIO = 0.7
+RSS_MAX_BYTES = 300 * MB
+SMALL_MAX_COMMITS = 20
+#: How often the driver polls the gateway's /healthz while waiting for uploads (seconds).
+POLL_S = 0.1
+
+
+class Emulator:
+    def __init__(self, data_dir: Path, log_path: Path):
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("_hub_emulator_proc.py")), str(data_dir)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            cwd=u.ROOT,
+        )
+        line = self.proc.stdout.readline()
+        if not line.startswith("URL "):
+            raise RuntimeError(f"the emulator did not start: {line!r}")
+        self.url = line.split()[1]
+
+    def ask(self, command: str):
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def stats(self) -> dict:
+        return self.ask("stats")
+
+    def commits(self, repo: str) -> int:
+        return self.ask(f"commits {repo}")
+
+    def stop(self) -> None:
+        try:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.flush()
+            self.proc.wait(20)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+        self._log.close()
+
+
+# -- raw speed ------------------------------------------------------------------------------
+def raw_speed(emu: Emulator, src: Path) -> tuple[float, float]:
+    """(LFS upload MB/s, Range GET MB/s) of ``src`` through huggingface_hub, from this process."""
+    from huggingface_hub import CommitOperationAdd, HfApi, constants, hf_hub_url
+    from huggingface_hub.utils import build_hf_headers, http_stream_backoff
+
+    constants.HF_HUB_DISABLE_XET = True
+    api = HfApi(endpoint=emu.url, token=TOKEN)
+    api.create_repo(RAW_REPO, repo_type="dataset", private=True, exist_ok=True)
+    op = CommitOperationAdd("raw.bin", str(src))
+    size = src.stat().st_size
+    _ = op.upload_info.sha256  # hashing is not the Hub's speed: done before the clock starts
+    started = time.perf_counter()
+    api.preupload_lfs_files(RAW_REPO, additions=[op], repo_type="dataset")
+    put_s = time.perf_counter() - started
+    api.create_commit(RAW_REPO, [op], commit_message="raw", repo_type="dataset")
+    url = hf_hub_url(RAW_REPO, "raw.bin", repo_type="dataset", endpoint=emu.url)
+    headers = {**build_hf_headers(token=TOKEN), "Range": f"bytes=0-{size - 1}"}
+    started = time.perf_counter()
+    got = 0
+    with http_stream_backoff("GET", url, headers=headers) as resp:
+        for block in resp.iter_raw():  # pieces as they arrive (re-chunking would slow the client)
+            got += len(block)
+    get_s = time.perf_counter() - started
+    assert got == size, (got, size)
+    return size / put_s / MB, size / get_s / MB
+
+
+# -- the gateway ----------------------------------------------------------------------------
+def hub_env(emu: Emulator, data_dir: Path) -> dict:
+    env = dict(os.environ)
+    for key in ("WEBDAV_URL", "HFDAV_DATABASE_URL", "HFDAV_USERS"):
+        env.pop(key, None)
+    env.update(
+        HF_DATASET_REPO=DRIVE_REPO,
+        HF_TOKEN=TOKEN,
+        HF_ENDPOINT=emu.url,
+        HF_HOME=str(data_dir.parent / "hf-home"),
+        SYS_TOKEN=u.PASSWORD,
+        HFDAV_TRASH_DAYS="0",
+        HFDAV_LOG_LEVEL=os.environ.get("HFDAV_LOG_LEVEL", "INFO"),
+        HFDAV_COMMIT_INTERVAL=os.environ.get("HFDAV_COMMIT_INTERVAL", "5"),
+    )
+    return env
+
+
+def start_gateway(workdir: Path, env: dict, log_name: str) -> u.Server:
+    port = u.free_port()
+    data = Path(env["HFDAV_DATA_DIR"])
+    argv = [sys.executable, "-m", "gateway.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    log = open(workdir / log_name, "wb")  # noqa: SIM115 - owned by the child from here on
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=u.ROOT, start_new_session=True)
+    log.close()
+    srv = u.Server("hfdav[hub]", proc, port, workdir / log_name, data)
+    deadline = time.monotonic() + u.STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"hfdav exited with {proc.returncode}:\n{srv.log_tail()}")
+        try:
+            if u.propfind(srv, "/", depth="0")[0] == 207:
+                return srv
+        except OSError:
+            pass
+        time.sleep(0.2)
+    srv.stop()
+    raise RuntimeError(f"hfdav did not answer:\n{srv.log_tail()}")
+
+
+def store_status(srv: u.Server) -> dict:
+    conn = srv.connect()
+    try:
+        conn.request("GET", "/healthz")
+        return json.loads(conn.getresponse().read())["checks"]["store"]
+    finally:
+        conn.close()
+
+
+def wait_for(srv: u.Server, done, timeout: float = 7200) -> float:
+    """Poll /healthz until ``done(status)``; returns the perf_counter time it became true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if done(store_status(srv)):
+            return time.perf_counter()
+        time.sleep(POLL_S)
+    raise RuntimeError(f"timed out waiting for the gateway: {store_status(srv)}")
+
+
+def uploaded(st: dict) -> bool:
+    return st["staged_bytes"] == 0
+
+
+def committed(st: dict) -> bool:
+    return st["staged_bytes"] == 0 and st["pending_changes"] == 0 and st["uncommitted_objects"] == 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", type=parse_size, default=5 * GiB, help="size of the round-trip file (default 5GiB)")
+    p.add_argument("--raw-size", type=parse_size, default=GiB, help="size of the raw speed probe (default 1GiB)")
+    p.add_argument("--small", type=int, default=1000, help="number of small files (default 1000)")
+    p.add_argument("--workdir", help="keep everything under this directory (default: a temp dir, removed)")
+    args = p.parse_args()
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="hfdav-bench-hub-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    results: dict = {"size": args.size, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
+    emu = Emulator(workdir / "emulator", workdir / "emulator.log")
+    try:
+        print(f"raw speed probe ({args.raw_size / GiB:.2f} GiB) ...", flush=True)
+        raw_src = u.make_random_file(workdir / "raw.bin", args.raw_size)
+        results["raw_put_MBps"], results["raw_get_MBps"] = raw_speed(emu, raw_src)
+        raw_src.unlink()
+
+        big = u.make_random_file(workdir / "big.bin", args.size)
+        env = hub_env(emu, workdir / "data")
+        env["HFDAV_DATA_DIR"] = str(workdir / "data")
+        srv = start_gateway(workdir, env, "gateway.log")
+        try:
+            stats0, commits0 = emu.stats(), emu.commits(DRIVE_REPO)
+            print(f"PUT {args.size / GiB:.2f} GiB through the gateway ...", flush=True)
+            with u.RssSampler(srv) as rss_up:
+                started = time.perf_counter()
+                u.put_file(srv, "/big.bin", big)
+                acked = time.perf_counter()
+                t_up = wait_for(srv, uploaded)
+                t_commit = wait_for(srv, committed)
+            stats1, commits1 = emu.stats(), emu.commits(DRIVE_REPO)
+        finally:
+            srv.stop()
+        results["put_ack_MBps"] = args.size / (acked - started) / MB
+        results["upload_MBps"] = args.size / (t_up - started) / MB
+        results["upload_committed_MBps"] = args.size / (t_commit - started) / MB
+        gib = args.size / GiB
+        results["commits_per_GiB"] = (commits1 - commits0) / gib
+        results["api_calls_per_GiB"] = (stats1["api_calls"] - stats0["api_calls"]) / gib
+
+        shutil.rmtree(workdir / "data" / "hub" / "cache", ignore_errors=True)
+        srv = start_gateway(workdir, env, "gateway2.log")
+        try:
+            print("cold GET (empty cache: every byte from the Hub) ...", flush=True)
+            results["range_ttfb_s"] = u.range_ttfb(srv, "/big.bin", int(args.size * 0.9), 4096)
+            with u.RssSampler(srv) as rss_down:
+                started = time.perf_counter()
+                u.get_file(srv, "/big.bin", args.size)
+                results["cold_get_MBps"] = args.size / (time.perf_counter() - started) / MB
+
+            print(f"{args.small} small files ...", flush=True)
+            u.mkcol(srv, "/small")
+            items = [(f"/small/f{i:05d}.txt", f"small file {i}\n".encode() * (1 + i % 50)) for i in range(args.small)]
+            stats0, commits0 = emu.stats(), emu.commits(DRIVE_REPO)
+            started = time.perf_counter()
+            u.put_many_parallel(srv, items, 4)
+            put_s = time.perf_counter() - started
+            wait_for(srv, committed)
+            stats1, commits1 = emu.stats(), emu.commits(DRIVE_REPO)
+        finally:
+            srv.stop()
+        results["small_puts_per_s"] = args.small / put_s
+        results["small_commits"] = commits1 - commits0
+        results["small_api_calls"] = stats1["api_calls"] - stats0["api_calls"]
+        results["peak_rss_bytes"] = max(rss_up.peak, rss_down.peak)
+    finally:
+        emu.stop()
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    r = results
+    up_ratio = r["upload_MBps"] / r["raw_put_MBps"]
+    down_ratio = r["cold_get_MBps"] / r["raw_get_MBps"]
+    rows = [
+        ("raw LFS upload (huggingface_hub)", f"{r['raw_put_MBps']:.0f} MB/s", ""),
+        ("raw Range GET (resolve URL)", f"{r['raw_get_MBps']:.0f} MB/s", ""),
+        ("PUT acknowledged (staged, fsynced)", f"{r['put_ack_MBps']:.0f} MB/s", ""),
+        ("upload through the gateway", f"{r['upload_MBps']:.0f} MB/s", _bar(up_ratio, THROUGHPUT_MIN_RATIO)),
+        ("  ... until committed", f"{r['upload_committed_MBps']:.0f} MB/s", f"ratio {r['upload_committed_MBps'] / r['raw_put_MBps']:.2f}"),
+        ("cold download through the gateway", f"{r['cold_get_MBps']:.0f} MB/s", _bar(down_ratio, THROUGHPUT_MIN_RATIO)),
+        ("Range GET at 90 %, first byte (cold)", f"{r['range_ttfb_s'] * 1000:.0f} ms", ""),
+        (f"peak RSS, {args.size / GiB:.2f} GiB round trip", f"{r['peak_rss_bytes'] / MB:.0f} MB",
+         "ok" if r["peak_rss_bytes"] < RSS_MAX_BYTES else f"FAILS (< {RSS_MAX_BYTES // MB} MB)"),
+        ("Hub commits per GiB", f"{r['commits_per_GiB']:.1f}", ""),
+        ("Hub API calls per GiB", f"{r['api_calls_per_GiB']:.1f}", ""),
+        (f"{args.small} small files: PUTs per second", f"{r['small_puts_per_s']:.0f}", ""),
+        (f"{args.small} small files: Hub commits", f"{r['small_commits']}",
+         "ok" if r["small_commits"] <= SMALL_MAX_COMMITS * args.small / 1000 else "FAILS"),
+        (f"{args.small} small files: Hub API calls", f"{r['small_api_calls']}", ""),
+    ]  # fmt: skip
+    print(f"\nhfdav Hub backend benchmark ({r['machine']}, {args.size / GiB:.2f} GiB file)")
+    width = max(len(name) for name, _, _ in rows)
+    for name, value, note in rows:
+        print(f"  {name:<{width}}  {value:>12}  {note}")
+    print(json.dumps(results, indent=1))
+    return 0
+
+
+def _bar(ratio: float, minimum: float) -> str:
+    return f"ratio {ratio:.2f} ({'ok' if ratio >= minimum else f'FAILS, bar {minimum}'})"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
