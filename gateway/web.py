@@ -39,6 +39,12 @@ METRICS_PATH = "/metrics"
 
 #: A PROPFIND body sent to the root is read and thrown away; a bigger one is not a real client.
 MAX_ROOT_BODY = 64 * 1024
+#: Before an error answer (401, 423, 507, ...) the rest of a request body up to this size is read
+#: and dropped. A proxy that streams request bodies (nginx with proxy_request_buffering off)
+#: closes the client's connection when the answer comes before the body is through, and the
+#: client's next request on it fails; Windows' WebClient also gives up on a 401 to a PUT whose
+#: body was not read. Bigger bodies are not read only to be thrown away.
+MAX_ERROR_DRAIN = 1 << 20
 
 #: One check: returns a JSON-able dict that has at least ``"ok": bool``; may raise.
 HealthCheck = Callable[[], Mapping[str, object]]
@@ -56,6 +62,19 @@ class _CountingInput:
     def __init__(self, raw):
         self._raw = raw
         self.count = 0
+
+    def drain(self, limit: int) -> None:
+        """Read and drop what is left of the body, at most ``limit`` bytes. A client that went
+        away ends the draining (the servers raise OSError or ValueError for a broken body)."""
+        left = limit
+        try:
+            while left > 0:
+                piece = self.read(min(left, 64 * 1024))
+                if not piece:
+                    return
+                left -= len(piece)
+        except (OSError, ValueError):
+            return
 
     def _add(self, data: bytes) -> bytes:
         self.count += len(data)
@@ -76,6 +95,21 @@ class _CountingInput:
     def __iter__(self):
         for line in self._raw:
             yield self._add(line)
+
+
+def _should_drain(environ: Mapping[str, str], counting: _CountingInput) -> bool:
+    """Whether the unread rest of the request body is worth reading before an error answer:
+    a body of known length up to :data:`MAX_ERROR_DRAIN`, or a chunked one (read up to that
+    much). Not when the client waits for ``100 Continue``: it sends nothing after an early answer."""
+    if "100-continue" in (environ.get("HTTP_EXPECT") or "").lower():
+        return False
+    length = environ.get("CONTENT_LENGTH")
+    if not length:
+        return "chunked" in (environ.get("HTTP_TRANSFER_ENCODING") or "").lower()
+    try:
+        return 0 < int(length) - counting.count <= MAX_ERROR_DRAIN
+    except ValueError:
+        return False
 
 
 def _basic_credentials(environ: Mapping[str, str]) -> tuple[str, str] | None:
@@ -136,7 +170,10 @@ class WebFront:
         status_holder: dict[str, str] = {}
 
         def _start(status, headers, exc_info=None):
-            status_holder["status"] = status.split(" ", 1)[0]
+            code = status.split(" ", 1)[0]
+            status_holder["status"] = code
+            if code >= "400" and _should_drain(environ, counting):
+                counting.drain(MAX_ERROR_DRAIN)
             return start_response(status, headers, exc_info)
 
         sent = 0

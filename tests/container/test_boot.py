@@ -137,6 +137,30 @@ def test_webdav_methods_through_nginx(booted):
     assert s.delete(base + "docs/").status_code == 204
 
 
+def test_connection_survives_an_error_answer_that_beats_the_body(booted):
+    """A PUT whose body arrives after the gateway has decided (here: 423, the file is locked).
+    The gateway reads the small body before answering, so nginx keeps the client's connection
+    open and the next request on it is answered (nginx closes it when the answer comes first)."""
+    s = booted.session()
+    assert s.put(booted.url_for("locked.txt"), data=b"hello").status_code in (201, 204)
+    lock = s.request("LOCK", booted.url_for("locked.txt"), headers={"Timeout": "Second-60"}, data=(
+        '<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>'
+        '<D:locktype><D:write/></D:locktype></D:lockinfo>'))  # fmt: skip
+    assert lock.status_code == 200
+    auth = "Authorization: Basic " + base64.b64encode(f"{booted.user}:{booted.password}".encode()).decode()
+    host = f"Host: 127.0.0.1:{booted.port}"
+    with socket.create_connection(("127.0.0.1", booted.port), timeout=30) as sock:
+        sock.sendall(f"PUT /dav/locked.txt HTTP/1.1\r\n{host}\r\n{auth}\r\nContent-Length: 5\r\n\r\n".encode())
+        time.sleep(0.5)  # the gateway could answer now; the body comes later
+        sock.sendall(b"xxxxx")
+        first = sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 423"), first[:200]
+        sock.sendall(f"OPTIONS /dav/ HTTP/1.1\r\n{host}\r\n{auth}\r\n\r\n".encode())
+        second = sock.recv(65536)
+    assert second.startswith(b"HTTP/1.1 200"), f"connection closed after the early answer: {second[:200]!r}"
+    s.request("UNLOCK", booted.url_for("locked.txt"), headers={"Lock-Token": lock.headers["Lock-Token"]})
+
+
 def test_litmus_through_nginx(booted, tmp_path):
     run_litmus(booted.url, booted.user, booted.password, tmp_path)
 
