@@ -281,6 +281,12 @@ class VersionReader(io.RawIOBase):
             self._stream = self._store.open_range(part.object_id, part.object_offset + inner, part.length - inner)
         self._stream_pos = pos
         self._stream_end = part.file_offset + part.length
+        if inner == 0 and i + 1 < len(self._parts):
+            # a sequential read: a remote store may start fetching the next extent now
+            prefetch = getattr(self._store, "prefetch", None)
+            if prefetch is not None:
+                nxt = self._parts[i + 1]
+                prefetch(nxt.object_id, nxt.object_offset, nxt.length)
 
     def _close_stream(self) -> None:
         if self._stream is not None:

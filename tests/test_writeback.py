@@ -258,10 +258,8 @@ def test_sync_durability_returns_once_committed(emulator: HubEmulator, tmp_path:
         gw.files.write_bytes("/now.txt", b"durable before the answer\n")
         puts = [d["e"] for d in journal_documents(emulator) if "e" in d and d["e"]["op"] == "put"]
         assert [p["path"] for p in puts] == ["/now.txt"]
-        oid = puts[0]["extents"][0][0]
-        assert object_path(oid) in emulator.repo_files(REPO) or any(
-            hub_sync(gw).repo.get_object(oid).pack_id == p.split("/")[-1] for p in emulator.repo_files(REPO)
-        )
+        row = hub_sync(gw).repo.get_object(puts[0]["extents"][0][0])
+        assert object_path(row.pack_id or row.id) in emulator.repo_files(REPO)
 
 
 def test_deleted_files_chunks_leave_the_repo_in_batches(emulator: HubEmulator, tmp_path: Path):

@@ -51,6 +51,8 @@ FILL_START_MAX = 0
 #: the maximum.
 MIN_WINDOW = 64 << 10
 MAX_WINDOW = 16 << 20
+#: Read-ahead never starts a fill while this many are running (the reader's own and one more).
+MAX_PREFETCH_FILLS = 2
 #: Block size for copying bytes between the network and the cache file.
 COPY_BLOCK = 1 << 20
 #: How often a PUT waiting on backpressure logs that it waits (seconds).
@@ -200,6 +202,22 @@ class WriteBackStore(ObjectStore):
             fill = self._fill_for(object_id)
             return _FillReader(fill, offset, length)
         return _WindowedReader(self.remote, object_id, offset, length)
+
+    def prefetch(self, object_id: str, offset: int, length: int) -> None:
+        """Read-ahead hint (a reader is about to need these bytes): start filling the cache with
+        the object in the background, unless it is local already, being filled, or too many
+        fills run. Only for reads from an object's first byte (see :meth:`open_range`)."""
+        if offset > FILL_START_MAX or self.cache_size <= 0:
+            return
+        with self._cond:
+            if (
+                object_id in self._staged
+                or object_id in self._cache
+                or object_id in self._fills
+                or len(self._fills) >= MAX_PREFETCH_FILLS
+            ):
+                return
+        self._fill_for(object_id)
 
     def _open_local(self, object_id: str, offset: int, length: int) -> BinaryIO | None:
         with self._cond:

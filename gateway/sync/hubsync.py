@@ -61,6 +61,10 @@ SYNC_TIMEOUT_S = 600.0
 HARMLESS_FILES = frozenset({GITATTRIBUTES, "README.md"})
 #: Progress labels kept for chunks being uploaded (for "uploaded chunk 3/40 of /a.mkv").
 MAX_LABELS = 10000
+#: How long a small object waits for others to share a pack: a second in async mode (bursts of
+#: small files become one LFS file), a moment in sync mode (every PUT waits for it).
+ASYNC_LINGER_S = 1.0
+SYNC_LINGER_S = 0.25
 #: How often the collector runs (seconds).
 GC_INTERVAL_S = 600.0
 #: Held (flock) by the one process that syncs a data dir with the repo.
@@ -89,7 +93,7 @@ class HubSync:
         pack_small: Callable[[], object] | None = None,
         collect_garbage: Callable[[], object] | None = None,
         upload_workers: int = DEFAULT_WORKERS,
-        linger: float = 1.0,
+        linger: float | None = None,
         sync_timeout: float = SYNC_TIMEOUT_S,
     ):
         self.repo = repo
@@ -115,7 +119,7 @@ class HubSync:
             workers=upload_workers,
             ids_are_sha256=ids_are_sha256,
             small_threshold=small_threshold,
-            linger=linger,
+            linger=linger if linger is not None else (SYNC_LINGER_S if durability == "sync" else ASYNC_LINGER_S),
             pack_small=pack_small,
             on_uploaded=self.committer.poke,
             label=self._label,
