@@ -263,12 +263,13 @@ def main() -> int:
     r = results
     up_ratio = r["upload_MBps"] / r["raw_put_MBps"]
     down_ratio = r["cold_get_MBps"] / r["raw_get_MBps"]
+    committed_ratio = r["upload_committed_MBps"] / r["raw_put_MBps"]
     rows = [
         ("raw LFS upload (huggingface_hub)", f"{r['raw_put_MBps']:.0f} MB/s", ""),
         ("raw Range GET (resolve URL)", f"{r['raw_get_MBps']:.0f} MB/s", ""),
         ("PUT acknowledged (staged, fsynced)", f"{r['put_ack_MBps']:.0f} MB/s", ""),
         ("upload through the gateway", f"{r['upload_MBps']:.0f} MB/s", _bar(up_ratio, THROUGHPUT_MIN_RATIO)),
-        ("  ... until committed", f"{r['upload_committed_MBps']:.0f} MB/s", f"ratio {r['upload_committed_MBps'] / r['raw_put_MBps']:.2f}"),
+        ("  ... until committed", f"{r['upload_committed_MBps']:.0f} MB/s", f"ratio {committed_ratio:.2f}"),
         ("cold download through the gateway", f"{r['cold_get_MBps']:.0f} MB/s", _bar(down_ratio, THROUGHPUT_MIN_RATIO)),
         ("Range GET at 90 %, first byte (cold)", f"{r['range_ttfb_s'] * 1000:.0f} ms", ""),
         (f"peak RSS, {args.size / GiB:.2f} GiB round trip", f"{r['peak_rss_bytes'] / MB:.0f} MB",
