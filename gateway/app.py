@@ -84,6 +84,16 @@ def build_hub_store(settings: Settings) -> ObjectStore:
     )
 
 
+def seed_encryption_record(repo: MetadataRepository, wb) -> None:
+    """A database rebuilt from the dataset repo gets the repo's encryption key record back (it
+    lives in the repo's hfdav.json; it holds no secret)."""
+    from gateway.sync.hubsync import repo_encryption_record
+
+    record = repo_encryption_record(wb.remote.client)
+    if record is not None:
+        repo.set_setting(ENCRYPTION_SETTING, record_to_json(record))
+
+
 def start_hub_sync(settings: Settings, repo: MetadataRepository, files: FileService, wb, packer):
     """Start the uploader and the committer behind the write-back store ``wb``; the file service
     stages chunks through them from now on. Restores an empty database from the repo first."""
@@ -106,6 +116,7 @@ def start_hub_sync(settings: Settings, repo: MetadataRepository, files: FileServ
         small_threshold=packer.threshold if packer is not None else 0,
         pack_small=packer.pack_small_objects if packer is not None else None,
         collect_garbage=files.collect_garbage,
+        encryption_record=record_from_json(text) if (text := repo.get_setting(ENCRYPTION_SETTING)) else None,
     )
     sync.start()
     files.write_back = sync
@@ -143,6 +154,8 @@ def build_gateway(settings: Settings) -> Gateway:
     repo = MetadataRepository.open(settings.database_url, journal_enabled=settings.hub_enabled)
     try:
         base_store = build_store(settings)
+        if settings.hub_enabled and repo.get_setting(ENCRYPTION_SETTING) is None:
+            seed_encryption_record(repo, base_store)
         store, object_hasher = wrap_encryption(settings, repo, base_store)
     except Exception:
         repo.close()

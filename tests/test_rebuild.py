@@ -183,3 +183,27 @@ def test_one_process_per_data_dir(emulator: HubEmulator, tmp_path: Path):
         second = subprocess.run([sys.executable, "-m", "gateway.cli", "gc"], env=run_env, capture_output=True, text=True)
         assert second.returncode != 0
         assert "another hfdav process" in second.stderr
+
+
+def test_an_encrypted_repo_is_rebuilt_with_its_key_record(emulator: HubEmulator, tmp_path: Path):
+    """The key record travels in hfdav.json: a lost data dir comes back with the key alone."""
+    from gateway.config import ConfigError
+
+    key = {"HFDAV_ENCRYPTION_KEY": "ab" * 32}
+    data = {f"/e{i}.bin": os.urandom(MiB * (i % 2) + 500 + i) for i in range(6)}
+    with in_process_gateway(hub_env(emulator, tmp_path / "data", **key)) as gw:
+        for path, content in data.items():
+            gw.files.write_bytes(path, content)
+        assert hub_sync(gw).flush(120)
+    manifest = emulator.read_file(REPO, "hfdav.json")
+    assert b'"object_ids": "keyed"' in manifest and b'"scheme"' in manifest
+    for path in emulator.repo_files(REPO):
+        if path.startswith("objects/"):
+            blob = emulator.read_file(REPO, path)
+            assert not any(content in blob for content in data.values() if len(content) < 2000)
+    shutil.rmtree(tmp_path / "data")
+    with pytest.raises(ConfigError, match="is encrypted"), in_process_gateway(hub_env(emulator, tmp_path / "data")):
+        pass
+    shutil.rmtree(tmp_path / "data")
+    with in_process_gateway(hub_env(emulator, tmp_path / "data", **key)) as gw:
+        assert {p: gw.files.read_bytes(p) for p in data} == data

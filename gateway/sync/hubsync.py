@@ -95,6 +95,7 @@ class HubSync:
         upload_workers: int = DEFAULT_WORKERS,
         linger: float | None = None,
         sync_timeout: float = SYNC_TIMEOUT_S,
+        encryption_record: dict | None = None,
     ):
         self.repo = repo
         self.wb = wb
@@ -106,6 +107,7 @@ class HubSync:
         self.durability = durability
         self.ids_are_sha256 = ids_are_sha256
         self.sync_timeout = sync_timeout
+        self.encryption_record = encryption_record
         self.collect_garbage = collect_garbage
         self.mirror = Mirror(self.state_dir / "mirror.sqlite3", client.repo_id)
         self.budget = CommitBudget(commits_per_hour, commit_burst)
@@ -147,6 +149,10 @@ class HubSync:
                     f"the repo {self.client.repo_id} holds objects named by {doc.get('object_ids')} ids, "
                     f"but this gateway names them by {kind} ids (is HFDAV_ENCRYPTION_KEY set as it was?)"
                 )
+            if doc.get("encryption") and self.encryption_record and doc["encryption"] != self.encryption_record:
+                raise FormatError(
+                    f"the repo {self.client.repo_id} is encrypted under another key record than this data dir's"
+                )
         else:
             head = self._initialize(head, found)
         return head, RepoFiles.list(self.client, head)
@@ -166,7 +172,11 @@ class HubSync:
         adds = [
             Add(
                 MANIFEST,
-                data=make_manifest(chunk_size=self.chunk_size, object_ids="sha256" if self.ids_are_sha256 else "keyed"),
+                data=make_manifest(
+                    chunk_size=self.chunk_size,
+                    object_ids="sha256" if self.ids_are_sha256 else "keyed",
+                    encryption=self.encryption_record,
+                ),
             )
         ]
         attributes = with_lfs_attributes(current)
@@ -361,6 +371,15 @@ class HubSync:
             "queued_deletions": self.repo.count_hub_deletes(),
             "last_error": self.committer.last_error or self.uploader.last_error,
         }
+
+
+def repo_encryption_record(client: HubClient) -> dict | None:
+    """The encryption key record in the repo's hfdav.json (None: no manifest, or unencrypted)."""
+    head = client.head()
+    if MANIFEST not in client.paths_info([MANIFEST], revision=head):
+        return None
+    record = check_manifest(client.read_file(MANIFEST, revision=head)).get("encryption")
+    return record if isinstance(record, dict) else None
 
 
 def _exclusive_lock(path: Path) -> int:

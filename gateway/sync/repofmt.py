@@ -79,14 +79,18 @@ def _iso(ts: float) -> str:
 
 
 # -- manifest -------------------------------------------------------------------------------
-def make_manifest(*, chunk_size: int, object_ids: str, now: float | None = None) -> bytes:
-    """``object_ids``: ``sha256`` (content hashes) or ``keyed`` (client-side encryption)."""
+def make_manifest(
+    *, chunk_size: int, object_ids: str, encryption: dict | None = None, now: float | None = None
+) -> bytes:
+    """``object_ids``: ``sha256`` (content hashes) or ``keyed`` (client-side encryption);
+    ``encryption``: the key record (no secret in it: scheme, KDF parameters, salt, key check)."""
     doc = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
         "created_at": _iso(now or time.time()),
         "chunk_size": chunk_size,
         "object_ids": object_ids,
+        "encryption": encryption,
         "layout": {
             "objects": "objects/<id[0:2]>/<id[2:4]>/<id>",
             "journal": "journal/<batch>.jsonl",
