@@ -61,9 +61,12 @@ SYNC_TIMEOUT_S = 600.0
 HARMLESS_FILES = frozenset({GITATTRIBUTES, "README.md"})
 #: Progress labels kept for chunks being uploaded (for "uploaded chunk 3/40 of /a.mkv").
 MAX_LABELS = 10000
-#: How long a small object waits for others to share a pack: a second in async mode (bursts of
-#: small files become one LFS file), a moment in sync mode (every PUT waits for it).
-ASYNC_LINGER_S = 1.0
+#: How long a small object waits for others to share a pack. In async mode a third of the commit
+#: interval: its change is not committed sooner anyway, and a folder of 10,000 small files written
+#: over a minute becomes a handful of packs instead of one pack per second. At least a second.
+#: In sync mode a moment (every PUT waits for it).
+ASYNC_LINGER_SHARE = 1 / 3
+ASYNC_LINGER_MIN_S = 1.0
 SYNC_LINGER_S = 0.25
 #: How often the collector runs (seconds).
 GC_INTERVAL_S = 600.0
@@ -121,7 +124,7 @@ class HubSync:
             workers=upload_workers,
             ids_are_sha256=ids_are_sha256,
             small_threshold=small_threshold,
-            linger=linger if linger is not None else (SYNC_LINGER_S if durability == "sync" else ASYNC_LINGER_S),
+            linger=linger if linger is not None else _default_linger(durability, commit_interval),
             pack_small=pack_small,
             on_uploaded=self.committer.poke,
             label=self._label,
@@ -413,3 +416,9 @@ def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.1)
             return True
         time.sleep(step)
     return predicate()
+
+
+def _default_linger(durability: str, commit_interval: float) -> float:
+    if durability == "sync":
+        return SYNC_LINGER_S
+    return max(ASYNC_LINGER_MIN_S, commit_interval * ASYNC_LINGER_SHARE)
