@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.hub_fixtures import REPO, commit_sizes, emulator_fixture, hub_env, hub_sync, in_process_gateway  # noqa: F401
 from tests.hub_emulator import HubEmulator
+from tests.hub_fixtures import REPO, commit_sizes, emulator_fixture, hub_env, hub_sync, in_process_gateway  # noqa: F401
 
 KiB = 1024
 
