@@ -155,9 +155,7 @@ def _parse_users(text: str, problems: list[str]) -> tuple[User, ...]:
     return tuple(users)
 
 
-def load_settings(
-    environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
-) -> Settings:
+def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
     """Build and validate :class:`Settings`; raise :class:`ConfigError` listing every problem.
 
     ``overrides`` maps field names to values already parsed by the command line (``None``
@@ -205,11 +203,10 @@ def load_settings(
         return raw
 
     data_dir = Path(over.get("data_dir") or text("HFDAV_DATA_DIR", "./data")).expanduser().resolve()
-    database_url = over.get("database_url") or text("HFDAV_DATABASE_URL") or (
-        f"sqlite:///{data_dir / 'meta.sqlite3'}"
-    )
+    database_url = over.get("database_url") or text("HFDAV_DATABASE_URL") or f"sqlite:///{data_dir / 'meta.sqlite3'}"
     if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", database_url):
-        problems.append(f"HFDAV_DATABASE_URL: only sqlite:/// and postgresql:// URLs are supported, got {database_url.split(':')[0]}:…")
+        scheme = database_url.split(":")[0]
+        problems.append(f"HFDAV_DATABASE_URL: only sqlite:/// and postgresql:// URLs are supported, got {scheme}:…")
 
     prefix = over.get("prefix") or text("HFDAV_PREFIX", "/")
     if not prefix.startswith("/") or "//" in prefix or any(c in prefix for c in "?#% "):
@@ -243,8 +240,10 @@ def load_settings(
     port = over["port"] if "port" in over else integer("HFDAV_PORT", 8000, 0, 65535)
     if not 0 <= int(port) <= 65535:
         problems.append(f"--port {port}: must be between 0 and 65535")
-    chunk_size = over["chunk_size"] if "chunk_size" in over else size(
-        "HFDAV_CHUNK_SIZE", DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE, MAX_CHUNK_SIZE
+    chunk_size = (
+        over["chunk_size"]
+        if "chunk_size" in over
+        else size("HFDAV_CHUNK_SIZE", DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE, MAX_CHUNK_SIZE)
     )
 
     settings = Settings(

@@ -277,9 +277,7 @@ class MetadataRepository:
                 .where(extents.c.version_id == version_id)
                 .order_by(extents.c.seq)
             )
-            return [
-                Extent(fo, pack or oid, oo + (poff or 0) if pack else oo, n) for fo, oid, oo, n, pack, poff in rows
-            ]
+            return [Extent(fo, pack or oid, oo + (poff or 0) if pack else oo, n) for fo, oid, oo, n, pack, poff in rows]
 
     def used_bytes(self) -> int:
         """Bytes of all current file versions (what the user sees, before dedup)."""
@@ -345,9 +343,7 @@ class MetadataRepository:
     def _add_refs(self, c: Connection, counts: dict[str, int]) -> None:
         for oid, n in counts.items():
             c.execute(
-                update(objects)
-                .where(objects.c.id == oid)
-                .values(refcount=objects.c.refcount + n, orphaned_at=None)
+                update(objects).where(objects.c.id == oid).values(refcount=objects.c.refcount + n, orphaned_at=None)
             )
 
     def _release_versions(self, c: Connection, version_ids: Sequence[int], now: float) -> None:
@@ -448,9 +444,7 @@ class MetadataRepository:
         """
         for attempt in range(3):
             try:
-                return self._put_version(
-                    path, parts, new_objects, object_state, content_type, mtime, create_only
-                )
+                return self._put_version(path, parts, new_objects, object_state, content_type, mtime, create_only)
             except AlreadyExists:
                 if create_only or attempt == 2:
                     raise
@@ -565,7 +559,9 @@ class MetadataRepository:
                 raise AlreadyExists(dst)
             self._parent_dir(c, dst)
             if top.is_dir and recursive:
-                subtree = [_to_node(r) for r in c.execute(_node_select().where(self._subtree(src)).order_by(nodes.c.path))]
+                subtree = [
+                    _to_node(r) for r in c.execute(_node_select().where(self._subtree(src)).order_by(nodes.c.path))
+                ]
             else:
                 subtree = [top]
             new_ids: dict[int, int] = {}
@@ -685,20 +681,13 @@ class MetadataRepository:
     # ------------------------------------------------------------------ objects
     def get_object(self, object_id: str) -> ObjectRow | None:
         with self._read() as c:
-            r = c.execute(
-                select(*_OBJ_COLS).where(
-                    objects.c.id == object_id
-                )
-            ).first()
+            r = c.execute(select(*_OBJ_COLS).where(objects.c.id == object_id)).first()
             return ObjectRow(*r) if r else None
 
     def objects_in_state(self, state: str, *, limit: int = 1000) -> list[ObjectRow]:
         with self._read() as c:
             rows = c.execute(
-                select(*_OBJ_COLS)
-                .where(objects.c.state == state)
-                .order_by(objects.c.created_at)
-                .limit(limit)
+                select(*_OBJ_COLS).where(objects.c.state == state).order_by(objects.c.created_at).limit(limit)
             )
             return [ObjectRow(*r) for r in rows]
 
@@ -792,7 +781,7 @@ class MetadataRepository:
                 .limit(limit)
             ).all()
             per_pack: dict[str, int] = {}
-            for oid, pack_id in rows:
+            for _oid, pack_id in rows:
                 per_pack[pack_id] = per_pack.get(pack_id, 0) + 1
             for start in range(0, len(rows), 500):
                 c.execute(delete(objects).where(objects.c.id.in_([r[0] for r in rows[start : start + 500]])))
@@ -829,7 +818,9 @@ class MetadataRepository:
             rows = c.execute(select(*_OBJ_COLS).where(cond).order_by(objects.c.pack_offset))
             return [ObjectRow(*r) for r in rows]
 
-    def repoint_pack_members(self, old_pack: str, new_pack: NewObject, state: str, members: Sequence[tuple[str, int]]) -> int:
+    def repoint_pack_members(
+        self, old_pack: str, new_pack: NewObject, state: str, members: Sequence[tuple[str, int]]
+    ) -> int:
         """Move ``members`` from ``old_pack`` into ``new_pack`` (repack), in one transaction."""
         now = self._clock()
         with self._write() as c:
@@ -844,7 +835,11 @@ class MetadataRepository:
                     .where(and_(objects.c.id == oid, objects.c.pack_id == old_pack))
                     .values(pack_id=new_pack.id, pack_offset=offset)
                 ).rowcount
-            c.execute(update(objects).where(objects.c.id == new_pack.id).values(refcount=objects.c.refcount + n, orphaned_at=None))
+            c.execute(
+                update(objects)
+                .where(objects.c.id == new_pack.id)
+                .values(refcount=objects.c.refcount + n, orphaned_at=None)
+            )
             c.execute(update(objects).where(objects.c.id == old_pack).values(refcount=objects.c.refcount - n))
             c.execute(
                 update(objects)
@@ -863,7 +858,9 @@ class MetadataRepository:
         with self._read() as c:
             return dict(
                 c.execute(
-                    select(objects.c.pack_id, func.count()).where(objects.c.pack_id.is_not(None)).group_by(objects.c.pack_id)
+                    select(objects.c.pack_id, func.count())
+                    .where(objects.c.pack_id.is_not(None))
+                    .group_by(objects.c.pack_id)
                 ).all()
             )
 
@@ -889,8 +886,7 @@ class MetadataRepository:
                 batch = ids[start : start + 500]
                 members = select(objects.c.id).where(objects.c.pack_id.in_(batch))
                 rows = c.execute(
-                    _node_select()
-                    .where(
+                    _node_select().where(
                         nodes.c.version_id.in_(
                             select(extents.c.version_id).where(
                                 extents.c.object_id.in_(batch) | extents.c.object_id.in_(members)
@@ -907,8 +903,13 @@ class MetadataRepository:
         with self._read() as c:
             sizes = dict(c.execute(select(versions.c.id, versions.c.size)).all())
             rows = c.execute(
-                select(extents.c.version_id, extents.c.file_offset, extents.c.object_id, extents.c.object_offset, extents.c.length)
-                .order_by(extents.c.version_id, extents.c.seq)
+                select(
+                    extents.c.version_id,
+                    extents.c.file_offset,
+                    extents.c.object_id,
+                    extents.c.object_offset,
+                    extents.c.length,
+                ).order_by(extents.c.version_id, extents.c.seq)
             ).all()
         by_version: dict[int, list[Extent]] = {vid: [] for vid in sizes}
         for vid, fo, oid, oo, n in rows:
@@ -1341,9 +1342,7 @@ class MetadataRepository:
                     )
                     if old.pack_id:
                         c.execute(
-                            update(objects)
-                            .where(objects.c.id == old.pack_id)
-                            .values(refcount=objects.c.refcount - 1)
+                            update(objects).where(objects.c.id == old.pack_id).values(refcount=objects.c.refcount - 1)
                         )
                 c.execute(
                     update(objects)
