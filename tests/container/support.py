@@ -7,15 +7,12 @@ Everything talks over the network or reads /proc; nothing here imports the gatew
 from __future__ import annotations
 
 import contextlib
-import grp
 import hashlib
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -25,7 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.e2e.support import Server, curl, free_port, require_tool
+from tests.e2e.support import Davfs2Mount, Server, curl, free_port, require_davfs2, require_tool  # noqa: F401 - re-exported
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BOOT = REPO_ROOT / "boot.py"
@@ -308,75 +305,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(MiB), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-#: davfs2 settings. ``buf_size 64``: with the default every readdir fails with EINVAL on
-#: Linux >= 6.16 (alisarctl/davfs2#22). ``use_locks 1``: LOCK/PUT/UNLOCK like most clients.
-DAVFS2_CONF = """\
-cache_dir      {cache}
-secrets        {secrets}
-ask_auth       0
-use_locks      1
-delay_upload   0
-cache_size     200
-buf_size       64
-"""
-
-
-def require_davfs2() -> None:
-    """Skip, saying why, unless a davfs2 mount can work here (root, the davfs2 group, fuse/coda)."""
-    require_tool("mount.davfs")
-    if os.geteuid() != 0:
-        pytest.skip("davfs2 not usable: mounting needs root")
-    try:
-        grp.getgrnam("davfs2")
-    except KeyError:
-        pytest.skip("davfs2 not installed properly: group davfs2 missing (apt-get install davfs2)")
-    if not Path("/dev/fuse").exists() and "coda" not in Path("/proc/filesystems").read_text():
-        pytest.skip("davfs2 not usable: neither /dev/fuse nor coda is available in this kernel")
-
-
-class Davfs2Mount:
-    """A davfs2 mount of ``server.url`` with its own config, secrets and cache in a fresh folder
-    under the system temp dir (pytest's own is private to root, and mount.davfs runs as user
-    davfs2); :meth:`close` removes it."""
-
-    def __init__(self, server):
-        workdir = Path(tempfile.mkdtemp(prefix="hfdav-davfs2-"))
-        workdir.chmod(0o755)
-        self.workdir = workdir
-        self.url = server.url
-        self.cache = workdir / "cache"
-        self.mountpoint = workdir / "mnt"
-        self.conf = workdir / "davfs2.conf"
-        secrets = workdir / "secrets"
-        for d in (self.cache, self.mountpoint):
-            d.mkdir(parents=True, exist_ok=True)
-        shutil.chown(self.cache, group="davfs2")  # mount.davfs runs as user davfs2
-        self.cache.chmod(0o775)
-        secrets.write_text(f'"{server.url}" {server.user} "{server.password}"\n')
-        secrets.chmod(0o600)
-        self.conf.write_text(DAVFS2_CONF.format(cache=self.cache, secrets=secrets))
-        self.conf.chmod(0o600)
-
-    def mount(self) -> None:
-        proc = subprocess.run(["mount", "-t", "davfs", "-o", f"conf={self.conf},uid=0,gid=0", self.url,
-                               str(self.mountpoint)], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=60)  # fmt: skip
-        assert proc.returncode == 0, f"mount.davfs failed: {proc.stdout}{proc.stderr}"
-
-    def umount(self) -> None:
-        """Unmount; davfs2 finishes its pending uploads first."""
-        proc = subprocess.run(["umount", str(self.mountpoint)], capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, f"umount failed: {proc.stdout}{proc.stderr}"
-
-    def close(self) -> None:
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def clear_cache(self) -> None:
-        """Forget cached files, so the next mount reads from the server."""
-        for child in self.cache.iterdir():
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
 
 
 #: Memory bounds for a 1 GiB transfer: a few buffers per request, nothing near the body size.

@@ -380,3 +380,89 @@ class Rclone:
         if check and proc.returncode != 0:
             pytest.fail(f"rclone {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
         return proc
+
+
+# -- davfs2 -------------------------------------------------------------------------------------
+#: davfs2 settings. ``buf_size 64``: with the default (16 KiB) every readdir fails with EINVAL
+#: on Linux >= 6.16 (alisarctl/davfs2#22). ``use_locks 1``: LOCK/PUT/UNLOCK like most clients.
+DAVFS2_CONF = """\
+cache_dir      {cache}
+secrets        {secrets}
+ask_auth       0
+use_locks      1
+delay_upload   0
+cache_size     400
+buf_size       64
+"""
+DAVFS2_MOUNT_TIMEOUT_S = 60
+#: umount waits for davfs2 to upload what is still pending.
+DAVFS2_UMOUNT_TIMEOUT_S = 600
+
+
+def require_davfs2() -> None:
+    """Skip, saying why, unless a davfs2 mount can work here (root, the davfs2 group, fuse/coda)."""
+    import grp
+
+    require_tool("mount.davfs")
+    if os.geteuid() != 0:
+        pytest.skip("davfs2 not usable: mounting needs root (run scripts/test.sh as root)")
+    try:
+        grp.getgrnam("davfs2")
+    except KeyError:
+        pytest.skip("davfs2 not installed properly: group davfs2 missing (apt-get install davfs2)")
+    if not Path("/dev/fuse").exists() and "coda" not in Path("/proc/filesystems").read_text():
+        pytest.skip("davfs2 not usable: neither /dev/fuse nor coda is available in this kernel")
+
+
+class Davfs2Mount:
+    """A davfs2 mount of ``server.url`` (anything with ``url``, ``user``, ``password``) with its
+    own config, secrets and cache in a fresh folder under the system temp dir (pytest's own is
+    private to root, and mount.davfs runs as user davfs2); :meth:`close` unmounts and removes it."""
+
+    def __init__(self, server):
+        self.workdir = Path(tempfile.mkdtemp(prefix="hfdav-davfs2-"))
+        self.workdir.chmod(0o755)
+        self.url = server.url
+        self.cache = self.workdir / "cache"
+        self.mountpoint = self.workdir / "mnt"
+        self.conf = self.workdir / "davfs2.conf"
+        secrets = self.workdir / "secrets"
+        for d in (self.cache, self.mountpoint):
+            d.mkdir(parents=True, exist_ok=True)
+        shutil.chown(self.cache, group="davfs2")  # mount.davfs runs as user davfs2
+        self.cache.chmod(0o775)
+        secrets.write_text(f'"{server.url}" {server.user} "{server.password}"\n')
+        secrets.chmod(0o600)
+        self.conf.write_text(DAVFS2_CONF.format(cache=self.cache, secrets=secrets))
+        self.conf.chmod(0o600)
+        self.mounted = False
+
+    def mount(self) -> None:
+        proc = subprocess.run(
+            ["mount", "-t", "davfs", "-o", f"conf={self.conf},uid=0,gid=0", self.url, str(self.mountpoint)],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=DAVFS2_MOUNT_TIMEOUT_S,
+        )  # fmt: skip
+        assert proc.returncode == 0, f"mount.davfs failed: {proc.stdout}{proc.stderr}"
+        self.mounted = True
+
+    def umount(self) -> None:
+        """Unmount; davfs2 finishes its pending uploads first."""
+        proc = subprocess.run(
+            ["umount", str(self.mountpoint)], capture_output=True, text=True, timeout=DAVFS2_UMOUNT_TIMEOUT_S
+        )
+        assert proc.returncode == 0, f"umount failed: {proc.stdout}{proc.stderr}"
+        self.mounted = False
+
+    def clear_cache(self) -> None:
+        """Forget cached files, so the next mount reads from the server."""
+        for child in self.cache.iterdir():
+            if child.is_dir():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+
+    def close(self) -> None:
+        if self.mounted:
+            subprocess.run(["umount", "-l", str(self.mountpoint)], capture_output=True, timeout=60)
+            self.mounted = False
+        shutil.rmtree(self.workdir, ignore_errors=True)
