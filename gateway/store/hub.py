@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import httpx2
+from httpcore2._sync.http11 import HTTP11Connection
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants, hf_hub_url
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.lfs import UploadInfo
@@ -53,6 +54,14 @@ PATHS_INFO_BATCH = 500
 READ_BLOCK = 1 << 20
 #: Concurrent LFS PUTs inside one preupload call.
 UPLOAD_THREADS = 4
+#: Bytes the HTTP/1.1 client asks the socket for at once. The library reads 64 KiB, and each
+#: piece then costs its way through the protocol parser and four generator layers: at the Hub's
+#: speeds that per-piece Python work, not the copying, bounds a download's CPU. Larger pieces
+#: roughly halve the client's CPU per MiB; the buffer is only as large as what arrived.
+NETWORK_READ = 1 << 20
+
+if HTTP11Connection.READ_NUM_BYTES < NETWORK_READ:
+    HTTP11Connection.READ_NUM_BYTES = NETWORK_READ
 
 metrics.describe("hfdav_hub_api_calls_total", "Hub calls made through huggingface_hub, by kind")
 metrics.describe("hfdav_hub_429_total", "Hub answers 429 (rate limited) seen by hfdav")
