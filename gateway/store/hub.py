@@ -30,6 +30,7 @@ from typing import BinaryIO
 
 import httpx2
 from httpcore2._sync.http11 import HTTP11Connection
+from httpx2._content import IteratorByteStream
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants, hf_hub_url
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.lfs import UploadInfo
@@ -60,8 +61,14 @@ UPLOAD_THREADS = 4
 #: roughly halve the client's CPU per MiB; the buffer is only as large as what arrived.
 NETWORK_READ = 1 << 20
 
+#: Bytes the HTTP client reads from a file it sends (an LFS PUT): the library reads 64 KiB,
+#: with the same per-piece cost on the way out.
+UPLOAD_READ = 1 << 20
+
 if HTTP11Connection.READ_NUM_BYTES < NETWORK_READ:
     HTTP11Connection.READ_NUM_BYTES = NETWORK_READ
+if IteratorByteStream.CHUNK_SIZE < UPLOAD_READ:
+    IteratorByteStream.CHUNK_SIZE = UPLOAD_READ
 
 metrics.describe("hfdav_hub_api_calls_total", "Hub calls made through huggingface_hub, by kind")
 metrics.describe("hfdav_hub_429_total", "Hub answers 429 (rate limited) seen by hfdav")
