@@ -49,7 +49,7 @@ from gateway.app import ensure_admin_password
 from gateway.cli import gunicorn_command
 from gateway.config import ConfigError, Settings, load_settings
 from gateway.logs import setup_logging
-from gateway.sync.backup import BackupError, BackupLoop, MetadataBackup, sqlite_path
+from gateway.sync.backup import BackupError, BackupKeyError, BackupLoop, MetadataBackup, sqlite_path
 
 log = logging.getLogger("hfdav.boot")
 
@@ -214,6 +214,8 @@ def restore_metadata(settings: Settings, backup: MetadataBackup | None, repo_cha
         return from_repo
     try:
         gen = backup.restore_latest(db_path)
+    except BackupKeyError as exc:  # starting without the metadata would hide it, then prune it
+        raise BootError(f"the WebDAV metadata backup cannot be restored: {exc}") from exc
     except BackupError as exc:
         log.error("restore from the WebDAV backup failed: %s", exc)
         return from_repo if settings.hub_enabled else "starting empty"

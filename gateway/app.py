@@ -94,9 +94,10 @@ def seed_encryption_record(repo: MetadataRepository, wb) -> None:
         repo.set_setting(ENCRYPTION_SETTING, record_to_json(record))
 
 
-def start_hub_sync(settings: Settings, repo: MetadataRepository, files: FileService, wb, packer):
+def start_hub_sync(settings: Settings, repo: MetadataRepository, files: FileService, wb, packer, sealer=None):
     """Start the uploader and the committer behind the write-back store ``wb``; the file service
-    stages chunks through them from now on. Restores an empty database from the repo first."""
+    stages chunks through them from now on. Restores an empty database from the repo first.
+    ``sealer`` (the keyring, with client-side encryption) seals the repo's metadata files."""
     from gateway.files import chunk_hasher
     from gateway.sync.hubsync import HubSync
 
@@ -117,6 +118,7 @@ def start_hub_sync(settings: Settings, repo: MetadataRepository, files: FileServ
         pack_small=packer.pack_small_objects if packer is not None else None,
         collect_garbage=files.collect_garbage,
         encryption_record=record_from_json(text) if (text := repo.get_setting(ENCRYPTION_SETTING)) else None,
+        sealer=sealer,
     )
     sync.start()
     files.write_back = sync
@@ -178,7 +180,8 @@ def build_gateway(settings: Settings) -> Gateway:
     background = []
     if settings.hub_enabled:
         try:
-            background.append(start_hub_sync(settings, repo, files, base_store, packer))
+            sealer = store.keyring if isinstance(store, EncryptedStore) else None
+            background.append(start_hub_sync(settings, repo, files, base_store, packer, sealer))
         except Exception:
             store.close()
             repo.close()

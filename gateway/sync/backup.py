@@ -11,10 +11,16 @@ Remote layout, in the folder ``WEBDAV_URL`` (created with MKCOL when missing)::
     hfdav-meta-20260101T120000.123Z-000042-0123456789abcdef.sqlite3.gz
                ^ UTC time taken (ms)   ^ seq  ^ first 16 hex of the sha256 of the file
 
-``seq`` grows by one per generation (the order does not depend on clocks). Each upload is
+``seq`` grows by one per generation (the order does not depend on clocks). With client-side
+encryption (the database holds an encryption key record) the file is **sealed** and its name ends
+in ``.sqlite3.gz.sealed``: the line :data:`SEALED_MAGIC`, the key record (one JSON line; no secret
+in it, the same record the dataset repo's ``hfdav.json`` shows), then the gzip sealed with
+``purpose="backup"`` (docs/ENCRYPTION.md). Restoring it needs ``HFDAV_ENCRYPTION_KEY``; an
+encrypted database is never uploaded in clear. Each upload is
 downloaded again and its sha256 compared before older generations are pruned; the newest
 :data:`KEEP_GENERATIONS` stay. A snapshot identical to the newest generation is not uploaded
-again, so an idle gateway does not churn generations.
+again, so an idle gateway does not churn generations (sealing is randomized, so for sealed
+generations the comparison uses the plaintext hash this process last uploaded).
 
 :meth:`MetadataBackup.restore_latest` puts the newest generation that passes every check
 (hash in its name, gzip CRC, SQLite ``integrity_check``, a ``nodes`` table) in place of the
@@ -29,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import json
 import logging
 import os
 import re
@@ -37,6 +44,7 @@ import sqlite3
 import tempfile
 import threading
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,7 +52,8 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import httpx2
 
-from gateway.errors import HfdavError
+from gateway.errors import HfdavError, IntegrityError
+from gateway.sync.repofmt import BlobSealer
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +68,14 @@ RETRY_FIRST_S = 30
 #: Bytes per read when streaming files.
 IO_BLOCK = 1 << 20
 
-NAME_RE = re.compile(r"^hfdav-meta-(\d{8}T\d{6}\.\d{3}Z)-(\d{6,})-([0-9a-f]{16})\.sqlite3\.gz$")
+NAME_RE = re.compile(r"^hfdav-meta-(\d{8}T\d{6}\.\d{3}Z)-(\d{6,})-([0-9a-f]{16})\.sqlite3\.gz(\.sealed)?$")
+#: First line of a sealed generation (then the key record as one JSON line, then the sealed gzip).
+SEALED_MAGIC = b"hfdav-sealed-metadata-backup 1\n"
+SEALED_SUFFIX = ".sealed"
+#: ``purpose`` bound into a sealed backup (a journal file or snapshot cannot pass for one).
+BACKUP_PURPOSE = "backup"
+#: Database setting holding the encryption key record (written by the gateway at its first start).
+ENCRYPTION_SETTING = "encryption"
 _SQLITE_URL_RE = re.compile(r"^sqlite(\+\w+)?:///(?P<path>[^?]+)")
 
 _PROPFIND_BODY = (
@@ -72,6 +88,16 @@ class BackupError(HfdavError):
     """The remote server refused, the network failed, or a copy did not verify."""
 
     transient = True
+
+
+class BackupKeyError(BackupError):
+    """A sealed backup cannot be opened or made: no key, or the wrong one (a settings problem)."""
+
+    transient = False
+
+
+#: Turns a key record into the sealer of that record (raises on a wrong key).
+Unlocker = Callable[[dict], BlobSealer]
 
 
 def sqlite_path(database_url: str) -> Path | None:
@@ -90,6 +116,7 @@ class Generation:
     taken_at: datetime
     seq: int
     sha_prefix: str
+    sealed: bool = False
 
     @classmethod
     def parse(cls, name: str) -> Generation | None:
@@ -97,15 +124,17 @@ class Generation:
         if not m:
             return None
         taken = datetime.strptime(m.group(1), "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC)
-        return cls(name, taken, int(m.group(2)), m.group(3))
+        return cls(name, taken, int(m.group(2)), m.group(3), bool(m.group(4)))
 
     @classmethod
-    def make(cls, seq: int, sha256_hex: str, now: datetime) -> Generation:
+    def make(cls, seq: int, sha256_hex: str, now: datetime, *, sealed: bool = False) -> Generation:
         # milliseconds: boot compares this time with the repo's last commit, often a second apart
         now = now.astimezone(UTC)
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)
         stamp = f"{now:%Y%m%dT%H%M%S}.{now.microsecond // 1000:03d}Z"
-        return cls(f"hfdav-meta-{stamp}-{seq:06d}-{sha256_hex[:16]}.sqlite3.gz", now, seq, sha256_hex[:16])
+        suffix = SEALED_SUFFIX if sealed else ""
+        name = f"hfdav-meta-{stamp}-{seq:06d}-{sha256_hex[:16]}.sqlite3.gz{suffix}"
+        return cls(name, now, seq, sha256_hex[:16], sealed)
 
 
 class WebDavFolder:
@@ -220,15 +249,59 @@ def check_database(path: Path) -> None:
         raise BackupError("no nodes table: not an hfdav metadata database")
 
 
-class MetadataBackup:
-    """Snapshots of one SQLite database, kept as generations in one remote folder."""
+def database_key_record(path: Path) -> dict | None:
+    """The encryption key record a database copy holds (None: the database is not encrypted)."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+            row = conn.execute("SELECT value FROM settings WHERE key = ?", (ENCRYPTION_SETTING,)).fetchone()
+    except sqlite3.OperationalError:  # no settings table: a database never opened by the gateway
+        return None
+    except sqlite3.Error as exc:
+        raise BackupError(f"cannot read the database copy: {exc}") from exc
+    if row is None or not row[0]:
+        return None
+    try:
+        record = json.loads(row[0])
+    except ValueError as exc:
+        raise BackupError(f"the database's encryption key record is not JSON: {exc}") from exc
+    if not isinstance(record, dict):
+        raise BackupError("the database's encryption key record is not a JSON object")
+    return record
 
-    def __init__(self, db_path: Path, folder: WebDavFolder, *, keep: int = KEEP_GENERATIONS, clock=None):
+
+def keyring_unlocker(secret) -> Unlocker:
+    """An :data:`Unlocker` for ``HFDAV_ENCRYPTION_KEY`` (the keyring is the sealer)."""
+    from gateway.crypto_keys import Keyring
+
+    return lambda record: Keyring.unlock(secret, record, where="the metadata backup")
+
+
+class MetadataBackup:
+    """Snapshots of one SQLite database, kept as generations in one remote folder.
+
+    ``unlock`` (given when ``HFDAV_ENCRYPTION_KEY`` is set) turns the key record of an encrypted
+    database into the sealer of its backups. An encrypted database is backed up sealed, or not
+    at all; a sealed generation is restored only through ``unlock``.
+    """
+
+    def __init__(
+        self,
+        db_path: Path,
+        folder: WebDavFolder,
+        *,
+        keep: int = KEEP_GENERATIONS,
+        clock=None,
+        unlock: Unlocker | None = None,
+    ):
         self.db_path = Path(db_path)
         self.folder = folder
         self.keep = keep
         self._clock = clock or (lambda: datetime.now(UTC))
         self._folder_ready = False
+        self._unlock = unlock
+        self._sealers: dict[str, BlobSealer] = {}
+        #: (name, plaintext sha256) of the newest sealed generation this process uploaded.
+        self._last_sealed: tuple[str, str] | None = None
 
     @classmethod
     def from_settings(cls, settings) -> MetadataBackup | None:
@@ -239,7 +312,25 @@ class MetadataBackup:
         if path is None:
             return None
         folder = WebDavFolder(settings.webdav_url, settings.webdav_username, settings.webdav_password)
-        return cls(path, folder)
+        key = getattr(settings, "encryption_key", None)
+        return cls(path, folder, unlock=keyring_unlocker(key) if key is not None else None)
+
+    def _sealer(self, record: dict) -> BlobSealer:
+        """The sealer of ``record`` (unlocked once per record: a passphrase costs a scrypt run)."""
+        if self._unlock is None:
+            raise BackupKeyError(
+                "the metadata database is encrypted (client-side encryption): set HFDAV_ENCRYPTION_KEY "
+                "to seal or open its backups"
+            )
+        ident = json.dumps(record, sort_keys=True)
+        sealer = self._sealers.get(ident)
+        if sealer is None:
+            try:
+                sealer = self._unlock(record)
+            except HfdavError as exc:  # a wrong key: ConfigError
+                raise BackupKeyError(str(exc)) from exc
+            self._sealers[ident] = sealer
+        return sealer
 
     def close(self) -> None:
         self.folder.close()
@@ -250,13 +341,20 @@ class MetadataBackup:
         return sorted(found, key=lambda g: g.seq, reverse=True)
 
     def snapshot(self, dest: Path) -> str:
-        """Write a gzip of a consistent copy of the database to ``dest``; returns its sha256."""
+        """Write a gzip of a consistent copy of the database to ``dest`` (sealed if the database
+        is encrypted); returns the sha256 of ``dest``."""
+        return self._snapshot(dest)[0]
+
+    def _snapshot(self, dest: Path) -> tuple[str, str, bool]:
+        """``(sha256 of dest, sha256 of the gzip before sealing, sealed)``."""
         if not self.db_path.exists():
             raise BackupError(f"no database at {self.db_path}")
         raw = dest.with_suffix(".raw")
+        record = None
         try:
             with contextlib.closing(sqlite3.connect(self.db_path, timeout=60)) as conn:
                 conn.execute("VACUUM INTO ?", (str(raw),))
+            record = database_key_record(raw)
             # mtime=0 and no file name: identical databases give identical files (and hashes)
             with raw.open("rb") as src, dest.open("wb") as out, gzip.GzipFile(
                 filename="", mode="wb", fileobj=out, mtime=0
@@ -266,7 +364,40 @@ class MetadataBackup:
             raise BackupError(f"snapshot of {self.db_path} failed: {exc}") from exc
         finally:
             raw.unlink(missing_ok=True)
-        return _sha256_of(dest)
+        plain_sha = _sha256_of(dest)
+        if record is None:
+            if self._unlock is not None:
+                raise BackupKeyError(
+                    "HFDAV_ENCRYPTION_KEY is set but the metadata database holds no encryption key record "
+                    "(the gateway writes it at its first start): not uploading it in clear"
+                )
+            return plain_sha, plain_sha, False
+        sealed = self._sealer(record).seal_blob(dest.read_bytes(), purpose=BACKUP_PURPOSE)
+        with dest.open("wb") as out:
+            out.write(SEALED_MAGIC)
+            out.write(json.dumps(record, sort_keys=True, separators=(",", ":")).encode() + b"\n")
+            out.write(sealed)
+        return _sha256_of(dest), plain_sha, True
+
+    def _unseal(self, packed: Path) -> None:
+        """Turn the downloaded sealed generation ``packed`` back into its gzip, in place."""
+        data = packed.read_bytes()
+        if not data.startswith(SEALED_MAGIC):
+            raise BackupError("named sealed, but not a sealed hfdav backup")
+        line_end = data.find(b"\n", len(SEALED_MAGIC))
+        if line_end < 0:
+            raise BackupError("damaged key record")
+        try:
+            record = json.loads(data[len(SEALED_MAGIC) : line_end])
+        except ValueError as exc:
+            raise BackupError(f"damaged key record: {exc}") from exc
+        if not isinstance(record, dict):
+            raise BackupError("damaged key record")
+        sealer = self._sealer(record)
+        try:
+            packed.write_bytes(sealer.open_blob(data[line_end + 1 :], purpose=BACKUP_PURPOSE))
+        except IntegrityError as exc:
+            raise BackupError(f"{exc}") from exc
 
     def backup_once(self) -> Generation | None:
         """Take a snapshot, upload it, verify it, prune old generations.
@@ -277,15 +408,17 @@ class MetadataBackup:
         """
         with tempfile.TemporaryDirectory(prefix="hfdav-backup-") as tmp:
             local = Path(tmp, "snapshot.sqlite3.gz")
-            sha = self.snapshot(local)
+            sha, plain_sha, sealed = self._snapshot(local)
             if not self._folder_ready:
                 self.folder.ensure()
                 self._folder_ready = True
             existing = self.generations()
-            if existing and existing[0].sha_prefix == sha[:16]:
+            if existing and (
+                existing[0].sha_prefix == sha[:16] or (sealed and self._last_sealed == (existing[0].name, plain_sha))
+            ):
                 log.debug("metadata unchanged since backup %s", existing[0].name)
                 return None
-            gen = Generation.make((existing[0].seq + 1) if existing else 1, sha, self._clock())
+            gen = Generation.make((existing[0].seq + 1) if existing else 1, sha, self._clock(), sealed=sealed)
             self.folder.put(gen.name, local)
             copy = Path(tmp, "verify")
             try:
@@ -297,6 +430,8 @@ class MetadataBackup:
                 self._delete_quietly(gen.name)
                 raise BackupError(f"backup {gen.name} came back with sha256 {got[:16]}…, expected {sha[:16]}…")
             size = local.stat().st_size
+        if sealed:
+            self._last_sealed = (gen.name, plain_sha)
         self._prune([gen, *existing])
         log.info("metadata backed up as %s (%d bytes, verified)", gen.name, size)
         return gen
@@ -320,7 +455,8 @@ class MetadataBackup:
         generation that verifies; returns it, or None when the folder holds no generation.
 
         The caller makes sure no process has the database open. Raises :class:`BackupError`
-        when the server cannot be reached or no generation verifies.
+        when the server cannot be reached or no generation verifies, and :class:`BackupKeyError`
+        at once when a sealed generation cannot be opened for want of the right key.
         """
         dest = Path(dest or self.db_path)
         generations = self.generations()
@@ -335,12 +471,16 @@ class MetadataBackup:
                     sha = self.folder.download(gen.name, packed)
                     if sha[:16] != gen.sha_prefix:
                         raise BackupError(f"sha256 {sha[:16]} does not match its name")
+                    if gen.sealed:
+                        self._unseal(packed)
                     try:
                         with gzip.open(packed, "rb") as src, unpacked.open("wb") as out:
                             shutil.copyfileobj(src, out, IO_BLOCK)
                     except (OSError, EOFError) as exc:
                         raise BackupError(f"damaged gzip: {exc}") from exc
                     check_database(unpacked)
+                except BackupKeyError:
+                    raise
                 except BackupError as exc:
                     log.warning("backup %s not usable: %s", gen.name, exc)
                     problems.append(f"{gen.name}: {exc}")

@@ -37,7 +37,7 @@ from gateway.store.hub import Add, HubClient, HubError, HubStore, Upload, object
 from gateway.store.writeback import WriteBackStore
 from gateway.sync.budget import CommitBudget
 from gateway.sync.mirror import Mirror
-from gateway.sync.repofmt import Entry, JournalFile, PackRecord, journal_path
+from gateway.sync.repofmt import Entry, JournalFile, MetadataCodec, PackRecord, journal_path
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,7 @@ class Committer:
         snapshot_every: int = SNAPSHOT_EVERY_BATCHES,
         tmp_dir=None,
         clock: Callable[[], float] = time.monotonic,
+        codec: MetadataCodec | None = None,
     ):
         self.repo = repo
         self.wb = wb
@@ -121,6 +122,12 @@ class Committer:
         self.snapshot_every = snapshot_every
         self.tmp_dir = tmp_dir
         self._clock = clock
+        #: How journal files and snapshots are written (sealed or in clear); set from the repo's
+        #: manifest before :meth:`start`.
+        self.codec = codec or MetadataCodec()
+        #: A snapshot is wanted even if one exists for the current batch (the metadata was just
+        #: sealed: the snapshot replaces the journal files and snapshot still in clear).
+        self.resnapshot = False
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -385,7 +392,7 @@ class Committer:
             return True
         adds = list(batch.adds.values())
         if batch.journal is not None:
-            adds.append(Add(journal_path(batch.journal.batch), data=batch.journal.encode()))
+            adds.append(Add(journal_path(batch.journal.batch), data=self.codec.journal_bytes(batch.journal)))
         message = _message(batch)
         description = f"hfdav-batch: {batch.id}"
         parent = self.head
@@ -502,6 +509,8 @@ class Committer:
 
     # -- snapshots ----------------------------------------------------------------------------
     def snapshot_due(self) -> bool:
+        if self.resnapshot and self.mirror.batch > 0:
+            return True
         return self.mirror.batch - self.last_snapshot_batch >= self.snapshot_every
 
     def snapshot_overdue(self) -> bool:

@@ -25,6 +25,7 @@ in a Hub commit.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import threading
@@ -43,9 +44,14 @@ from gateway.sync.mirror import Mirror, RepoFiles
 from gateway.sync.repofmt import (
     GITATTRIBUTES,
     MANIFEST,
+    METADATA_SEALED,
+    SEALED_FORMAT_VERSION,
+    BlobSealer,
     FormatError,
+    MetadataCodec,
     check_manifest,
     make_manifest,
+    manifest_sealed_from,
     with_lfs_attributes,
 )
 from gateway.sync.uploader import DEFAULT_WORKERS, Uploader
@@ -99,7 +105,10 @@ class HubSync:
         linger: float | None = None,
         sync_timeout: float = SYNC_TIMEOUT_S,
         encryption_record: dict | None = None,
+        sealer: BlobSealer | None = None,
     ):
+        """``sealer`` (client-side encryption: the keyring) seals the journal files and snapshots
+        written to the repo and opens those read from it; None: the repo's metadata is in clear."""
         self.repo = repo
         self.wb = wb
         self.store = store
@@ -111,6 +120,8 @@ class HubSync:
         self.ids_are_sha256 = ids_are_sha256
         self.sync_timeout = sync_timeout
         self.encryption_record = encryption_record
+        self.sealer = sealer
+        self.codec = MetadataCodec()
         self.collect_garbage = collect_garbage
         self.mirror = Mirror(self.state_dir / "mirror.sqlite3", client.repo_id)
         self.budget = CommitBudget(commits_per_hour, commit_burst)
@@ -156,9 +167,49 @@ class HubSync:
                 raise FormatError(
                     f"the repo {self.client.repo_id} is encrypted under another key record than this data dir's"
                 )
+            sealed_from = manifest_sealed_from(doc)
+            if sealed_from is not None and self.sealer is None:
+                raise FormatError(
+                    f"the metadata of the repo {self.client.repo_id} is sealed (client-side encryption): "
+                    "set HFDAV_ENCRYPTION_KEY"
+                )
+            if sealed_from is None and self.sealer is not None:
+                if not doc.get("encryption"):
+                    raise FormatError(f"the repo {self.client.repo_id} is not encrypted, but this gateway is")
+                head, sealed_from = self._seal_metadata(head, doc, found)
         else:
             head = self._initialize(head, found)
+            sealed_from = 1 if self.sealer is not None else None
+        if sealed_from is not None:
+            self.codec = MetadataCodec(self.sealer, sealed_from)
+        self.committer.codec = self.codec
         return head, RepoFiles.list(self.client, head)
+
+    def _seal_metadata(self, head: str, doc: dict, found: dict) -> tuple[str, int]:
+        """An encrypted repo whose metadata is still in clear (written before sealing existed):
+        from the next journal batch on, journal files and snapshots are sealed, and a snapshot
+        soon replaces the files in clear (earlier commits of the history keep them until
+        ``hfdav gc --squash``). Returns the new head and the first sealed batch."""
+        from gateway.store.hub import Add
+
+        sealed_from = RepoFiles.list(self.client, head).last_batch + 1
+        doc = {**doc, "version": SEALED_FORMAT_VERSION, "metadata": METADATA_SEALED, "sealed_from": sealed_from}
+        adds = [Add(MANIFEST, data=(json.dumps(doc, indent=2) + "\n").encode())]
+        current = ""
+        if GITATTRIBUTES in found:
+            current = self.client.read_file(GITATTRIBUTES, revision=head).decode("utf-8", "replace")
+        attributes = with_lfs_attributes(current, sealed=True)
+        if attributes is not None:
+            adds.append(Add(GITATTRIBUTES, data=attributes.encode()))
+        head = self.client.commit(adds, [], message="hfdav: seal the metadata", parent=head)
+        self.committer.resnapshot = True
+        log.warning(
+            "the metadata of the encrypted repo %s was in clear: sealed from journal batch %d on; a snapshot "
+            "replaces the files in clear, and `hfdav gc --squash` removes them from the history",
+            self.client.repo_id,
+            sealed_from,
+        )
+        return head, sealed_from
 
     def _initialize(self, head: str, found: dict) -> str:
         for remote in self.client.list_files(None, revision=head):
@@ -179,10 +230,11 @@ class HubSync:
                     chunk_size=self.chunk_size,
                     object_ids="sha256" if self.ids_are_sha256 else "keyed",
                     encryption=self.encryption_record,
+                    sealed_from=1 if self.sealer is not None else None,
                 ),
             )
         ]
-        attributes = with_lfs_attributes(current)
+        attributes = with_lfs_attributes(current, sealed=self.sealer is not None)
         if attributes is not None:
             adds.append(Add(GITATTRIBUTES, data=attributes.encode()))
         head = self.client.commit(adds, [], message="hfdav: initialize the repo", parent=head)
@@ -227,7 +279,7 @@ class HubSync:
         if self.repo.is_pristine() and not files.is_empty():
             self._restore_from_repo(head, files)
         else:
-            self.mirror.catch_up(self.client, head, files)
+            self.mirror.catch_up(self.client, head, files, self.codec)
             self._settle_journal(head)
         self.repo.unpin_objects(None)
         self._settle_objects(head)
@@ -235,7 +287,7 @@ class HubSync:
 
     def _restore_from_repo(self, head: str, files: RepoFiles) -> None:
         log.info("the metadata database is empty: restoring it from the dataset repo %s", self.client.repo_id)
-        self.mirror.catch_up(self.client, head, files)
+        self.mirror.catch_up(self.client, head, files, self.codec)
         self.restored_nodes = copy_metadata(self.mirror.repo, self.repo, journal_base=(self.mirror.seq, head))
         log.info("restored %d files and folders from the repo (journal seq %d)", self.restored_nodes, self.mirror.seq)
 

@@ -24,6 +24,7 @@ from gateway.sync.repofmt import (
     JOURNAL_DIR,
     SNAPSHOT_DIR,
     JournalFile,
+    MetadataCodec,
     SnapshotHeader,
     SnapshotReader,
     journal_batch,
@@ -120,15 +121,15 @@ class Mirror:
         if jf is not None:
             self._mark(jf.batch, max(jf.through, self.seq))
 
-    def catch_up(self, client: HubClient, revision: str, files: RepoFiles) -> None:
-        """Make the mirror equal the repo at ``revision``."""
+    def catch_up(self, client: HubClient, revision: str, files: RepoFiles, codec: MetadataCodec | None = None) -> None:
+        """Make the mirror equal the repo at ``revision`` (its files read through ``codec``)."""
         other_repo = (self.repo.get_setting(KEY_REPO) or self.repo_id) != self.repo_id
         behind_snapshot = files.latest_snapshot > self.batch
         ahead = self.batch > files.last_batch
         if other_repo or ahead or (behind_snapshot and self.batch > 0):
             log.info("the metadata mirror does not match the repo: loading it again")
             self.reset()
-        load_repo(self.replayer, client, revision, files, after_batch=self.batch, mark=self._mark)
+        load_repo(self.replayer, client, revision, files, after_batch=self.batch, mark=self._mark, codec=codec)
 
     # -- snapshots ----------------------------------------------------------------------------
     def write_snapshot(self, target: Path, props_source: MetadataRepository, *, at: float) -> SnapshotHeader:
@@ -160,15 +161,19 @@ def load_repo(
     *,
     after_batch: int = 0,
     mark=None,
+    codec: MetadataCodec | None = None,
 ) -> tuple[int, int]:
     """Replay the repo into ``replayer``'s database: its newest snapshot if the database is
-    empty (``after_batch`` 0), then every journal file after. Returns ``(batch, seq)`` reached."""
+    empty (``after_batch`` 0), then every journal file after. Returns ``(batch, seq)`` reached.
+    ``codec`` opens sealed files (default: files in clear)."""
+    codec = codec or MetadataCodec()
     batch, seq = after_batch, 0
     with tempfile.TemporaryDirectory(prefix="hfdav-load-") as tmp:
         if after_batch == 0 and files.latest_snapshot:
             batch = files.latest_snapshot
             local = Path(tmp) / "snapshot.jsonl.gz"
             client.download(snapshot_path(batch), local, revision=revision)
+            codec.open_snapshot(batch, local)
             snap = SnapshotReader(local)
             n = replayer.load_snapshot(snap)
             seq = snap.header.seq
@@ -177,7 +182,7 @@ def load_repo(
                 mark(batch, seq)
         todo = sorted(b for b in files.journals if b > batch)
         for b in todo:
-            jf = JournalFile.decode(client.read_file(journal_path(b), revision=revision))
+            jf = codec.read_journal(b, client.read_file(journal_path(b), revision=revision))
             replayer.apply_file(jf)
             batch, seq = b, max(seq, jf.through)
             if mark is not None:

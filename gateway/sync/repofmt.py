@@ -14,6 +14,10 @@ written by hfdav holds:
 ``snapshots/<batch>.jsonl.gz``
     The whole tree as of journal batch ``<batch>``; a rebuild loads the newest snapshot and
     replays the journal files with a higher batch number.
+
+With client-side encryption the repo's metadata is **sealed** (format version 2,
+``"metadata": "sealed"`` in ``hfdav.json``): every journal file and snapshot is a sealed blob
+(:class:`MetadataCodec`), so names, sizes, times and properties never reach the repo in clear.
 """
 
 from __future__ import annotations
@@ -25,14 +29,25 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
+from gateway.crypto_keys import BLOB_MAGIC
 from gateway.errors import ConfigError
 from gateway.meta.repo import ObjectRecord, TreeRecord
 
 FORMAT_NAME = "hfdav-dataset-repo"
-#: Version of the repo layout and of the journal/snapshot files this code writes and reads.
-FORMAT_VERSION = 1
+#: Highest repo format version this code reads. Version 1: journal files and snapshots in clear;
+#: version 2: the same files sealed (client-side encryption). Unencrypted repos stay version 1.
+FORMAT_VERSION = 2
+PLAIN_FORMAT_VERSION = 1
+SEALED_FORMAT_VERSION = 2
+#: Version of the lines inside journal files and snapshots (the same in both repo versions).
+CONTENT_VERSION = 1
+#: ``metadata`` value in ``hfdav.json`` of a repo whose journal files and snapshots are sealed.
+METADATA_SEALED = "sealed"
+#: ``purpose`` bound into sealed journal files and snapshots (one cannot pass for the other).
+JOURNAL_PURPOSE = "journal"
+SNAPSHOT_PURPOSE = "snapshot"
 MANIFEST = "hfdav.json"
 GITATTRIBUTES = ".gitattributes"
 JOURNAL_DIR = "journal"
@@ -43,6 +58,8 @@ LFS_ATTRIBUTES = (
     "objects/** filter=lfs diff=lfs merge=lfs -text",
     "snapshots/** filter=lfs diff=lfs merge=lfs -text",
 )
+#: In a sealed repo journal files are binary too: LFS, like every other binary file.
+SEALED_LFS_ATTRIBUTES = ("journal/** filter=lfs diff=lfs merge=lfs -text",)
 
 _JOURNAL_RE = re.compile(r"^journal/(\d{10})\.jsonl$")
 _SNAPSHOT_RE = re.compile(r"^snapshots/(\d{10})\.jsonl\.gz$")
@@ -80,13 +97,20 @@ def _iso(ts: float) -> str:
 
 # -- manifest -------------------------------------------------------------------------------
 def make_manifest(
-    *, chunk_size: int, object_ids: str, encryption: dict | None = None, now: float | None = None
+    *,
+    chunk_size: int,
+    object_ids: str,
+    encryption: dict | None = None,
+    now: float | None = None,
+    sealed_from: int | None = None,
 ) -> bytes:
     """``object_ids``: ``sha256`` (content hashes) or ``keyed`` (client-side encryption);
-    ``encryption``: the key record (no secret in it: scheme, KDF parameters, salt, key check)."""
-    doc = {
+    ``encryption``: the key record (no secret in it: scheme, KDF parameters, salt, key check).
+    ``sealed_from``: the metadata is sealed (format version 2) from this journal batch on
+    (1 for a repo sealed from its start); None: in clear (format version 1)."""
+    doc: dict[str, Any] = {
         "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
+        "version": PLAIN_FORMAT_VERSION if sealed_from is None else SEALED_FORMAT_VERSION,
         "created_at": _iso(now or time.time()),
         "chunk_size": chunk_size,
         "object_ids": object_ids,
@@ -97,7 +121,24 @@ def make_manifest(
             "snapshots": "snapshots/<batch>.jsonl.gz",
         },
     }
+    if sealed_from is not None:
+        doc["metadata"] = METADATA_SEALED
+        doc["sealed_from"] = sealed_from
     return (json.dumps(doc, indent=2) + "\n").encode()
+
+
+def manifest_sealed_from(doc: dict[str, Any]) -> int | None:
+    """The first sealed journal batch of a repo whose manifest is ``doc``; None: in clear."""
+    if doc.get("metadata") != METADATA_SEALED:
+        if doc.get("version", PLAIN_FORMAT_VERSION) >= SEALED_FORMAT_VERSION:
+            raise FormatError(f"{MANIFEST} of format version {doc.get('version')} names no sealed metadata")
+        return None
+    if not doc.get("encryption"):
+        raise FormatError(f"{MANIFEST} says the metadata is sealed but holds no encryption key record")
+    sealed_from = doc.get("sealed_from", 1)
+    if not isinstance(sealed_from, int) or sealed_from < 1:
+        raise FormatError(f"{MANIFEST}: sealed_from {sealed_from!r} is not a batch number")
+    return sealed_from
 
 
 def check_manifest(data: bytes) -> dict[str, Any]:
@@ -117,10 +158,12 @@ def check_manifest(data: bytes) -> dict[str, Any]:
     return doc
 
 
-def with_lfs_attributes(current: str) -> str | None:
-    """``current`` ``.gitattributes`` plus :data:`LFS_ATTRIBUTES`; None if nothing is missing."""
+def with_lfs_attributes(current: str, *, sealed: bool = False) -> str | None:
+    """``current`` ``.gitattributes`` plus :data:`LFS_ATTRIBUTES` (and, for a sealed repo,
+    :data:`SEALED_LFS_ATTRIBUTES`); None if nothing is missing."""
     lines = current.splitlines()
-    missing = [line for line in LFS_ATTRIBUTES if line not in lines]
+    wanted = LFS_ATTRIBUTES + (SEALED_LFS_ATTRIBUTES if sealed else ())
+    missing = [line for line in wanted if line not in lines]
     if not missing:
         return None
     text = current if current.endswith("\n") or not current else current + "\n"
@@ -158,7 +201,7 @@ class JournalFile:
     at: float = 0.0
 
     def encode(self) -> bytes:
-        header = {"v": FORMAT_VERSION, "batch": self.batch, "through": self.through, "at": self.at or time.time()}
+        header = {"v": CONTENT_VERSION, "batch": self.batch, "through": self.through, "at": self.at or time.time()}
         if self.entries:
             header["seqs"] = [self.entries[0].seq, self.entries[-1].seq]
         lines = [json.dumps(header, separators=(",", ":"))]
@@ -180,8 +223,8 @@ class JournalFile:
         if not lines:
             raise FormatError("empty journal file")
         header = json.loads(lines[0])
-        if header.get("v", 0) > FORMAT_VERSION:
-            raise FormatError(f"journal file of format version {header.get('v')} (newer than {FORMAT_VERSION})")
+        if header.get("v", 0) > CONTENT_VERSION:
+            raise FormatError(f"journal file of format version {header.get('v')} (newer than {CONTENT_VERSION})")
         out = cls(batch=int(header["batch"]), through=int(header["through"]), at=float(header.get("at", 0)))
         for line in lines[1:]:
             item = json.loads(line)
@@ -211,7 +254,7 @@ def write_snapshot(
     """Stream a snapshot into ``target`` (gzip'd JSON lines); returns the number of nodes."""
     n = 0
     with gzip.open(target, "wt", encoding="utf-8", compresslevel=6) as out:
-        _line(out, {"v": FORMAT_VERSION, "snapshot": header.batch, "seq": header.seq, "at": header.at})
+        _line(out, {"v": CONTENT_VERSION, "snapshot": header.batch, "seq": header.seq, "at": header.at})
         for t in tree:
             _line(
                 out,
@@ -249,8 +292,8 @@ class SnapshotReader:
             first = json.loads(f.readline() or "{}")
         if "snapshot" not in first:
             raise FormatError(f"{path.name} is not an hfdav snapshot")
-        if first.get("v", 0) > FORMAT_VERSION:
-            raise FormatError(f"snapshot of format version {first.get('v')} (newer than {FORMAT_VERSION})")
+        if first.get("v", 0) > CONTENT_VERSION:
+            raise FormatError(f"snapshot of format version {first.get('v')} (newer than {CONTENT_VERSION})")
         self.header = SnapshotHeader(int(first["snapshot"]), int(first["seq"]), float(first.get("at", 0)))
 
     def _items(self, key: str) -> Iterator[list]:
@@ -273,3 +316,64 @@ class SnapshotReader:
 
     def properties(self) -> Iterator[tuple[str, str, str]]:
         yield from ((path, name, value) for path, name, value in self._items("p"))
+
+
+# -- sealing --------------------------------------------------------------------------------
+class BlobSealer(Protocol):
+    """Seals and opens whole metadata blobs (:class:`gateway.crypto_keys.Keyring` is one)."""
+
+    def seal_blob(self, data: bytes, *, purpose: str) -> bytes: ...
+
+    def open_blob(self, blob: bytes, *, purpose: str) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class MetadataCodec:
+    """How journal files and snapshots travel to and from the repo: in clear (no ``sealer``,
+    format version 1), or sealed with ``sealer`` (format version 2).
+
+    ``sealed_from``: the first journal batch written sealed. A repo encrypted before its metadata
+    was sealed keeps clear files below that batch until a snapshot replaces them; from that batch
+    on a file in clear is refused (someone with write access to the repo could forge it).
+    """
+
+    sealer: BlobSealer | None = None
+    sealed_from: int = 1
+
+    @property
+    def sealed(self) -> bool:
+        return self.sealer is not None
+
+    def journal_bytes(self, jf: JournalFile) -> bytes:
+        """The repo file of ``jf``."""
+        data = jf.encode()
+        return self.sealer.seal_blob(data, purpose=JOURNAL_PURPOSE) if self.sealer is not None else data
+
+    def read_journal(self, batch: int, data: bytes) -> JournalFile:
+        """The journal file ``batch`` from its repo bytes (IntegrityError if a sealed one fails
+        to open, FormatError if it cannot be read at all)."""
+        return JournalFile.decode(self._open(batch, data, JOURNAL_PURPOSE))
+
+    def seal_snapshot(self, path: Path) -> None:
+        """Turn the snapshot file ``path`` (as :func:`write_snapshot` made it) into its repo form."""
+        if self.sealer is not None:
+            path.write_bytes(self.sealer.seal_blob(path.read_bytes(), purpose=SNAPSHOT_PURPOSE))
+
+    def open_snapshot(self, batch: int, path: Path) -> None:
+        """Turn the downloaded snapshot ``path`` of ``batch`` back into what :class:`SnapshotReader` reads."""
+        if self.sealer is None:
+            with path.open("rb") as f:
+                if f.read(len(BLOB_MAGIC)) == BLOB_MAGIC:
+                    raise FormatError(f"{snapshot_path(batch)} is sealed, but the repo's metadata is not")
+            return
+        path.write_bytes(self._open(batch, path.read_bytes(), SNAPSHOT_PURPOSE))
+
+    def _open(self, batch: int, data: bytes, purpose: str) -> bytes:
+        is_blob = data[: len(BLOB_MAGIC)] == BLOB_MAGIC
+        if self.sealer is None:
+            if is_blob:
+                raise FormatError(f"the {purpose} file of batch {batch} is sealed, but the repo's metadata is not")
+            return data
+        if is_blob or batch >= self.sealed_from:
+            return self.sealer.open_blob(data, purpose=purpose)
+        return data  # written in clear before the repo's metadata was sealed
