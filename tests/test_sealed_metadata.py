@@ -17,7 +17,7 @@ from gateway.errors import IntegrityError
 from gateway.sync.hubsync import HubSync
 from gateway.sync.repofmt import Entry, FormatError, JournalFile, MetadataCodec, PackRecord
 from tests.hub_emulator import HubEmulator
-from tests.hub_fixtures import REPO, emulator_fixture, hub_env, hub_sync, in_process_gateway  # noqa: F401
+from tests.hub_fixtures import REPO, TOKEN, emulator_fixture, hub_env, hub_sync, in_process_gateway  # noqa: F401
 
 KEY = {"HFDAV_ENCRYPTION_KEY": "passphrase:correct horse battery staple"}
 MiB = 1 << 20
@@ -97,6 +97,12 @@ def test_sealed_repo_shows_no_name_and_rebuilds_with_the_key(emulator: HubEmulat
     for path in head:
         if path.startswith(("journal/", "snapshots/")):
             assert emulator.read_file(REPO, path)[:4] == b"HFDB", f"{path} is not sealed"
+    from huggingface_hub import HfApi
+
+    listing = HfApi(endpoint=emulator.url, token=TOKEN).list_repo_tree(REPO, repo_type="dataset", recursive=True)
+    for entry in listing:
+        if entry.path.startswith(("journal/", "snapshots/")):
+            assert getattr(entry, "lfs", None) is not None, f"{entry.path} (binary) is not an LFS file"
 
     files = _every_file_in_history(emulator)
     assert any(p.startswith("journal/") for _c, p in files) and any(p.startswith("snapshots/") for _c, p in files)
