@@ -195,7 +195,9 @@ class Bench:
                 settle()
                 for key, body in (("propfind_all", b""), ("propfind_named", NAMED_PROPS)):
                     sizes: list[int] = []
-                    wall, cpu = self.measure(srv, lambda b: sizes.append(self._propfind(srv, folder, b, n)), body)
+                    wall, cpu = self.measure(
+                        srv, lambda b, srv=srv, sizes=sizes: sizes.append(self._propfind(srv, folder, b, n)), body
+                    )
                     self.record(key, srv, wall * 1000)
                     self.record(f"{key}_cpu", srv, cpu * 1000)
                     if rep == 0:

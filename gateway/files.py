@@ -472,7 +472,8 @@ class FileService:
                 parts.append(Extent(offset, chunk.object_id, 0, chunk.size))
                 offset += chunk.size
                 existing = self.repo.get_object(chunk.object_id)
-                if existing is not None and existing.state != "deleting" and (existing.refcount > 0 or existing.pack_id):
+                live = existing is not None and (existing.refcount > 0 or existing.pack_id)
+                if live and existing.state != "deleting":
                     chunk.path.unlink(missing_ok=True)  # identical chunk already stored: dedup
                 else:
                     self.store.adopt(chunk.object_id, chunk.path, chunk.size)

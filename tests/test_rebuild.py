@@ -180,7 +180,8 @@ def test_one_process_per_data_dir(emulator: HubEmulator, tmp_path: Path):
     env = hub_env(emulator, tmp_path / "data")
     with in_process_gateway(env):
         run_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
-        second = subprocess.run([sys.executable, "-m", "gateway.cli", "gc"], env=run_env, capture_output=True, text=True)
+        command = [sys.executable, "-m", "gateway.cli", "gc"]
+        second = subprocess.run(command, env=run_env, capture_output=True, text=True)
         assert second.returncode != 0
         assert "another hfdav process" in second.stderr
 
