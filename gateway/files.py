@@ -274,8 +274,8 @@ class VersionReader(io.RawIOBase):
         except ObjectMissing:
             # the object may just have been moved into a pack: look up where it lives now, once
             fresh = self._resolve() if self._resolve else None
-            if not fresh or fresh[i] == part:
-                raise
+            if not fresh or len(fresh) != len(self._parts) or fresh[i] == part:
+                raise  # nothing moved, or the version itself is gone
             self._parts = fresh
             part = fresh[i]
             self._stream = self._store.open_range(part.object_id, part.object_offset + inner, part.length - inner)
@@ -392,11 +392,22 @@ class FileService:
             raise Conflict(f"{node.path!r} is not a folder")
         return self.repo.children(node.id)
 
-    def open_read(self, node: Node) -> VersionReader:
+    def stat_for_read(self, path: str) -> tuple[Node, list[Extent]] | None:
+        """The node at ``path`` and, for a file, its extents, read in one statement: the pair is
+        consistent even while a writer replaces the file (the old version's chunks stay readable
+        for the orphan grace period, its extent rows do not)."""
+        return self.repo.get_with_extents(normalize(path))
+
+    def open_read(self, node: Node, extents: list[Extent] | None = None) -> VersionReader:
+        """A reader of ``node``'s version; pass the ``extents`` read with the node
+        (:meth:`stat_for_read`) when the node came from an earlier query."""
         if node.is_dir or node.version_id is None:
             raise Conflict(f"{node.path!r} is not a file")
         vid = node.version_id
-        return VersionReader(self.store, self.repo.extents(vid), node.size, resolve=lambda: self.repo.extents(vid))
+        parts = extents if extents is not None else self.repo.extents(vid)
+        if sum(p.length for p in parts) != node.size:
+            raise Conflict(f"{node.path!r} changed while it was opened; retry")
+        return VersionReader(self.store, parts, node.size, resolve=lambda: self.repo.extents(vid))
 
     def used_bytes(self) -> int:
         return self.repo.used_bytes()

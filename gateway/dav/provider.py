@@ -10,7 +10,7 @@ from wsgidav.dav_provider import DAVProvider
 
 from gateway.dav.auth import ROLE_WRITE, WRITE_METHODS
 from gateway.dav.errors import HTTP_INSUFFICIENT_STORAGE, HTTP_LENGTH_REQUIRED, to_dav_error
-from gateway.dav.resources import NODES_KEY, FileResource, FolderResource, expected_length
+from gateway.dav.resources import EXTENTS_KEY, NODES_KEY, FileResource, FolderResource, expected_length
 from gateway.errors import HfdavError, InvalidPath
 from gateway.files import FileService
 from gateway.meta.repo import Node
@@ -44,7 +44,15 @@ class HfdavProvider(DAVProvider):
             node = cache[key]
         else:
             try:
-                node = self.files.repo.get(key)
+                if environ.get("REQUEST_METHOD") == "GET":
+                    # a GET's headers and body must describe the same version: read the node and
+                    # its extents together (an overwrite may land between headers and body)
+                    found = self.files.stat_for_read(key)
+                    node = found[0] if found else None
+                    if found:
+                        environ.setdefault(EXTENTS_KEY, {})[key] = found[1]
+                else:
+                    node = self.files.repo.get(key)
             except HfdavError as exc:
                 raise to_dav_error(exc) from exc
             cache[key] = node

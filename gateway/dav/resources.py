@@ -25,12 +25,14 @@ log = logging.getLogger(__name__)
 
 #: environ keys used as per-request caches
 NODES_KEY = "hfdav.nodes"
+EXTENTS_KEY = "hfdav.extents"
 USED_KEY = "hfdav.used_bytes"
 
 
 def forget_cached(environ: dict) -> None:
     """Drop the per-request caches after a change to the tree."""
     environ.pop(NODES_KEY, None)
+    environ.pop(EXTENTS_KEY, None)
     environ.pop(USED_KEY, None)
 
 
@@ -193,7 +195,8 @@ class FileResource(_Common, DAVNonCollection):
 
     @translated
     def get_content(self):
-        return self.files.open_read(self.node)
+        extents = self.environ.get(EXTENTS_KEY, {}).get(self.node.path)
+        return self.files.open_read(self.node, extents)
 
     @translated
     def begin_write(self, *, content_type=None):

@@ -242,6 +242,42 @@ class MetadataRepository:
             row = c.execute(_node_select().where(nodes.c.path == path)).first()
             return _to_node(row) if row else None
 
+    def get_with_extents(self, path: str) -> tuple[Node, list[Extent]] | None:
+        """The node at ``path`` and its current version's physical extents, in one statement
+        (so both belong to the same version even on PostgreSQL's READ COMMITTED)."""
+        with self._read() as c:
+            rows = c.execute(
+                select(
+                    *_NODE_COLS,
+                    extents.c.file_offset,
+                    extents.c.object_id,
+                    extents.c.object_offset,
+                    extents.c.length,
+                    objects.c.pack_id,
+                    objects.c.pack_offset,
+                )
+                .select_from(
+                    nodes.outerjoin(versions, versions.c.id == nodes.c.version_id)
+                    .outerjoin(extents, extents.c.version_id == nodes.c.version_id)
+                    .outerjoin(objects, objects.c.id == extents.c.object_id)
+                )
+                .where(nodes.c.path == path)
+                .order_by(extents.c.seq)
+            ).all()
+        if not rows:
+            return None
+        parts = [
+            Extent(
+                r.file_offset,
+                r.pack_id or r.object_id,
+                r.object_offset + (r.pack_offset or 0) if r.pack_id else r.object_offset,
+                r.length,
+            )
+            for r in rows
+            if r.file_offset is not None
+        ]
+        return _to_node(rows[0]), parts
+
     def get_by_id(self, node_id: int) -> Node | None:
         with self._read() as c:
             row = c.execute(_node_select().where(nodes.c.id == node_id)).first()
