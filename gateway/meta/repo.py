@@ -141,6 +141,24 @@ _NODE_COLS = (
 )
 
 
+#: An extent with where its object lives (its pack, if packed): read with an outer join on objects.
+_PHYSICAL_EXTENT_COLS = (
+    extents.c.file_offset,
+    extents.c.object_id,
+    extents.c.object_offset,
+    extents.c.length,
+    objects.c.pack_id,
+    objects.c.pack_offset,
+)
+
+
+def _physical_extent(row) -> Extent:
+    """Where the bytes of an extent row (``_PHYSICAL_EXTENT_COLS``) are stored."""
+    if row.pack_id:
+        return Extent(row.file_offset, row.pack_id, row.object_offset + row.pack_offset, row.length)
+    return Extent(row.file_offset, row.object_id, row.object_offset, row.length)
+
+
 def _node_select():
     return select(*_NODE_COLS).select_from(nodes.outerjoin(versions, versions.c.id == nodes.c.version_id))
 
@@ -247,15 +265,7 @@ class MetadataRepository:
         (so both belong to the same version even on PostgreSQL's READ COMMITTED)."""
         with self._read() as c:
             rows = c.execute(
-                select(
-                    *_NODE_COLS,
-                    extents.c.file_offset,
-                    extents.c.object_id,
-                    extents.c.object_offset,
-                    extents.c.length,
-                    objects.c.pack_id,
-                    objects.c.pack_offset,
-                )
+                select(*_NODE_COLS, *_PHYSICAL_EXTENT_COLS)
                 .select_from(
                     nodes.outerjoin(versions, versions.c.id == nodes.c.version_id)
                     .outerjoin(extents, extents.c.version_id == nodes.c.version_id)
@@ -266,17 +276,7 @@ class MetadataRepository:
             ).all()
         if not rows:
             return None
-        parts = [
-            Extent(
-                r.file_offset,
-                r.pack_id or r.object_id,
-                r.object_offset + (r.pack_offset or 0) if r.pack_id else r.object_offset,
-                r.length,
-            )
-            for r in rows
-            if r.file_offset is not None
-        ]
-        return _to_node(rows[0]), parts
+        return _to_node(rows[0]), [_physical_extent(r) for r in rows if r.file_offset is not None]
 
     def get_by_id(self, node_id: int) -> Node | None:
         with self._read() as c:
@@ -301,19 +301,12 @@ class MetadataRepository:
                 )
                 return [Extent(*r) for r in rows]
             rows = c.execute(
-                select(
-                    extents.c.file_offset,
-                    extents.c.object_id,
-                    extents.c.object_offset,
-                    extents.c.length,
-                    objects.c.pack_id,
-                    objects.c.pack_offset,
-                )
+                select(*_PHYSICAL_EXTENT_COLS)
                 .select_from(extents.outerjoin(objects, objects.c.id == extents.c.object_id))
                 .where(extents.c.version_id == version_id)
                 .order_by(extents.c.seq)
             )
-            return [Extent(fo, pack or oid, oo + (poff or 0) if pack else oo, n) for fo, oid, oo, n, pack, poff in rows]
+            return [_physical_extent(r) for r in rows]
 
     def used_bytes(self) -> int:
         """Bytes of all current file versions (what the user sees, before dedup)."""
