@@ -191,6 +191,8 @@ def _serve(settings, server: str) -> int:
 
     from cheroot import wsgi
 
+    from gateway import cheroot_io
+
     gateway = build_gateway(settings)
     httpd = wsgi.Server(
         (settings.host, settings.port),
@@ -199,6 +201,7 @@ def _serve(settings, server: str) -> int:
         server_name="hfdav",
         timeout=300,
     )
+    httpd.ConnectionClass = cheroot_io.Connection
     stop = threading.Event()
 
     def _stop(signum, _frame):

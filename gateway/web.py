@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from html import escape
 
 from gateway import __version__, metrics
+from gateway.cheroot_io import direct_body_reader
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("hfdav.access")
@@ -62,6 +63,7 @@ class _CountingInput:
     def __init__(self, raw):
         self._raw = raw
         self.count = 0
+        self._direct = direct_body_reader(raw)
 
     def drain(self, limit: int) -> None:
         """Read and drop what is left of the body, at most ``limit`` bytes. A client that went
@@ -81,6 +83,8 @@ class _CountingInput:
         return data
 
     def read(self, *args) -> bytes:
+        if self._direct is not None and args and args[0] is not None and args[0] >= 0:
+            return self._add(self._direct(args[0]))
         return self._add(self._raw.read(*args))
 
     def readline(self, *args) -> bytes:

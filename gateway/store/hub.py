@@ -5,8 +5,15 @@ The only module that imports ``huggingface_hub``. Two layers:
 * :class:`HubClient`: the repo operations hfdav needs, each one call of ``HfApi`` (create_repo,
   repo_info, preupload_lfs_files, create_commit, list_repo_tree, get_paths_info,
   super_squash_history) or, for ranged reads, one GET of the ``resolve`` URL pinned to a commit
-  through the library's own HTTP client and retry helper. Every failure is translated once into
-  :class:`HubError` (a :class:`StoreError` carrying the HTTP status and whether a retry may help).
+  (the library has no ranged-read call). Every failure is translated once into :class:`HubError`
+  (a :class:`StoreError` carrying the HTTP status and whether a retry may help).
+* Ranged reads carry every byte a cold GET serves, so they go through urllib3 (:class:`_Reader`):
+  its responses read large blocks with two copies, where the library's HTTP client parses the
+  body in pieces through several layers and spent about three times the CPU per GiB. The URL and
+  the headers (token, user agent) still come from huggingface_hub, TLS trust is the library
+  client's (``httpx2.create_ssl_context``: certifi, ``SSL_CERT_FILE``), proxies come from the
+  environment as for the library (``HTTPS_PROXY``, ``NO_PROXY``), redirects to the storage
+  origin drop the token, and transient answers are retried with backoff as the library does.
 * :class:`HubStore`: the :class:`ObjectStore` contract on top of it, one commit per ``adopt`` or
   ``delete``. The gateway puts the write-back store in front of it and lets the sync package batch
   uploads into few commits; used alone it is what the contract suite and tools see.
@@ -27,14 +34,17 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+from urllib.parse import urljoin, urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 import httpx2
-from httpcore2._sync.http11 import HTTP11Connection
+import urllib3
 from httpx2._content import IteratorByteStream
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants, hf_hub_url
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.lfs import UploadInfo
-from huggingface_hub.utils import build_hf_headers, disable_progress_bars, hf_raise_for_status, http_stream_backoff
+from huggingface_hub.utils import build_hf_headers, disable_progress_bars
+from urllib3.util.retry import Retry
 
 from gateway import metrics
 from gateway.errors import IntegrityError, ObjectMissing, StoreError
@@ -55,18 +65,19 @@ PATHS_INFO_BATCH = 500
 READ_BLOCK = 1 << 20
 #: Concurrent LFS PUTs inside one preupload call.
 UPLOAD_THREADS = 4
-#: Bytes the HTTP/1.1 client asks the socket for at once. The library reads 64 KiB, and each
-#: piece then costs its way through the protocol parser and four generator layers: at the Hub's
-#: speeds that per-piece Python work, not the copying, bounds a download's CPU. Larger pieces
-#: roughly halve the client's CPU per MiB; the buffer is only as large as what arrived.
-NETWORK_READ = 1 << 20
-
-#: Bytes the HTTP client reads from a file it sends (an LFS PUT): the library reads 64 KiB,
-#: with the same per-piece cost on the way out.
+#: Bytes the library's HTTP client reads from a file it sends (an LFS PUT). It reads 64 KiB,
+#: and each piece then costs its way through the protocol layers: larger pieces roughly halve
+#: the CPU per MiB sent.
 UPLOAD_READ = 1 << 20
+#: Ranged reads: attempts of one request, backoff between them (1, 2, 4, 8 s as the library),
+#: the longest wait a Retry-After or RateLimit answer is obeyed for, redirects followed.
+READ_ATTEMPTS = 5
+READ_BACKOFF_MAX_S = 8.0
+READ_RETRY_AFTER_MAX_S = 60
+MAX_REDIRECTS = 5
+#: Kept-alive connections per host for ranged reads (cache fills, windowed reads).
+READ_POOL_SIZE = 16
 
-if HTTP11Connection.READ_NUM_BYTES < NETWORK_READ:
-    HTTP11Connection.READ_NUM_BYTES = NETWORK_READ
 if IteratorByteStream.CHUNK_SIZE < UPLOAD_READ:
     IteratorByteStream.CHUNK_SIZE = UPLOAD_READ
 
@@ -222,6 +233,7 @@ class HubClient:
         self._token = token
         self.api = HfApi(endpoint=endpoint, token=token)
         self.endpoint = self.api.endpoint
+        self.reader = _Reader()
         disable_progress_bars()  # a server's log is no terminal
 
     # -- repo ---------------------------------------------------------------------------------
@@ -393,7 +405,93 @@ def _total_size(response) -> int | None:
     if "/" in content_range and not content_range.endswith("/*"):
         return int(content_range.rsplit("/", 1)[1])
     length = response.headers.get("Content-Length")
-    return int(length) if length is not None and response.status_code == 200 else None
+    return int(length) if length is not None and response.status == 200 else None
+
+
+class _ReadRetry(Retry):
+    """urllib3's retry policy, also obeying the Hub's ``RateLimit`` reset time."""
+
+    def get_retry_after(self, response) -> float | None:
+        wait = _retry_after(response)
+        return None if wait is None else min(wait, float(self.retry_after_max))
+
+
+class _Reader:
+    """GETs for ranged reads over urllib3 (see the module docstring): a connection pool per
+    proxy setting, redirects followed here so that each hop gets the proxy its host needs and
+    a hop to another host goes without the token."""
+
+    def __init__(self):
+        self._ssl = httpx2.create_ssl_context()
+        self._managers: dict[str | None, urllib3.PoolManager] = {}
+        self._lock = threading.Lock()
+        self._retry = _ReadRetry(
+            total=READ_ATTEMPTS,
+            backoff_factor=1.0,
+            backoff_max=READ_BACKOFF_MAX_S,
+            status_forcelist=TRANSIENT_STATUSES - {409},
+            allowed_methods=frozenset({"GET"}),
+            redirect=False,
+            raise_on_redirect=False,
+            raise_on_status=False,
+            retry_after_max=READ_RETRY_AFTER_MAX_S,
+        )
+
+    def _manager(self, url: str) -> urllib3.PoolManager:
+        parts = urlsplit(url)
+        proxy = None if proxy_bypass(parts.hostname or "") else getproxies().get(parts.scheme)
+        with self._lock:
+            manager = self._managers.get(proxy)
+            if manager is None:
+                kwargs = dict(num_pools=8, maxsize=READ_POOL_SIZE, ssl_context=self._ssl)
+                manager = urllib3.ProxyManager(proxy, **kwargs) if proxy else urllib3.PoolManager(**kwargs)
+                self._managers[proxy] = manager
+            return manager
+
+    def get(self, url: str, headers: dict[str, str]) -> urllib3.BaseHTTPResponse:
+        """The final answer to a GET of ``url`` (redirects followed, transient failures retried;
+        the body not read yet). Raises urllib3's errors for a transport failure."""
+        origin = urlsplit(url).netloc
+        timeout = urllib3.Timeout(connect=constants.HF_HUB_DOWNLOAD_TIMEOUT, read=constants.HF_HUB_DOWNLOAD_TIMEOUT)
+        headers = {**headers, "Accept-Encoding": "identity"}
+        for _ in range(MAX_REDIRECTS + 1):
+            response = self._manager(url).urlopen(
+                "GET", url, headers=headers, retries=self._retry, redirect=False,
+                preload_content=False, decode_content=False, timeout=timeout,
+            )  # fmt: skip
+            location = response.headers.get("Location")
+            if response.status not in (301, 302, 303, 307, 308) or not location:
+                return response
+            response.drain_conn()
+            response.release_conn()
+            url = urljoin(url, location)
+            if urlsplit(url).netloc != origin:
+                headers = {k: v for k, v in headers.items() if k.lower() not in ("authorization", "cookie")}
+        raise HubError(f"more than {MAX_REDIRECTS} redirects reading {url}", status=None, transient=False)
+
+    def close(self) -> None:
+        with self._lock:
+            managers, self._managers = list(self._managers.values()), {}
+        for manager in managers:
+            manager.clear()
+
+
+def _answer_error(response, what: str) -> StoreError:
+    status = response.status
+    if status == 429:
+        metrics.inc("hfdav_hub_429_total")
+    code = response.headers.get("X-Error-Code", "")
+    if status == 404 and code == "EntryNotFound":
+        return ObjectMissing(f"{what}: not in the repo")
+    if status == 404 and code == "RevisionNotFound":
+        return HubError(f"{what}: revision gone", status=404, transient=True)
+    message = response.headers.get("X-Error-Message") or response.reason or ""
+    return HubError(
+        f"{what}: {status} {message}".rstrip(),
+        status=status,
+        transient=status in TRANSIENT_STATUSES,
+        retry_after=_retry_after(response),
+    )
 
 
 class _RangeStream(io.RawIOBase):
@@ -406,9 +504,7 @@ class _RangeStream(io.RawIOBase):
         self._offset = offset
         self._left = length
         self._revision = revision
-        self._ctx = None
-        self._chunks: Iterator[bytes] | None = None
-        self._buf = b""
+        self._response = None
         #: the file's total size, known once the request was answered
         self.total_size: int | None = None
 
@@ -417,7 +513,7 @@ class _RangeStream(io.RawIOBase):
 
     def start(self) -> None:
         """Send the request now (the first read does it otherwise): errors surface here."""
-        if self._chunks is None:
+        if self._response is None:
             self._open()
 
     def _open(self) -> None:
@@ -429,58 +525,43 @@ class _RangeStream(io.RawIOBase):
         metrics.inc("hfdav_hub_api_calls_total", kind="resolve_get")
         what = f"reading {self._path}@{self._revision[:12]}"
         try:
-            self._ctx = http_stream_backoff("GET", url, headers=headers, timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT)
-            response = self._ctx.__enter__()
-            if response.status_code == 404:
-                code = response.headers.get("X-Error-Code", "")
-                if code == "EntryNotFound":
-                    raise ObjectMissing(f"{self._path} is not in the repo at {self._revision[:12]}")
-                if code == "RevisionNotFound":
-                    raise HubError(f"{what}: revision gone", status=404, transient=True)
-            hf_raise_for_status(response)
+            response = self._client.reader.get(url, headers)
         except StoreError:
-            self.close()
             raise
         except Exception as exc:
-            self.close()
             raise translate(exc, what) from exc
-        if "Range" in headers and response.status_code != 206 and self._offset:
+        self._response = response
+        if response.status >= 400:
             self.close()
-            raise IntegrityError(f"{what}: the server ignored the Range header (status {response.status_code})")
+            raise _answer_error(response, what)
+        if "Range" in headers and response.status != 206 and self._offset:
+            self.close()
+            raise IntegrityError(f"{what}: the server ignored the Range header (status {response.status})")
         self.total_size = _total_size(response)
         if self._left is None and self.total_size is not None:
             self._left = self.total_size - self._offset
-        self._chunks = response.iter_raw()  # pieces as they arrive: no re-chunking copies
+
+    def _piece(self, n: int | None) -> bytes:
+        """Up to ``n`` bytes (fewer only at the end of the body); None: all the rest."""
+        try:
+            return self._response.read(n)
+        except Exception as exc:
+            raise translate(exc, f"reading {self._path}") from exc
 
     def read(self, n: int = -1) -> bytes:
         if self._left is not None and self._left <= 0:
             return b""
-        if self._chunks is None:
+        if self._response is None:
             self._open()
         want = n if n is not None and n >= 0 else None
         if self._left is not None:
             want = self._left if want is None else min(want, self._left)
-        out = bytearray(self._buf)
-        self._buf = b""
-        try:
-            while want is None or len(out) < want:
-                try:
-                    piece = next(self._chunks)
-                except StopIteration:
-                    break
-                out += piece
-                if want is not None and len(out) >= want:
-                    break
-        except Exception as exc:
-            raise translate(exc, f"reading {self._path}") from exc
-        if want is not None and len(out) > want:
-            self._buf = bytes(out[want:])
-            del out[want:]
+        out = self._piece(want)
         if self._left is not None:
             if not out and want:
                 raise IntegrityError(f"{self._path}: the Hub stream ended {self._left} bytes early")
             self._left -= len(out)
-        return bytes(out)
+        return out
 
     def readinto(self, b) -> int:
         data = self.read(len(b))
@@ -488,32 +569,18 @@ class _RangeStream(io.RawIOBase):
         return len(data)
 
     def read1(self, n: int = -1) -> bytes:
-        """At most ``n`` bytes, at least one unless the range is done: whatever the network
-        delivered, without gathering (the cheapest way to copy a body elsewhere)."""
-        if self._left is not None and self._left <= 0:
-            return b""
-        if self._chunks is None:
-            self._open()
-        if not self._buf:
-            try:
-                self._buf = next(self._chunks, b"")
-            except Exception as exc:
-                raise translate(exc, f"reading {self._path}") from exc
-        limit = len(self._buf) if n is None or n < 0 else min(n, len(self._buf))
-        if self._left is not None:
-            limit = min(limit, self._left)
-        out, self._buf = self._buf[:limit], self._buf[limit:]
-        if self._left is not None:
-            if not out:
-                raise IntegrityError(f"{self._path}: the Hub stream ended {self._left} bytes early")
-            self._left -= len(out)
-        return out
+        """At most ``n`` bytes (a block if ``n`` is negative), at least one unless the range is
+        done."""
+        return self.read(n if n is not None and n >= 0 else READ_BLOCK)
 
     def close(self) -> None:
-        ctx, self._ctx = self._ctx, None
-        if ctx is not None:
+        response, self._response = self._response, None
+        if response is not None:
             try:
-                ctx.__exit__(None, None, None)
+                if self._left == 0:
+                    response.release_conn()  # the whole body was read: the connection is reusable
+                else:
+                    response.close()
             except Exception:  # closing a read stream loses nothing
                 log.debug("closing a Hub stream failed", exc_info=True)
         super().close()
@@ -606,6 +673,9 @@ class HubStore(ObjectStore):
         found = self.client.paths_info([object_path(object_id)], revision=self.head)
         remote = found.get(object_path(object_id))
         return remote.size if remote else None
+
+    def close(self) -> None:
+        self.client.reader.close()
 
 
 class _LazyRange(io.RawIOBase):
