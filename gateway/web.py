@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from html import escape
 
 from gateway import __version__, metrics
-from gateway.cheroot_io import direct_body_reader
+from gateway.server_io import direct_body_reader
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("hfdav.access")

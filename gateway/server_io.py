@@ -1,0 +1,136 @@
+"""Leaner socket I/O for the WSGI servers hfdav runs on.
+
+For the large bodies a storage gateway moves, the servers' own body handling costs more CPU
+than the work itself:
+
+* cheroot reads and writes sockets through the pure-Python ``_pyio`` buffered classes. A read of
+  a PUT block allocates a buffer the size of the whole block for every socket read, copies what
+  arrived out of it and joins the pieces; a write of a GET block is copied into the write buffer,
+  copied again into a ``bytes`` on every partial send, and the sent part is cut off the front
+  each time. :class:`Connection` writes with ``sendall`` straight from the caller's block.
+* gunicorn gathers a body block through two ``BytesIO`` buffers, copying each byte five or six
+  times on its way.
+
+:func:`direct_body_reader` receives a body of known length into one buffer per block instead,
+after handing on whatever the server had buffered already. Both keep the servers' own counters
+right: they decide keep-alive and body draining on them.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+
+from cheroot.makefile import MakeFile, StreamReader, StreamWriter
+from cheroot.server import HTTPConnection, KnownLengthRFile
+
+
+class _SendallWriter(StreamWriter):
+    """cheroot's socket writer, with each write sent at once by ``socket.sendall``."""
+
+    def __init__(self, sock, bufsize):
+        super().__init__(sock, "wb", bufsize)
+        self._sock = sock
+
+    def write(self, b) -> int:
+        self._checkClosed()
+        with self._write_lock:
+            self._flush_unlocked()  # nothing is buffered, unless a subclass of cheroot's did
+            self._sock.sendall(b)
+        n = len(b) if not isinstance(b, memoryview) else b.nbytes
+        self.bytes_written += n
+        return n
+
+
+class Connection(HTTPConnection):
+    """cheroot's connection with :class:`_SendallWriter` as its writer (set it as the server's
+    ``ConnectionClass``)."""
+
+    def __init__(self, server, sock, makefile=MakeFile):
+        super().__init__(server, sock, makefile)
+        if makefile is MakeFile:  # a TLS adapter may bring a writer of its own: keep that
+            self.wfile = _SendallWriter(sock, self.wbufsize)
+
+
+def direct_body_reader(body) -> Callable[[int], bytes] | None:
+    """A reader of up to ``n`` bytes of a request body of known length straight from the socket
+    (cheroot's or gunicorn's ``wsgi.input``), or None for any other body (chunked, a test's
+    BytesIO): the caller then reads it as usual."""
+    return _cheroot_reader(body) or _gunicorn_reader(body)
+
+
+def _recv_block(recv_into, n: int) -> bytearray:
+    """``n`` bytes from the socket into one buffer; fewer if the client closed early (a short
+    body, which the caller's byte count finds)."""
+    data = bytearray(n)
+    view = memoryview(data)
+    got = 0
+    while got < n:
+        k = recv_into(view[got:])
+        if not k:
+            break
+        got += k
+    view.release()
+    if got < n:
+        del data[got:]
+    return data
+
+
+def _cheroot_reader(body) -> Callable[[int], bytes] | None:
+    if type(body) is not KnownLengthRFile or not isinstance(body.rfile, StreamReader):
+        return None
+    rfile = body.rfile
+    socket_io = rfile.raw
+
+    def read(n: int) -> bytes:
+        n = min(n, body.remaining)
+        if n <= 0:
+            return b""
+        # bytes cheroot holds already come first (read1 then makes no socket read)
+        data = rfile.read1(n) if rfile.has_data() else _recv_block(socket_io.readinto, n)
+        body.remaining -= len(data)
+        rfile.bytes_read += len(data)
+        return data
+
+    return read
+
+
+def _gunicorn_reader(body) -> Callable[[int], bytes] | None:
+    try:
+        from gunicorn.http.body import Body, LengthReader
+        from gunicorn.http.unreader import SocketUnreader
+    except ImportError:
+        return None
+    if type(body) is not Body or type(body.reader) is not LengthReader:
+        return None
+    reader = body.reader
+    unreader = reader.unreader
+    if not isinstance(unreader, SocketUnreader):
+        return None
+
+    def read(n: int) -> bytes:
+        # what gunicorn holds already comes first: the body's own buffer (taken from the reader
+        # before), then the socket reader's read-ahead, which may run into the next request
+        held = body.buf.getvalue()
+        if held:
+            body.buf = io.BytesIO()
+            body.buf.write(held[n:])
+            return held[:n]
+        n = min(n, reader.length)
+        if n <= 0:
+            return b""
+        held = unreader.buf.getvalue()
+        try:
+            if held:
+                unreader.buf = io.BytesIO()
+                unreader.buf.write(held[n:])
+                data = held[:n]
+            else:
+                data = _recv_block(unreader.sock.recv_into, n)
+        except Exception:
+            body.failed = True  # where the next request starts is unknown: no keep-alive
+            raise
+        reader.length -= len(data)
+        return data
+
+    return read
