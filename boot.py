@@ -47,7 +47,7 @@ from pathlib import Path
 
 from gateway.app import ensure_admin_password
 from gateway.cli import gunicorn_command
-from gateway.config import ConfigError, Settings, load_settings
+from gateway.config import ConfigError, Settings, int_setting, load_settings
 from gateway.logs import setup_logging
 from gateway.sync.backup import BackupError, BackupKeyError, BackupLoop, MetadataBackup, sqlite_path
 
@@ -100,20 +100,6 @@ def boot_environment(environ: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def _int_setting(env: Mapping[str, str], name: str, default: int, lo: int, hi: int, problems: list[str]) -> int:
-    raw = (env.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        problems.append(f"{name}={raw!r}: not an integer")
-        return default
-    if not lo <= value <= hi:
-        problems.append(f"{name}={value}: must be between {lo} and {hi}")
-    return value
-
-
 def load_boot_settings(env: Mapping[str, str]) -> tuple[Settings, int, int]:
     """(gateway settings, public port, drain timeout); raises ConfigError listing every problem."""
     problems: list[str] = []
@@ -122,8 +108,8 @@ def load_boot_settings(env: Mapping[str, str]) -> tuple[Settings, int, int]:
         settings = load_settings(env)
     except ConfigError as exc:
         problems.extend(exc.problems)
-    port = _int_setting(env, "PORT", DEFAULT_PUBLIC_PORT, 1, 65535, problems)
-    drain = _int_setting(env, "HFDAV_DRAIN_TIMEOUT", DEFAULT_DRAIN_TIMEOUT_S, 1, 24 * 3600, problems)
+    port = int_setting(env, "PORT", DEFAULT_PUBLIC_PORT, 1, 65535, problems)
+    drain = int_setting(env, "HFDAV_DRAIN_TIMEOUT", DEFAULT_DRAIN_TIMEOUT_S, 1, 24 * 3600, problems)
     if not (env.get("HFDAV_PREFIX") or "").strip().strip("/"):
         problems.append("HFDAV_PREFIX=/: the home page needs / ; use a prefix such as /dav (or run `hfdav serve`)")
     gateway_port = (env.get("HFDAV_PORT") or "").strip()

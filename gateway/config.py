@@ -155,6 +155,22 @@ def _parse_users(text: str, problems: list[str]) -> tuple[User, ...]:
     return tuple(users)
 
 
+def int_setting(env: Mapping[str, str], name: str, default: int, lo: int, hi: int, problems: list[str]) -> int:
+    """The integer setting ``name`` of ``env`` (``default`` when unset or blank); a value that is
+    no integer or outside ``lo``…``hi`` adds a line to ``problems``."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        problems.append(f"{name}={raw!r}: not an integer")
+        return default
+    if not lo <= value <= hi:
+        problems.append(f"{name}={value}: must be between {lo} and {hi}")
+    return value
+
+
 def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
     """Build and validate :class:`Settings`; raise :class:`ConfigError` listing every problem.
 
@@ -170,17 +186,7 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
         return value.strip() if value is not None and value.strip() != "" else default
 
     def integer(name: str, default: int, lo: int, hi: int) -> int:
-        raw = text(name)
-        if raw is None:
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            problems.append(f"{name}={raw!r}: not an integer")
-            return default
-        if not lo <= value <= hi:
-            problems.append(f"{name}={value}: must be between {lo} and {hi}")
-        return value
+        return int_setting(env, name, default, lo, hi, problems)
 
     def size(name: str, default: int, lo: int, hi: int) -> int:
         raw = text(name)

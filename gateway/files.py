@@ -28,7 +28,7 @@ from typing import Protocol
 from gateway.errors import Conflict, IncompleteUpload, NotFound, ObjectMissing, QuotaExceeded, StoreError
 from gateway.meta.repo import Extent, MetadataRepository, NewObject, Node
 from gateway.paths import normalize
-from gateway.store.base import ObjectStore
+from gateway.store.base import ObjectStore, ReadStream
 from gateway.trash import Trash, in_trash
 
 log = logging.getLogger(__name__)
@@ -208,7 +208,7 @@ def _write_all(fd: int, data) -> None:
         data = data[n:]
 
 
-class VersionReader(io.RawIOBase):
+class VersionReader(ReadStream):
     """Seekable, lazy reader of one file version. Opens an object stream only when bytes
     at that position are read; seeking is free. Raises (never returns short) when the store
     cannot deliver, so a GET is never silently truncated."""
@@ -223,9 +223,6 @@ class VersionReader(io.RawIOBase):
         self._stream = None
         self._stream_pos = -1
         self._stream_end = -1
-
-    def readable(self) -> bool:
-        return True
 
     def seekable(self) -> bool:
         return True
@@ -258,11 +255,6 @@ class VersionReader(io.RawIOBase):
         if len(pieces) == 1 and type(pieces[0]) is bytes:
             return pieces[0]
         return b"".join(pieces)
-
-    def readinto(self, b) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
 
     def _open_at(self, pos: int) -> None:
         self._close_stream()

@@ -71,16 +71,26 @@ class ObjectStore(ABC):
         """Release resources (threads, connections). Default: nothing."""
 
 
-class ExactReader(io.RawIOBase):
+class ReadStream(io.RawIOBase):
+    """Base of hfdav's read streams: readable, defined by ``read(n)``, with ``readinto`` built
+    on it (the streams hand on the blocks they read without copying them into a buffer first)."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
+class ExactReader(ReadStream):
     """Wraps a stream that must yield exactly ``length`` bytes; raises if it ends early."""
 
     def __init__(self, raw: BinaryIO, length: int, what: str):
         self._raw = raw
         self._left = length
         self._what = what
-
-    def readable(self) -> bool:
-        return True
 
     def read(self, n: int = -1) -> bytes:
         if self._left <= 0:
@@ -91,11 +101,6 @@ class ExactReader(io.RawIOBase):
             raise IntegrityError(f"{self._what}: stream ended {self._left} bytes early")
         self._left -= len(data)
         return data
-
-    def readinto(self, b) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
 
     def close(self) -> None:
         try:

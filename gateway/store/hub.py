@@ -26,7 +26,6 @@ library's choice (``HF_HUB_DISABLE_XET``), see docs/HUB.md.
 
 from __future__ import annotations
 
-import io
 import logging
 import re
 import threading
@@ -48,7 +47,7 @@ from urllib3.util.retry import Retry
 
 from gateway import metrics
 from gateway.errors import IntegrityError, ObjectMissing, StoreError
-from gateway.store.base import OBJECT_ID_RE, ObjectStore, shard_path
+from gateway.store.base import OBJECT_ID_RE, ObjectStore, ReadStream, shard_path
 
 log = logging.getLogger(__name__)
 
@@ -494,7 +493,7 @@ def _answer_error(response, what: str) -> StoreError:
     )
 
 
-class _RangeStream(io.RawIOBase):
+class _RangeStream(ReadStream):
     """The body of one ranged GET, opened on the first read, closed with the stream.
     ``length`` None: to the end of the file."""
 
@@ -507,9 +506,6 @@ class _RangeStream(io.RawIOBase):
         self._response = None
         #: the file's total size, known once the request was answered
         self.total_size: int | None = None
-
-    def readable(self) -> bool:
-        return True
 
     def start(self) -> None:
         """Send the request now (the first read does it otherwise): errors surface here."""
@@ -562,11 +558,6 @@ class _RangeStream(io.RawIOBase):
                 raise IntegrityError(f"{self._path}: the Hub stream ended {self._left} bytes early")
             self._left -= len(out)
         return out
-
-    def readinto(self, b) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
 
     def read1(self, n: int = -1) -> bytes:
         """At most ``n`` bytes (a block if ``n`` is negative), at least one unless the range is
@@ -678,25 +669,17 @@ class HubStore(ObjectStore):
         self.client.reader.close()
 
 
-class _LazyRange(io.RawIOBase):
+class _LazyRange(ReadStream):
     """Opens the underlying stream on the first read (``open_range`` transfers nothing)."""
 
     def __init__(self, opener):
         self._opener = opener
         self._inner: BinaryIO | None = None
 
-    def readable(self) -> bool:
-        return True
-
     def read(self, n: int = -1) -> bytes:
         if self._inner is None:
             self._inner = self._opener()
         return self._inner.read(n)
-
-    def readinto(self, b) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
 
     def close(self) -> None:
         if self._inner is not None:

@@ -25,7 +25,6 @@ handed to ``on_delete`` (the sync package deletes them in batched commits).
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import threading
@@ -39,7 +38,7 @@ from typing import BinaryIO
 
 from gateway import metrics
 from gateway.errors import IntegrityError, ObjectMissing, StoreError
-from gateway.store.base import OBJECT_ID_RE, ExactReader, ObjectStore, shard_path
+from gateway.store.base import OBJECT_ID_RE, ExactReader, ObjectStore, ReadStream, shard_path
 
 log = logging.getLogger(__name__)
 
@@ -544,16 +543,13 @@ class _Fill:
         self.release()
 
 
-class _FillReader(io.RawIOBase):
+class _FillReader(ReadStream):
     """Reads ``length`` bytes from ``offset`` of an object being filled into the cache."""
 
     def __init__(self, fill: _Fill, offset: int, length: int):
         self._fill = fill
         self._pos = offset
         self._end = offset + length
-
-    def readable(self) -> bool:
-        return True
 
     def read(self, n: int = -1) -> bytes:
         if self._pos >= self._end:
@@ -571,13 +567,8 @@ class _FillReader(io.RawIOBase):
         self._pos += len(data)
         return data
 
-    def readinto(self, b) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
 
-
-class _WindowedReader(io.RawIOBase):
+class _WindowedReader(ReadStream):
     """Uncached remote read in growing windows: the first ranged GET asks for what the first
     read wants (at least :data:`MIN_WINDOW`), each next one for twice as much up to
     :data:`MAX_WINDOW`."""
@@ -591,9 +582,6 @@ class _WindowedReader(io.RawIOBase):
         self._stream: BinaryIO | None = None
         self._stream_end = offset
 
-    def readable(self) -> bool:
-        return True
-
     def read(self, n: int = -1) -> bytes:
         if self._pos >= self._end:
             return b""
@@ -606,11 +594,6 @@ class _WindowedReader(io.RawIOBase):
             raise IntegrityError(f"object {self._oid}: remote stream ended at {self._pos}")
         self._pos += len(data)
         return data
-
-    def readinto(self, b) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
 
     def _next_window(self, wanted: int) -> None:
         if self._stream is not None:
