@@ -2,7 +2,8 @@
 # The project's one test command. Works on a fresh clone on a fresh Debian machine:
 #   - creates .venv if it is missing and installs the project with its test extras;
 #   - as root with apt-get, installs the external clients the end-to-end tests drive
-#     (litmus rclone davfs2 cadaver fuse3 nginx; curl); a failing apt-get is reported, not fatal;
+#     (litmus rclone davfs2 cadaver fuse3 nginx; curl) and podman for the image tests; a failing
+#     apt-get is reported, not fatal;
 #   - says which tools are still missing (their tests are skipped, with the reason);
 #   - runs pytest with the arguments given (scripts/test.sh -k litmus), printing skip reasons,
 #     and exits with pytest's exit code.
@@ -42,6 +43,7 @@ declare -A TOOLS=(
     [fusermount3]=fuse3
     [nginx]=nginx
     [curl]=curl
+    [podman]=podman
 )
 
 have() { PATH="$PATH:/usr/sbin:/sbin" command -v "$1" >/dev/null 2>&1; }
@@ -78,6 +80,16 @@ else
 fi
 if [ "$(id -u)" != 0 ]; then
     say "not root: the davfs2 mount test will be skipped"
+fi
+
+# The image tests build the Dockerfile on the base it names. Where no registry serves it, the
+# sandbox helper next to the project makes a local stand-in from Debian's packages (about a
+# minute, once per machine); without podman or the helper the image tests skip with the reason.
+PODMAN_HERE="$ROOT/../shared/container/podman-here.sh"
+if have podman && [ "$(id -u)" = 0 ] && [ -x "$PODMAN_HERE" ]; then
+    if ! "$PODMAN_HERE" base >/tmp/hfdav-podman-base.log 2>&1; then
+        say "could not make the container base image (see /tmp/hfdav-podman-base.log): image tests will skip"
+    fi
 fi
 
 # -- tests ----------------------------------------------------------------------------------
