@@ -159,3 +159,4 @@ def test_a_body_cut_short_is_an_error(stored, emulator: HubEmulator, monkeypatch
     with pytest.raises(StoreError) as err:
         _read_range(client, path, head, 0, None)
     assert isinstance(err.value, (HubError, IntegrityError))
+    assert err.value.transient  # a retry may well succeed

@@ -141,7 +141,7 @@ def translate(exc: BaseException, what: str) -> HubError:
             transient=status in TRANSIENT_STATUSES,
             retry_after=_retry_after(exc.response),
         )
-    if isinstance(exc, (httpx2.TransportError, OSError)):
+    if isinstance(exc, (httpx2.TransportError, urllib3.exceptions.HTTPError, OSError)):
         return HubError(f"{what}: {type(exc).__name__}: {exc}", status=None, transient=True)
     if isinstance(exc, RuntimeError) and isinstance(exc.__cause__, BaseException):
         # LFS upload failures come wrapped: "Error while uploading '<path>' to the Hub."
