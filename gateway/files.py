@@ -246,7 +246,14 @@ class VersionReader(ReadStream):
         while n > 0:
             if self._stream is None or self._stream_pos != self._pos or self._pos >= self._stream_end:
                 self._open_at(self._pos)
-            data = self._stream.read(min(n, self._stream_end - self._pos))
+            try:
+                data = self._stream.read(min(n, self._stream_end - self._pos))
+            except ObjectMissing:
+                # a remote or lazy stream finds its object gone only when it reads
+                if not self._refresh(self._pos):
+                    raise
+                self._open_at(self._pos)
+                data = self._stream.read(min(n, self._stream_end - self._pos))
             pieces.append(data)
             self._pos += len(data)
             self._stream_pos = self._pos
@@ -264,12 +271,9 @@ class VersionReader(ReadStream):
         try:
             self._stream = self._store.open_range(part.object_id, part.object_offset + inner, part.length - inner)
         except ObjectMissing:
-            # the object may just have been moved into a pack: look up where it lives now, once
-            fresh = self._resolve() if self._resolve else None
-            if not fresh or len(fresh) != len(self._parts) or fresh[i] == part:
-                raise  # nothing moved, or the version itself is gone
-            self._parts = fresh
-            part = fresh[i]
+            if not self._refresh(pos):
+                raise
+            part = self._parts[i]
             self._stream = self._store.open_range(part.object_id, part.object_offset + inner, part.length - inner)
         self._stream_pos = pos
         self._stream_end = part.file_offset + part.length
@@ -279,6 +283,19 @@ class VersionReader(ReadStream):
             if prefetch is not None:
                 nxt = self._parts[i + 1]
                 prefetch(nxt.object_id, nxt.object_offset, nxt.length)
+
+    def _refresh(self, pos: int) -> bool:
+        """The object under ``pos`` is missing: it may just have been moved into a pack. Look up
+        the version's extents again; True if the one at ``pos`` lives elsewhere now (False:
+        nothing moved, or the version itself is gone)."""
+        if self._resolve is None:
+            return False
+        i = bisect.bisect_right(self._starts, pos) - 1
+        fresh = self._resolve()
+        if not fresh or len(fresh) != len(self._parts) or fresh[i] == self._parts[i]:
+            return False
+        self._parts = fresh
+        return True
 
     def _close_stream(self) -> None:
         if self._stream is not None:

@@ -4,8 +4,9 @@ import os
 
 import pytest
 
-from gateway.files import FileService
+from gateway.files import FileService, VersionReader
 from gateway.packing import Packer
+from gateway.store.base import ReadStream
 
 
 @pytest.fixture
@@ -72,3 +73,43 @@ def test_service_without_packs_unaffected(repo, store, tmp_path):
     svc = FileService(repo, store, tmp_dir=tmp_path / "t", chunk_size=1 << 20)
     svc.write_bytes("/x", b"abc")
     assert svc.read_bytes("/x") == b"abc"
+
+
+class _OpensOnRead:
+    """The local store, opening an object only at its first read, as the Hub and write-back
+    stores do: a missing object shows when the reader reads, not when it opens."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def open_range(self, object_id, offset, length):
+        inner = self._inner
+
+        class Lazy(ReadStream):
+            stream = None
+
+            def read(self, n=-1):
+                if self.stream is None:
+                    self.stream = inner.open_range(object_id, offset, length)
+                return self.stream.read(n)
+
+            def close(self):
+                if self.stream is not None:
+                    self.stream.close()
+                super().close()
+
+        return Lazy()
+
+
+def test_reader_follows_object_into_pack_when_the_store_opens_on_read(files, store, packer):
+    blob = os.urandom(3000)
+    node = files.write_bytes("/r", blob)
+    vid = node.version_id
+    reader = VersionReader(_OpensOnRead(store), files.repo.extents(vid), node.size,
+                           resolve=lambda: files.repo.extents(vid))  # fmt: skip
+    files.write_bytes("/other", os.urandom(3000))
+    packer.pack_small_objects(force=True)
+    assert reader.read() == blob
