@@ -135,11 +135,11 @@ def _cpu_text(cpu: dict[str, float]) -> str:
 def raw_speed(emu: Emulator, src: Path, cpu: dict, results: dict) -> tuple[float, float]:
     """The emulator's raw speed: (LFS upload MB/s, Range GET MB/s) of ``src``, from this process.
 
-    Each is measured twice, through huggingface_hub as it ships and through a lean client
+    Each is measured twice, through huggingface_hub as it ships (returned: the reference of the
+    bars, the client stack the gateway speaks to the Hub with) and through a lean client
     (``http.client``; the PUT body sent with ``sendfile``, the GET body received into one 1 MiB
-    buffer), and the faster one is the reference: the gateway is held to the emulator's speed,
-    not to a slow client's. Both figures and the CPU seconds per GiB of the emulator and of this
-    driver go into ``results`` and ``cpu``."""
+    buffer: what the emulator can serve). Both figures and the CPU seconds per GiB of the
+    emulator and of this driver go into ``results`` and ``cpu``."""
     from huggingface_hub import CommitOperationAdd, HfApi, constants, hf_hub_url
     from huggingface_hub.lfs import UploadInfo, post_lfs_batch_info
     from huggingface_hub.utils import build_hf_headers, http_stream_backoff

@@ -252,8 +252,8 @@ class VersionReader(ReadStream):
                 # a remote or lazy stream finds its object gone only when it reads
                 if not self._refresh(self._pos):
                     raise
-                self._open_at(self._pos)
-                data = self._stream.read(min(n, self._stream_end - self._pos))
+                self._close_stream()  # reopened where the extent lives now
+                continue
             pieces.append(data)
             self._pos += len(data)
             self._stream_pos = self._pos

@@ -559,11 +559,6 @@ class _RangeStream(ReadStream):
             self._left -= len(out)
         return out
 
-    def read1(self, n: int = -1) -> bytes:
-        """At most ``n`` bytes (a block if ``n`` is negative), at least one unless the range is
-        done."""
-        return self.read(n if n is not None and n >= 0 else READ_BLOCK)
-
     def close(self) -> None:
         response, self._response = self._response, None
         if response is not None:

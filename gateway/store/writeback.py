@@ -491,11 +491,10 @@ class _Fill:
             with self._cond:
                 self.size = size
                 self._cond.notify_all()
-            read = getattr(stream, "read1", stream.read)
             written = 0
             with stream:
                 while not self._cancelled:
-                    block = read(COPY_BLOCK)
+                    block = stream.read(COPY_BLOCK)
                     if not block:
                         break
                     os.pwrite(self._fd, block, written)
