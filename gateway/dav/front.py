@@ -29,6 +29,7 @@ HTML folder listing (a 200) pass unchanged.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from urllib.parse import unquote_to_bytes, urlsplit
 
@@ -40,6 +41,15 @@ log = logging.getLogger(__name__)
 DESTINATION_KEY = "hfdav.destination"
 
 _DEPTHS = frozenset({"0", "1", "infinity"})
+#: RFC 4918 §10.7: ``Second-N`` or ``Infinite``, in a comma-separated list.
+_TIMEOUT_TYPE = re.compile(r"(?i)second-\d{1,20}|infinite")
+#: A Coded-URL (RFC 4918 §10.1): ``<`` absolute-URI ``>``.
+_CODED_URL = re.compile(r"<[^<>\s]+>")
+#: The tokens of an If header (RFC 4918 §10.4): Coded-URL or Resource-Tag, list brackets, an
+#: entity tag in square brackets, ``Not``; anything else makes the header malformed.
+_IF_TOKEN = re.compile(
+    r'\s*(?:(?P<url><[^<>\s]+>)|(?P<open>\()|(?P<close>\))|(?P<etag>\[(?:W/)?"[^"]*"\])|(?P<not>(?i:not)))'
+)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -123,6 +133,42 @@ def parse_destination(value: str, environ: dict) -> str:
         raise BadHeader(400, "Destination is not UTF-8") from None
 
 
+def if_header_valid(value: str) -> bool:
+    """Whether ``value`` follows the If grammar: ``1*No-tag-list`` or ``1*Tagged-list``, a list
+    being ``(`` one or more ``[Not] (Coded-URL | [entity-tag])`` ``)``."""
+    pos, tagged, lists_since_tag, in_list, conditions = 0, None, 0, False, 0
+    value = value.rstrip()
+    while pos < len(value):
+        m = _IF_TOKEN.match(value, pos)
+        if m is None:
+            return False
+        pos, kind = m.end(), m.lastgroup
+        if in_list:
+            if kind == "close":
+                if conditions == 0:
+                    return False
+                in_list, lists_since_tag = False, lists_since_tag + 1
+            elif kind == "not":
+                nxt = _IF_TOKEN.match(value, pos)
+                if nxt is None or nxt.lastgroup not in ("url", "etag"):
+                    return False
+            elif kind in ("url", "etag"):
+                conditions += 1
+            else:
+                return False
+        elif kind == "open":
+            if tagged is None:
+                tagged = False
+            in_list, conditions = True, 0
+        elif kind == "url":  # a Resource-Tag: only before the first list, or after a list
+            if tagged is False or (tagged and lists_since_tag == 0):
+                return False
+            tagged, lists_since_tag = True, 0
+        else:
+            return False
+    return not in_list and lists_since_tag > 0
+
+
 def check_request(environ: dict) -> None:
     """Validate the path and the URL- or list-valued headers; raises :class:`BadHeader`."""
     wsgi_to_utf8(environ.get("PATH_INFO") or "", "request path")
@@ -134,8 +180,18 @@ def check_request(environ: dict) -> None:
         overwrite = environ["HTTP_OVERWRITE"] = environ["HTTP_OVERWRITE"].strip().upper()
         if overwrite not in ("T", "F"):
             raise BadHeader(400, "Overwrite must be T or F")
-    if environ.get("REQUEST_METHOD") in ("COPY", "MOVE") and "HTTP_DESTINATION" in environ:
+    if "HTTP_IF" in environ and not if_header_valid(environ["HTTP_IF"]):
+        raise BadHeader(400, "malformed If header")
+    method = environ.get("REQUEST_METHOD")
+    if method in ("COPY", "MOVE") and "HTTP_DESTINATION" in environ:
         environ[DESTINATION_KEY] = parse_destination(environ["HTTP_DESTINATION"], environ)
+    if method == "LOCK" and "HTTP_TIMEOUT" in environ:
+        items = [t.strip() for t in environ["HTTP_TIMEOUT"].split(",") if t.strip()]
+        if not items or not all(_TIMEOUT_TYPE.fullmatch(t) for t in items):
+            raise BadHeader(400, "Timeout must be Second-N or Infinite")
+    token = environ.get("HTTP_LOCK_TOKEN")
+    if method == "UNLOCK" and token is not None and not _CODED_URL.fullmatch(token.strip()):
+        raise BadHeader(400, "Lock-Token must be a <coded URL>")
 
 
 class _GuardedBody:
