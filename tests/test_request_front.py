@@ -312,3 +312,38 @@ def test_getetag_property_equals_the_etag_header(base):
     etag = dav("HEAD", base + "/t/f.txt").headers["ETag"]
     r = dav("PROPFIND", base + "/t/f.txt", headers={"Depth": "0"})
     assert f"<D:getetag>{etag}</D:getetag>" in r.text.replace("&quot;", '"')
+
+
+@pytest.mark.parametrize("spelling", ["absolute URL", "path", "lower-case escape", "user info"])
+def test_tagged_if_conditions_apply_however_the_tag_is_spelled(base, spelling):
+    """WsgiDAV matched a tagged list only when spelled like its ref URL: absolute URLs, what
+    clients send, made the conditions silently not apply."""
+    path = "/t/" + quote("tagged?.txt")
+    assert dav("PUT", base + path, data=b"v1").status_code in (201, 204)
+    host = base.split("//", 1)[1]
+    tag = {
+        "absolute URL": base + path,
+        "path": path,
+        "lower-case escape": base + path.replace("%3F", "%3f"),
+        "user info": f"http://u:p@{host}{path}",
+    }[spelling]
+    assert dav("PUT", base + path, data=b"v2", headers={"If": f'<{tag}> (["stale"])'}).status_code == 412
+    etag = dav("HEAD", base + path).headers["ETag"]
+    assert dav("PUT", base + path, data=b"v3", headers={"If": f"<{tag}> ([{etag}])"}).status_code == 204
+    assert dav("GET", base + path).content == b"v3"
+
+
+def test_tagged_if_on_a_collection_without_its_slash(base):
+    body = (
+        '<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:"><D:set><D:prop>'
+        '<Z:x xmlns:Z="urn:z">1</Z:x></D:prop></D:set></D:propertyupdate>'
+    )
+    r = dav("PROPPATCH", base + "/t/coll", data=body, headers={"If": f"<{base}/t/coll> (<opaquelocktoken:none>)"})
+    assert r.status_code == 412
+
+
+def test_if_tags_of_another_server_match_nothing():
+    environ = {"HTTP_HOST": HOST, "wsgi.url_scheme": "http", "REQUEST_METHOD": "PUT", "PATH_INFO": "/x",
+               "HTTP_IF": "<http://other.example/x> ([\"e\"]) <http://dav.example:8080/a%3fb> ([\"f\"])"}  # fmt: skip
+    check_request(environ)
+    assert set(environ["wsgidav.conditions.if"]) == {"http://other.example/x", "/a%3Fb", "/a%3Fb/"}

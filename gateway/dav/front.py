@@ -14,8 +14,13 @@ each such place loses data or drops the connection:
   fragment, a relative one, or a malformed one is a 400; one on another scheme, host or port
   is a 502 (RFC 4918 §9.8.5). A ``user:password@`` in it is ignored, as Apache mod_dav does
   (git http-push sends it).
-* ``Depth`` and ``Overwrite`` must be one of their few values (RFC 4918 §10.2, §10.6): a 400
-  otherwise, whatever the method.
+* ``Depth`` and ``Overwrite`` must be one of their few values (RFC 4918 §10.2, §10.6), ``Timeout``
+  of a LOCK a list of ``Second-N``/``Infinite`` (§10.7), ``Lock-Token`` of an UNLOCK a coded URL
+  (§10.5): a 400 otherwise.
+* ``If`` (§10.4) must follow its grammar (WsgiDAV skipped what it could not read, so a garbled
+  header imposed no condition), and its resource tags are decoded like a Destination and
+  re-spelled as WsgiDAV's lookup key: a tag written as an absolute URL, as clients do, used to
+  match nothing, and the conditions tagged with it were silently not applied.
 * a request body that cannot be read to its end (the client went away in a chunked PUT, or the
   framing is broken) became a 500 with a traceback. Reads of ``wsgi.input`` go through
   :class:`_GuardedBody`, which turns that into a 400 (:class:`BrokenBody`) and one warning line.
@@ -31,8 +36,9 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
-from urllib.parse import unquote_to_bytes, urlsplit
+from urllib.parse import quote, unquote_to_bytes, urlsplit
 
+from wsgidav import util
 from wsgidav.dav_error import HTTP_BAD_REQUEST, DAVError
 
 log = logging.getLogger(__name__)
@@ -169,6 +175,44 @@ def if_header_valid(value: str) -> bool:
     return not in_list and lists_since_tag > 0
 
 
+def _resource_key(tag: str, environ: dict) -> str:
+    """A Resource-Tag of an If header as the key WsgiDAV looks conditions up by (the quoted
+    absolute path of ``get_ref_url``). A tag naming another server stays as it is: it matches
+    none of our resources."""
+    try:
+        return quote(parse_destination(tag, environ))
+    except BadHeader as exc:
+        if exc.status == 502:
+            return tag
+        raise BadHeader(400, f"malformed resource in If header: {exc.reason}") from None
+
+
+def parse_if_header(environ: dict) -> None:
+    """Check the If header and parse it for WsgiDAV (which caches the result in environ).
+
+    WsgiDAV matches a tagged list only when its tag is spelled exactly like the resource's
+    quoted ref URL, so an absolute URL (what clients send), other percent-encoding, or a
+    collection without its trailing slash made the conditions silently not apply. The tags are
+    rewritten to that key first, and every key also answers for its trailing-slash twin."""
+    value = environ["HTTP_IF"]
+    if not if_header_valid(value):
+        raise BadHeader(400, "malformed If header")
+    out, pos, depth = [], 0, 0
+    for m in _IF_TOKEN.finditer(value):
+        kind = m.lastgroup
+        depth += {"open": 1, "close": -1}.get(kind, 0)
+        if kind == "url" and depth == 0:
+            out.append(value[pos : m.start(kind)] + "<" + _resource_key(m.group(kind)[1:-1], environ) + ">")
+            pos = m.end()
+    environ["HTTP_IF"] = "".join(out) + value[pos:]
+    util.parse_if_header_dict(environ)
+    conditions = environ["wsgidav.conditions.if"]
+    for key in list(conditions):
+        if key.startswith("/") and key != "/":
+            twin = key[:-1] if key.endswith("/") else key + "/"
+            conditions.setdefault(twin, conditions[key])
+
+
 def check_request(environ: dict) -> None:
     """Validate the path and the URL- or list-valued headers; raises :class:`BadHeader`."""
     wsgi_to_utf8(environ.get("PATH_INFO") or "", "request path")
@@ -180,8 +224,8 @@ def check_request(environ: dict) -> None:
         overwrite = environ["HTTP_OVERWRITE"] = environ["HTTP_OVERWRITE"].strip().upper()
         if overwrite not in ("T", "F"):
             raise BadHeader(400, "Overwrite must be T or F")
-    if "HTTP_IF" in environ and not if_header_valid(environ["HTTP_IF"]):
-        raise BadHeader(400, "malformed If header")
+    if "HTTP_IF" in environ:
+        parse_if_header(environ)
     method = environ.get("REQUEST_METHOD")
     if method in ("COPY", "MOVE") and "HTTP_DESTINATION" in environ:
         environ[DESTINATION_KEY] = parse_destination(environ["HTTP_DESTINATION"], environ)
