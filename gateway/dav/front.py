@@ -118,7 +118,7 @@ def parse_destination(value: str, environ: dict) -> str:
         if scheme not in _DEFAULT_PORTS or not parts.netloc:
             raise BadHeader(400, "Destination is not an http(s) URL")
         own_scheme = (environ.get("wsgi.url_scheme") or "http").lower()
-        forwarded_scheme = (environ.get("HTTP_X_FORWARDED_PROTO") or "").lower()
+        forwarded_scheme = (environ.get("HTTP_X_FORWARDED_PROTO") or "").split(",")[0].strip().lower()
         if scheme not in (own_scheme, forwarded_scheme):
             raise BadHeader(502, "Destination on another scheme")
         # a Host without a port means the default port of the scheme the client used, which is
