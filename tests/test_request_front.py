@@ -347,3 +347,11 @@ def test_if_tags_of_another_server_match_nothing():
                "HTTP_IF": "<http://other.example/x> ([\"e\"]) <http://dav.example:8080/a%3fb> ([\"f\"])"}  # fmt: skip
     check_request(environ)
     assert set(environ["wsgidav.conditions.if"]) == {"http://other.example/x", "/a%3Fb", "/a%3Fb/"}
+
+
+def test_an_html_file_is_served_as_it_is(base):
+    page = b"<html><body>" + b"x" * 100 + b"</body></html>"
+    assert dav("PUT", base + "/t/page.html", data=page, headers={"Content-Type": "text/html"}).status_code == 201
+    assert dav("GET", base + "/t/page.html").content == page
+    r = dav("GET", base + "/t/page.html", headers={"Range": "bytes=0-5"})
+    assert r.status_code == 206 and r.content == page[:6]

@@ -27,8 +27,8 @@ each such place loses data or drops the connection:
 
 On the way out, the status pages WsgiDAV renders (an HTML page naming the library and its
 version, also for a 201) are replaced by an empty body for success and redirect statuses and
-by the plain status line for errors. XML error bodies (RFC 4918 §16 preconditions) and the
-HTML folder listing (a 200) pass unchanged.
+by the plain status line for errors. XML error bodies (RFC 4918 §16 preconditions), the HTML
+folder listing and files (200 or 206, an HTML file included) pass unchanged.
 """
 
 from __future__ import annotations
@@ -255,7 +255,7 @@ class _GuardedBody:
             env.get("REQUEST_METHOD"),
             env.get("PATH_INFO"),
             self.count,
-            exc or type(exc).__name__,
+            str(exc) or type(exc).__name__,
         )
         return BrokenBody("request body incomplete or malformed")
 
@@ -315,7 +315,8 @@ class RequestFront:
 
         def _start(status, headers, exc_info=None):
             ctype = _header(headers, "content-type")
-            if not status.startswith("200") and ctype.startswith("text/html"):
+            # a file's own bytes come only with 200 or 206, whatever its type
+            if status[:3] not in ("200", "206") and ctype.startswith("text/html"):
                 body = _neutral_body(status)
                 headers = [(k, v) for k, v in headers if k.lower() not in ("content-type", "content-length")]
                 if body:
