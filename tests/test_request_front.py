@@ -253,6 +253,9 @@ MALFORMED = [
     ("LOCK", "/t/f.txt", {"Timeout": "Second-soon"}, 400),
     ("UNLOCK", "/t/f.txt", {"Lock-Token": "no-brackets"}, 400),
     ("GET", "/t/f.txt", {"Depth": "1"}, 400),
+    ("DELETE", "/t/coll", {"Depth": "0"}, 400),  # RFC 4918 §9.6.1: a collection goes with infinity
+    ("LOCK", "/t/f.txt", {"Depth": "1"}, 400),  # §9.10.3: 0 or infinity
+    ("PROPPATCH", "/t/f.txt", {"Depth": "infinity"}, 400),
     ("GET", "/t/f.txt", {"Range": "bytes=5-2"}, 200),
     ("GET", "/t/f.txt", {"Range": "bytes=50-"}, 416),
     ("GET", "/t/f.txt", {"Range": "bytes=0-0", "If-Range": "not a date"}, 200),
