@@ -1,16 +1,23 @@
-"""Build the WsgiDAV application (configuration in one place), wrapped in :class:`gateway.web.WebFront`."""
+"""Build the WsgiDAV application (configuration in one place), behind the request front
+(:mod:`gateway.dav.front`) and wrapped in :class:`gateway.web.WebFront`."""
 
 from __future__ import annotations
 
 import logging
 
+from wsgidav.dir_browser import WsgiDavDirBrowser
+from wsgidav.error_printer import ErrorPrinter
+from wsgidav.http_authenticator import HTTPAuthenticator
+from wsgidav.mw.cors import Cors
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from gateway.config import Settings
 from gateway.dav.auth import HfdavDomainController, user_table
+from gateway.dav.front import QuietBrokenBodies, RequestFront
 from gateway.dav.locks import DbLockStorage
 from gateway.dav.props import DbPropertyManager
 from gateway.dav.provider import HfdavProvider
+from gateway.dav.server import RequestResolver
 from gateway.files import FileService
 from gateway.web import WebFront, committer_check, database_check, store_check
 
@@ -19,6 +26,8 @@ log = logging.getLogger(__name__)
 #: WsgiDAV reads PUT bodies and writes GET bodies in pieces of this size. The 8 KiB default
 #: costs 3–7× in throughput (WEBDAV_NOTES §3); 1 MiB keeps memory per request small.
 IO_BLOCK_SIZE = 1 << 20
+
+_QUIET_BROKEN_BODIES = QuietBrokenBodies()
 
 
 def _progress(path: str, done: int, total: int | None) -> None:
@@ -30,6 +39,8 @@ def make_wsgi_app(settings: Settings, files: FileService):
     repo = files.repo
     config = {
         "provider_mapping": {settings.prefix: provider},
+        # WsgiDAV's stack, with our resolver last: it serves GET ranges and COPY/MOVE itself
+        "middleware_stack": [Cors, ErrorPrinter, HTTPAuthenticator, WsgiDavDirBrowser, RequestResolver],
         "http_authenticator": {
             "domain_controller": HfdavDomainController,
             "accept_basic": True,
@@ -57,6 +68,12 @@ def make_wsgi_app(settings: Settings, files: FileService):
     wsgidav_log = logging.getLogger("wsgidav")
     wsgidav_log.propagate = True
     wsgidav_log.setLevel(logging.WARNING)
+    logging.getLogger("wsgidav.request_server").addFilter(_QUIET_BROKEN_BODIES)
     checks = {"database": database_check(repo), "store": store_check(files.store), "committer": committer_check(files)}
-    return WebFront(dav, prefix=settings.prefix, users=user_table(settings), anonymous=settings.anonymous,
-                    checks=checks)
+    return WebFront(
+        RequestFront(dav),
+        prefix=settings.prefix,
+        users=user_table(settings),
+        anonymous=settings.anonymous,
+        checks=checks,
+    )
