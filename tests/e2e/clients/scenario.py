@@ -214,12 +214,14 @@ class ClientRun:
         return {item["name"]: item for item in self.ok(sid)["value"]}
 
 
-def cases(xfail: dict[tuple[str, str], str] | None = None, *, lock: bool = True) -> list:
+def cases(xfail: dict[tuple[str, str], str] | None = None, *, lock: bool = True, without: tuple[str, ...] = ()) -> list:
     """pytest params ``(key, op)`` for every name and operation (plus the lock sequence and a
-    check of the final tree); ``xfail`` maps ``(key, op)`` to the reason of a known defect."""
+    check of the final tree); ``xfail`` maps ``(key, op)`` to the reason of a known defect;
+    ``without`` names operations the client does not have."""
     xfail = xfail or {}
     keys = [*NAMES, BIG[0]]
-    pairs = [("-", "mkdir")] + [(k, op) for k in keys for op in OPS if op != "mkdir"] + [("-", "tree")]
+    ops = [op for op in OPS if op != "mkdir" and op not in without]
+    pairs = [("-", "mkdir")] + [(k, op) for k in keys for op in ops] + [("-", "tree")]
     if lock:
         pairs += [("lock", op) for op in LOCK_OPS]
     params = []
