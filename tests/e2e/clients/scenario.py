@@ -57,9 +57,18 @@ COPIES = "/copies 100% & 副本"
 #: The lock sequence's file: every awkward character, ``?`` included (no Destination involved).
 LOCKED = "locked ?#%&+;' 锁 🔒.txt"
 MOVED_LOCKED = "moved under lock 🔒.txt"
+#: A folder copied and moved as a whole (Depth: infinity), with a file and a subfolder inside.
+TREE = "/tree & 100% 🌳"
+TREE_FILE = "sub #1/leaf & 叶 🍃.txt"
+TREE_COPY = "/tree copy #2 副本"
+TREE_MOVED = "/tree moved ✓ 移动"
+#: A folder locked as a whole: a new file inside needs the folder's token.
+LOCKED_DIR = "/locked dir & 100% 🔐"
 
 OPS = ("mkdir", "upload", "list", "download", "copy", "move", "delete")
 LOCK_OPS = ("lock", "put_locked", "foreign_refused", "unlock", "foreign_after_unlock", "move_locked")
+TREE_OPS = ("copy_tree", "move_tree", "delete_tree")
+LOCK_DIR_OPS = ("lock_dir", "put_in_locked_dir", "foreign_in_locked_dir_refused", "unlock_dir")
 
 DRIVER_TIMEOUT_S = 120
 
@@ -172,8 +181,34 @@ class ClientRun:
         for e in self.entries.values():
             self._step(f"delete {e.key}", "delete", path=e.moved_path)
         self._step("list after", "list", path=FOLDER)
+        self._plan_tree()
         if self.can_lock:
             self._plan_lock()
+            self._plan_lock_dir()
+
+    def _plan_tree(self) -> None:
+        sub = TREE_FILE.rsplit("/", 1)[0]
+        self._step("tree mkdir", "mkdir", path=TREE)
+        self._step("tree mkdir sub", "mkdir", path=f"{TREE}/{sub}")
+        self._step("tree put", "put", path=f"{TREE}/{TREE_FILE}", file=self._upfile("tree", _content("tree")))
+        self._step("copy_tree", "copy", **{"from": TREE, "to": TREE_COPY})
+        self._step("get tree copy", "get", path=f"{TREE_COPY}/{TREE_FILE}", file=str(self.down / "tree-copy"))
+        self._step("move_tree", "move", **{"from": TREE_COPY, "to": TREE_MOVED})
+        self._step("list tree moved", "list", path=f"{TREE_MOVED}/{sub}")
+        self._step("get tree moved", "get", path=f"{TREE_MOVED}/{TREE_FILE}", file=str(self.down / "tree-moved"))
+        self._step("delete_tree", "delete", path=TREE_MOVED)
+
+    def _plan_lock_dir(self) -> None:
+        inside = f"{LOCKED_DIR}/new #1 新 🆕.txt"
+        self._step("lock dir mkdir", "mkdir", path=LOCKED_DIR)
+        self._step("lock_dir", "lock", path=LOCKED_DIR)
+        self._step("put_in_locked_dir", "put", path=inside, file=self._upfile("in-dir-1", _content("in dir 1")),
+                   locked=True, lock_of=LOCKED_DIR)  # fmt: skip
+        self._step("foreign_in_locked_dir_refused", "put_foreign", path=f"{LOCKED_DIR}/foreign.txt",
+                   file=self._upfile("in-dir-2", _content("in dir 2")))  # fmt: skip
+        self._step("unlock_dir", "unlock", path=LOCKED_DIR)
+        self._step("foreign in unlocked dir", "put_foreign", path=f"{LOCKED_DIR}/foreign.txt",
+                   file=self._upfile("in-dir-2", _content("in dir 2")))  # fmt: skip
 
     def _plan_lock(self) -> None:
         path, moved = f"{FOLDER}/{LOCKED}", f"{FOLDER}/{MOVED_LOCKED}"
@@ -222,8 +257,9 @@ def cases(xfail: dict[tuple[str, str], str] | None = None, *, lock: bool = True,
     keys = [*NAMES, BIG[0]]
     ops = [op for op in OPS if op != "mkdir" and op not in without]
     pairs = [("-", "mkdir")] + [(k, op) for k in keys for op in ops] + [("-", "tree")]
+    pairs += [("tree", op) for op in TREE_OPS if op not in without]
     if lock:
-        pairs += [("lock", op) for op in LOCK_OPS]
+        pairs += [("lock", op) for op in LOCK_OPS] + [("lockdir", op) for op in LOCK_DIR_OPS]
     params = []
     for key, op in pairs:
         marks = [pytest.mark.xfail(strict=True, reason=xfail[key, op])] if (key, op) in xfail else []
@@ -235,6 +271,10 @@ def check(run: ClientRun, key: str, op: str) -> None:
     """Assert one (name, operation) case of a finished run."""
     if key == "lock":
         return _check_lock(run, op)
+    if key == "lockdir":
+        return _check_lock_dir(run, op)
+    if key == "tree":
+        return _check_tree_ops(run, op)
     if op == "mkdir":
         run.ok("mkdir")
         run.ok("mkdir copies")
@@ -280,10 +320,12 @@ def check(run: ClientRun, key: str, op: str) -> None:
 def _check_tree(run: ClientRun) -> None:
     """Afterwards the share holds exactly the uploaded files (and the lock sequence's file),
     with their sizes: nothing was created or overwritten under a wrong name."""
-    expected = {FOLDER.strip("/"), COPIES.strip("/")}
+    sub = TREE_FILE.rsplit("/", 1)[0]
+    expected = {FOLDER.strip("/"), COPIES.strip("/"), TREE.strip("/"), f"{TREE}/{sub}"[1:], f"{TREE}/{TREE_FILE}"[1:]}
     expected |= {e.path.strip("/") for e in run.entries.values()}
     if run.can_lock:
-        expected.add(f"{FOLDER}/{MOVED_LOCKED}".strip("/"))
+        expected |= {f"{FOLDER}/{MOVED_LOCKED}"[1:], LOCKED_DIR[1:], f"{LOCKED_DIR}/new #1 新 🆕.txt"[1:]}
+        expected.add(f"{LOCKED_DIR}/foreign.txt"[1:])
     assert set(run.tree) - {""} == expected
     for e in run.entries.values():
         assert int(run.tree[e.path.strip("/")]["getcontentlength"]) == len(e.data), e.name
@@ -317,3 +359,44 @@ def _check_lock(run: ClientRun, op: str) -> None:
         run.ok("foreign after move")
         served = run.served(f"{FOLDER}/{MOVED_LOCKED}")
         assert served.status_code == 200 and served.content == _content("lock v5")
+
+
+def _check_tree_ops(run: ClientRun, op: str) -> None:
+    run.ok("tree put")
+    if op == "copy_tree":
+        run.ok("copy_tree")
+        run.ok("get tree copy")
+        assert run.downloaded("tree-copy") == _content("tree")
+    elif op == "move_tree":
+        run.ok("move_tree")
+        listed = run.listed("list tree moved")
+        leaf = TREE_FILE.rsplit("/", 1)[1]
+        assert leaf in listed and int(listed[leaf]["size"]) == len(_content("tree")), sorted(listed)
+        run.ok("get tree moved")
+        assert run.downloaded("tree-moved") == _content("tree")
+        assert TREE_COPY[1:] not in run.tree
+    elif op == "delete_tree":
+        run.ok("delete_tree")
+        assert not [p for p in run.tree if p.startswith(TREE_MOVED[1:])], sorted(run.tree)
+        assert run.served(f"{TREE_MOVED}/{TREE_FILE}").status_code == 404
+    # the source folder is untouched by all of it
+    served = run.served(f"{TREE}/{TREE_FILE}")
+    assert served.status_code == 200 and served.content == _content("tree")
+
+
+def _check_lock_dir(run: ClientRun, op: str) -> None:
+    if op == "lock_dir":
+        token = run.ok("lock_dir")["value"]
+        assert isinstance(token, str) and token.startswith("opaquelocktoken:"), token
+    elif op == "put_in_locked_dir":
+        run.ok("put_in_locked_dir")
+        served = run.served(f"{LOCKED_DIR}/new #1 新 🆕.txt")
+        assert served.status_code == 200 and served.content == _content("in dir 1")
+    elif op == "foreign_in_locked_dir_refused":
+        r = run.result("foreign_in_locked_dir_refused")
+        assert not r.get("ok") and r.get("status") == 423, r
+    elif op == "unlock_dir":
+        run.ok("unlock_dir")
+        run.ok("foreign in unlocked dir")
+        served = run.served(f"{LOCKED_DIR}/foreign.txt")
+        assert served.status_code == 200 and served.content == _content("in dir 2")

@@ -13,7 +13,7 @@ const foreign = createClient(baseUrl, { username, password });
 const tokens = new Map();
 
 async function put(c, step) {
-    const headers = step.locked ? { If: `(<${tokens.get(step.path)}>)` } : {};
+    const headers = step.locked ? { If: `(<${tokens.get(step.lock_of ?? step.path)}>)` } : {};
     if (step.stream) {
         const { size } = await fsStat(step.file);
         return c.putFileContents(step.path, createReadStream(step.file), { contentLength: size, headers });
@@ -43,7 +43,7 @@ const ops = {
     },
     delete: (s) => client.deleteFile(s.path),
     lock: async (s) => {
-        const { token } = await client.lock(s.path);
+        const { token } = await client.lock(s.path); // no Depth header: infinity
         tokens.set(s.path, token);
         return token;
     },
