@@ -67,8 +67,9 @@ def run(request, tmp_path_factory):
         pytest.fail("; ".join(problems))
 
 
-#: hdav has no download command, and its copy (GET, then PUT) is for files only.
-WITHOUT = ("download", *scenario.TREE_OPS)
+#: hdav has no download command, its copy (GET, then PUT) is for files only, and it always
+#: overwrites.
+WITHOUT = ("download", *scenario.TREE_OPS, *scenario.GUARD_OPS)
 
 
 @pytest.mark.slow

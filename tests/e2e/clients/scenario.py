@@ -9,9 +9,11 @@ each driver hands them to its library in the form the library documents (decoded
 percent-encoded where the library expects a URI).
 
 Steps: ``mkdir``, ``put`` (``file``; ``stream`` to upload from a stream; ``locked`` to send
-the lock token this client holds for the path), ``put_foreign`` (from a second client
+the lock token this client holds for the path, or for ``lock_of``; ``overwrite: false`` to
+refuse replacing an existing file), ``put_foreign`` (from a second client
 instance that holds no locks), ``list`` (the library's own listing: name, size, is-dir),
-``get`` (into ``file``), ``copy``/``move`` (``from``, ``to``), ``delete``, ``lock`` (value:
+``get`` (into ``file``), ``copy``/``move`` (``from``, ``to``; ``overwrite: false`` sends
+``Overwrite: F``), ``delete``, ``lock`` (value:
 the token), ``unlock``.
 
 Each name goes through mkdir, upload, list, download, copy (into a second folder), move
@@ -62,12 +64,16 @@ TREE = "/tree & 100% 🌳"
 TREE_FILE = "sub #1/leaf & 叶 🍃.txt"
 TREE_COPY = "/tree copy #2 副本"
 TREE_MOVED = "/tree moved ✓ 移动"
+#: Overwrite: F and If-None-Match: * must leave an existing target alone (412).
+GUARD_SOURCE = "/guard ?a; 源.txt"
+GUARD_TARGET = "/guard b #% 目标.txt"
 #: A folder locked as a whole: a new file inside needs the folder's token.
 LOCKED_DIR = "/locked dir & 100% 🔐"
 
 OPS = ("mkdir", "upload", "list", "download", "copy", "move", "delete")
 LOCK_OPS = ("lock", "put_locked", "foreign_refused", "unlock", "foreign_after_unlock", "move_locked")
 TREE_OPS = ("copy_tree", "move_tree", "delete_tree")
+GUARD_OPS = ("copy_no_overwrite", "move_no_overwrite", "put_no_overwrite")
 LOCK_DIR_OPS = ("lock_dir", "put_in_locked_dir", "foreign_in_locked_dir_refused", "unlock_dir")
 
 DRIVER_TIMEOUT_S = 120
@@ -182,6 +188,7 @@ class ClientRun:
             self._step(f"delete {e.key}", "delete", path=e.moved_path)
         self._step("list after", "list", path=FOLDER)
         self._plan_tree()
+        self._plan_guard()
         if self.can_lock:
             self._plan_lock()
             self._plan_lock_dir()
@@ -197,6 +204,14 @@ class ClientRun:
         self._step("list tree moved", "list", path=f"{TREE_MOVED}/{sub}")
         self._step("get tree moved", "get", path=f"{TREE_MOVED}/{TREE_FILE}", file=str(self.down / "tree-moved"))
         self._step("delete_tree", "delete", path=TREE_MOVED)
+
+    def _plan_guard(self) -> None:
+        self._step("guard put source", "put", path=GUARD_SOURCE, file=self._upfile("guard-a", _content("guard a")))
+        self._step("guard put target", "put", path=GUARD_TARGET, file=self._upfile("guard-b", _content("guard b")))
+        for op in ("copy", "move"):
+            self._step(f"{op}_no_overwrite", op, overwrite=False, **{"from": GUARD_SOURCE, "to": GUARD_TARGET})
+        self._step("put_no_overwrite", "put", path=GUARD_TARGET, file=self._upfile("guard-c", _content("guard c")),
+                   overwrite=False)  # fmt: skip
 
     def _plan_lock_dir(self) -> None:
         inside = f"{LOCKED_DIR}/new #1 新 🆕.txt"
@@ -258,6 +273,7 @@ def cases(xfail: dict[tuple[str, str], str] | None = None, *, lock: bool = True,
     ops = [op for op in OPS if op != "mkdir" and op not in without]
     pairs = [("-", "mkdir")] + [(k, op) for k in keys for op in ops] + [("-", "tree")]
     pairs += [("tree", op) for op in TREE_OPS if op not in without]
+    pairs += [("guard", op) for op in GUARD_OPS if op not in without]
     if lock:
         pairs += [("lock", op) for op in LOCK_OPS] + [("lockdir", op) for op in LOCK_DIR_OPS]
     params = []
@@ -275,6 +291,8 @@ def check(run: ClientRun, key: str, op: str) -> None:
         return _check_lock_dir(run, op)
     if key == "tree":
         return _check_tree_ops(run, op)
+    if key == "guard":
+        return _check_guard(run, op)
     if op == "mkdir":
         run.ok("mkdir")
         run.ok("mkdir copies")
@@ -322,7 +340,7 @@ def _check_tree(run: ClientRun) -> None:
     with their sizes: nothing was created or overwritten under a wrong name."""
     sub = TREE_FILE.rsplit("/", 1)[0]
     expected = {FOLDER.strip("/"), COPIES.strip("/"), TREE.strip("/"), f"{TREE}/{sub}"[1:], f"{TREE}/{TREE_FILE}"[1:]}
-    expected |= {e.path.strip("/") for e in run.entries.values()}
+    expected |= {e.path.strip("/") for e in run.entries.values()} | {GUARD_SOURCE[1:], GUARD_TARGET[1:]}
     if run.can_lock:
         expected |= {f"{FOLDER}/{MOVED_LOCKED}"[1:], LOCKED_DIR[1:], f"{LOCKED_DIR}/new #1 新 🆕.txt"[1:]}
         expected.add(f"{LOCKED_DIR}/foreign.txt"[1:])
@@ -400,3 +418,13 @@ def _check_lock_dir(run: ClientRun, op: str) -> None:
         run.ok("foreign in unlocked dir")
         served = run.served(f"{LOCKED_DIR}/foreign.txt")
         assert served.status_code == 200 and served.content == _content("in dir 2")
+
+
+def _check_guard(run: ClientRun, op: str) -> None:
+    run.ok("guard put source")
+    run.ok("guard put target")
+    r = run.result(op)
+    assert not r.get("ok") and r.get("status") == 412, r
+    for path, key in ((GUARD_SOURCE, "guard a"), (GUARD_TARGET, "guard b")):
+        served = run.served(path)
+        assert served.status_code == 200 and served.content == _content(key), path

@@ -14,11 +14,19 @@ const tokens = new Map();
 
 async function put(c, step) {
     const headers = step.locked ? { If: `(<${tokens.get(step.lock_of ?? step.path)}>)` } : {};
+    const options = { headers, overwrite: step.overwrite !== false }; // false: If-None-Match: *
+    let written;
     if (step.stream) {
         const { size } = await fsStat(step.file);
-        return c.putFileContents(step.path, createReadStream(step.file), { contentLength: size, headers });
+        written = await c.putFileContents(step.path, createReadStream(step.file), { ...options, contentLength: size });
+    } else {
+        written = await c.putFileContents(step.path, readFileSync(step.file), options);
     }
-    return c.putFileContents(step.path, readFileSync(step.file), { headers });
+    if (!written) {
+        // the library's answer to a 412 when told not to overwrite
+        throw Object.assign(new Error("not written: the file exists"), { status: 412 });
+    }
+    return written;
 }
 
 const ops = {
@@ -36,10 +44,11 @@ const ops = {
         writeFileSync(s.file, Buffer.from(data));
         return data.byteLength;
     },
-    copy: (s) => client.copyFile(s.from, s.to),
+    copy: (s) => client.copyFile(s.from, s.to, { overwrite: s.overwrite !== false }),
     move: (s) => {
         const token = tokens.get(s.from);
-        return client.moveFile(s.from, s.to, token ? { headers: { If: `(<${token}>)` } } : {});
+        const headers = token ? { If: `(<${token}>)` } : {};
+        return client.moveFile(s.from, s.to, { headers, overwrite: s.overwrite !== false });
     },
     delete: (s) => client.deleteFile(s.path),
     lock: async (s) => {

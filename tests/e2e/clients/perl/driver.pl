@@ -40,11 +40,16 @@ sub url_of {
     return $base . join( '/', map { uri_escape_utf8($_) } split( m{/}, $path, -1 ) );
 }
 
+sub overwrite { return defined $_[0]{overwrite} && !$_[0]{overwrite} ? ( -overwrite => 'F' ) : () }
+
 sub globby { $_[0] =~ m{[*?\[][^/]*$} }
 
 my %ops = (
     mkdir       => sub { $dav->mkcol( -url => url_of( $_[0]{path} ) . '/' ) },
-    put         => sub { $dav->put( -local => $_[0]{file}, -url => url_of( $_[0]{path} ) ) },
+    put => sub {
+        die "HTTP::DAV's put cannot refuse to overwrite\n" if defined $_[0]{overwrite} && !$_[0]{overwrite};
+        return $dav->put( -local => $_[0]{file}, -url => url_of( $_[0]{path} ) );
+    },
     put_foreign => sub {
         my $ok = $foreign->put( -local => $_[0]{file}, -url => url_of( $_[0]{path} ) );
         return ( $ok, $foreign );
@@ -54,8 +59,8 @@ my %ops = (
         return $dav->get( -url => $url, -to => $file ) unless globby( $_[0]{path} );
         return $dav->new_resource( -uri => $url )->get( -save_to => $file )->is_success;
     },
-    copy   => sub { $dav->copy( -url => url_of( $_[0]{from} ), -dest => url_of( $_[0]{to} ) ) },
-    move   => sub { $dav->move( -url => url_of( $_[0]{from} ), -dest => url_of( $_[0]{to} ) ) },
+    copy => sub { $dav->copy( -url => url_of( $_[0]{from} ), -dest => url_of( $_[0]{to} ), overwrite( $_[0] ) ) },
+    move => sub { $dav->move( -url => url_of( $_[0]{from} ), -dest => url_of( $_[0]{to} ), overwrite( $_[0] ) ) },
     delete => sub {
         my $url = url_of( $_[0]{path} );
         return $dav->delete( -url => $url ) unless globby( $_[0]{path} );
