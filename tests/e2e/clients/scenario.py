@@ -13,7 +13,7 @@ the lock token this client holds for the path, or for ``lock_of``; ``overwrite: 
 refuse replacing an existing file), ``put_foreign`` (from a second client
 instance that holds no locks), ``list`` (the library's own listing: name, size, is-dir),
 ``get`` (into ``file``), ``copy``/``move`` (``from``, ``to``; ``overwrite: false`` sends
-``Overwrite: F``), ``delete``, ``lock`` (value:
+``Overwrite: F``; ``depth: "0"`` copies a folder without its members), ``delete``, ``lock`` (value:
 the token), ``unlock``.
 
 Each name goes through mkdir, upload, list, download, copy (into a second folder), move
@@ -70,6 +70,7 @@ TREE = "/tree & 100% 🌳"
 TREE_FILE = "sub #1/leaf & 叶 🍃.txt"
 TREE_COPY = "/tree copy #2 副本"
 TREE_MOVED = "/tree moved ✓ 移动"
+TREE_SHALLOW = "/tree shallow #0 浅"
 #: Overwrite: F and If-None-Match: * must leave an existing target alone (412).
 GUARD_SOURCE = "/guard ?a; 源.txt"
 GUARD_TARGET = "/guard b #% 目标.txt"
@@ -78,7 +79,7 @@ LOCKED_DIR = "/locked dir & 100% 🔐"
 
 OPS = ("mkdir", "upload", "list", "download", "copy", "move", "delete")
 LOCK_OPS = ("lock", "put_locked", "foreign_refused", "unlock", "foreign_after_unlock", "move_locked")
-TREE_OPS = ("copy_tree", "move_tree", "delete_tree")
+TREE_OPS = ("copy_tree", "move_tree", "delete_tree", "copy_tree_shallow")
 GUARD_OPS = ("copy_no_overwrite", "move_no_overwrite", "put_no_overwrite")
 LOCK_DIR_OPS = ("lock_dir", "put_in_locked_dir", "foreign_in_locked_dir_refused", "unlock_dir")
 
@@ -86,6 +87,11 @@ DRIVER_TIMEOUT_S = 120
 
 _CUT_AT_QUESTION = "Destination is percent-decoded before it is split: a name with %3F is cut at the '?'"
 _CUT_AT_SEMICOLON = "Destination is percent-decoded, then split with urlparse: a name with ';' is cut there"
+#: Known server defect of COPY with Depth: 0.
+SHALLOW_COPY_DEFECT = {
+    ("tree", "copy_tree_shallow"): "COPY of a collection with Depth: 0 copies its members too "
+    "(WsgiDAV copies get_descendants() whatever the Depth)",
+}
 #: Known server defects that break COPY and MOVE of some names for every client that encodes
 #: them correctly, as (name, operation) -> reason (the deletion is of the moved file).
 DESTINATION_DEFECTS = {
@@ -220,6 +226,10 @@ class ClientRun:
         self._step("list tree moved", "list", path=f"{TREE_MOVED}/{sub}")
         self._step("get tree moved", "get", path=f"{TREE_MOVED}/{TREE_FILE}", file=str(self.down / "tree-moved"))
         self._step("delete_tree", "delete", path=TREE_MOVED)
+        # Depth: 0 copies the folder and its properties, not its members (RFC 4918 §9.8.3)
+        self._step("copy_tree_shallow", "copy", depth="0", **{"from": TREE, "to": TREE_SHALLOW})
+        self._step("list tree shallow", "list", path=TREE_SHALLOW)
+        self._step("delete tree shallow", "delete", path=TREE_SHALLOW)
 
     def _plan_guard(self) -> None:
         self._step("guard put source", "put", path=GUARD_SOURCE, file=self._upfile("guard-a", _content("guard a")))
@@ -411,6 +421,10 @@ def _check_tree_ops(run: ClientRun, op: str) -> None:
         run.ok("get tree moved")
         assert run.downloaded("tree-moved") == _content("tree")
         assert TREE_COPY[1:] not in run.tree
+    elif op == "copy_tree_shallow":
+        run.ok("copy_tree_shallow")
+        assert run.listed("list tree shallow") == {}, "a Depth: 0 copy brought the members along"
+        run.ok("delete tree shallow")
     elif op == "delete_tree":
         run.ok("delete_tree")
         assert not [p for p in run.tree if p.startswith(TREE_MOVED[1:])], sorted(run.tree)

@@ -44,7 +44,7 @@ const ops = {
         writeFileSync(s.file, Buffer.from(data));
         return data.byteLength;
     },
-    copy: (s) => client.copyFile(s.from, s.to, { overwrite: s.overwrite !== false }),
+    copy: (s) => client.copyFile(s.from, s.to, { overwrite: s.overwrite !== false, shallow: s.depth === "0" }),
     move: (s) => {
         const token = tokens.get(s.from);
         const headers = token ? { If: `(<${token}>)` } : {};

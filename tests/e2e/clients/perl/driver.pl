@@ -40,7 +40,12 @@ sub url_of {
     return $base . join( '/', map { uri_escape_utf8($_) } split( m{/}, $path, -1 ) );
 }
 
-sub overwrite { return defined $_[0]{overwrite} && !$_[0]{overwrite} ? ( -overwrite => 'F' ) : () }
+sub overwrite {
+    my ($step) = @_;
+    my @args = defined $step->{overwrite} && !$step->{overwrite} ? ( -overwrite => 'F' ) : ();
+    push @args, ( -depth => $step->{depth} ) if defined $step->{depth};
+    return @args;
+}
 
 sub globby { $_[0] =~ m{[*?\[][^/]*$} }
 
