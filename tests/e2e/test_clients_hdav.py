@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from tests.e2e.clients import scenario
-from tests.e2e.support import BOTH_SERVERS, SERVER_KINDS, ServerFactory, require_tool
+from tests.e2e.support import BOTH_SERVERS, SERVER_KINDS, ServerFactory
 
 pytestmark = pytest.mark.e2e
 
@@ -55,7 +55,7 @@ KNOWN = {case: why for case, why in scenario.DESTINATION_DEFECTS.items() if case
 
 @pytest.fixture(scope="module", params=SERVER_KINDS)
 def run(request, tmp_path_factory):
-    require_tool("hdav")
+    scenario.require_client("hdav", "hdav")
     factory = ServerFactory(tmp_path_factory.mktemp(f"hdav-servers-{request.param}"))
     try:
         server = factory.start(request.param)

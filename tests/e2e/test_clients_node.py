@@ -5,14 +5,13 @@ there with ``npm ci`` on first use."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.clients import scenario
-from tests.e2e.support import SERVER_KINDS, ServerFactory, require_tool
+from tests.e2e.support import SERVER_KINDS, ServerFactory
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -25,12 +24,10 @@ KNOWN = {**scenario.DESTINATION_DEFECTS, **scenario.SHALLOW_COPY_DEFECT}
 
 def _node_modules() -> None:
     """Install the pinned package once (``npm ci``), or skip saying why it cannot be."""
-    require_tool("node")
+    scenario.require_client("node", "nodejs")
     if (NODE_DIR / "node_modules" / "webdav" / "package.json").exists():
         return
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.skip("npm not installed: apt-get install npm (or scripts/test.sh as root)")
+    npm = scenario.require_client("npm", "npm")
     proc = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, capture_output=True, text=True,
                           timeout=NPM_TIMEOUT_S)  # fmt: skip
     if proc.returncode != 0:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.clients import scenario
-from tests.e2e.support import SERVER_KINDS, ServerFactory, require_tool
+from tests.e2e.support import SERVER_KINDS, ServerFactory
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -22,7 +22,7 @@ KNOWN = {**scenario.DESTINATION_DEFECTS, **scenario.SHALLOW_COPY_DEFECT}
 
 
 def _require_http_dav() -> None:
-    perl = require_tool("perl")
+    perl = scenario.require_client("perl", "perl")
     if subprocess.run([perl, "-MHTTP::DAV", "-e1"], capture_output=True).returncode != 0:
         pytest.skip("Perl module HTTP::DAV not installed: apt-get install libhttp-dav-perl (or scripts/test.sh)")
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import unicodedata
 from dataclasses import dataclass
@@ -109,6 +110,14 @@ def _content(key: str) -> bytes:
 
 def _big_content() -> bytes:
     return (hashlib.sha256(b"big").digest() * (BIG[2] // 32 + 1))[: BIG[2]]
+
+
+def require_client(command: str, package: str) -> str:
+    """The client's path, or skip the test saying which Debian package brings it."""
+    path = shutil.which(command)
+    if path is None:
+        pytest.skip(f"{command} not installed: apt-get install {package} (or scripts/test.sh as root)")
+    return path
 
 
 def nfc(text: str) -> str:
