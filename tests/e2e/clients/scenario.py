@@ -17,8 +17,11 @@ instance that holds no locks), ``list`` (the library's own listing: name, size, 
 the token), ``unlock``.
 
 Each name goes through mkdir, upload, list, download, copy (into a second folder), move
-(back, renamed) and delete (of the renamed file); a lock
-sequence runs on one more name. :func:`cases` turns the outcome into one pytest case per
+(back, renamed) and delete (of the renamed file). Then a folder is copied (Depth infinity and
+Depth 0), moved and deleted as a whole; COPY, MOVE and PUT are told not to overwrite an
+existing file; and for clients that lock, a file is locked, written under the lock, refused
+to a second client, unlocked and moved while locked, and a folder is locked with Depth
+infinity so that a new file inside needs its token. :func:`cases` turns the outcome into one pytest case per
 (name, operation), so a known server defect can be marked ``xfail`` for exactly the cases it
 breaks. What the library reports is checked, and so is what the server holds afterwards
 (plain HTTP PROPFIND/GET beside the client).
@@ -29,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import shutil
 import subprocess
 import unicodedata
@@ -109,7 +113,8 @@ def _content(key: str) -> bytes:
 
 
 def _big_content() -> bytes:
-    return (hashlib.sha256(b"big").digest() * (BIG[2] // 32 + 1))[: BIG[2]]
+    """Bytes that differ from chunk to chunk (no two chunks alike to deduplicate)."""
+    return random.Random("big").randbytes(BIG[2])
 
 
 def require_client(command: str, package: str) -> str:
