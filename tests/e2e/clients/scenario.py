@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import shutil
 import subprocess
@@ -170,8 +169,7 @@ def entries() -> list[Entry]:
 class ClientRun:
     """Runs the scenario through one driver against one server and keeps the outcome."""
 
-    def __init__(self, server, workdir: Path, argv: list[str], *, env: dict[str, str] | None = None,
-                 can_lock: bool = True):  # fmt: skip
+    def __init__(self, server, workdir: Path, argv: list[str], *, can_lock: bool = True):
         self.server = server
         self.workdir = workdir
         self.can_lock = can_lock
@@ -185,7 +183,7 @@ class ClientRun:
         proc = subprocess.run(
             [*argv, server.url, server.user, server.password],
             input=json.dumps(self.steps), capture_output=True, text=True, timeout=DRIVER_TIMEOUT_S,
-            cwd=workdir, env={**os.environ, **(env or {})},
+            cwd=workdir,
         )  # fmt: skip
         self.stderr = proc.stderr
         try:
