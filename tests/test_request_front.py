@@ -124,7 +124,8 @@ REQUESTS = [
     ("LOCK", {"HTTP_TIMEOUT": "Second--5"}, 400),
     ("LOCK", {"HTTP_TIMEOUT": ", ,"}, 400),
     ("UNLOCK", {"HTTP_LOCK_TOKEN": "<opaquelocktoken:x>"}, None),
-    ("UNLOCK", {"HTTP_LOCK_TOKEN": "opaquelocktoken:x"}, 400),
+    ("UNLOCK", {"HTTP_LOCK_TOKEN": "opaquelocktoken:x"}, None),  # brackets left out: still one token
+    ("UNLOCK", {"HTTP_LOCK_TOKEN": "opaque locktoken"}, 400),
     ("UNLOCK", {"HTTP_LOCK_TOKEN": "<>"}, 400),
     ("PUT", {"HTTP_IF": "garbage"}, 400),
     ("PUT", {"PATH_INFO": "/caf\xe9.txt"}, 400),  # %e9 decoded by the server: latin-1, not UTF-8
@@ -252,6 +253,7 @@ MALFORMED = [
     ("PUT", "/t/f.txt", {"If": "(<opaquelocktoken:unknown>)"}, 412),
     ("LOCK", "/t/f.txt", {"Timeout": "Second-soon"}, 400),
     ("UNLOCK", "/t/f.txt", {"Lock-Token": "no-brackets"}, 400),
+    ("UNLOCK", "/t/f.txt", {"Lock-Token": "<no-brackets"}, 400),
     ("GET", "/t/f.txt", {"Depth": "1"}, 400),
     ("DELETE", "/t/coll", {"Depth": "0"}, 400),  # RFC 4918 §9.6.1: a collection goes with infinity
     ("LOCK", "/t/f.txt", {"Depth": "1"}, 400),  # §9.10.3: 0 or infinity

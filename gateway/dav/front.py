@@ -51,6 +51,8 @@ _DEPTHS = frozenset({"0", "1", "infinity"})
 _TIMEOUT_TYPE = re.compile(r"(?i)second-\d{1,20}|infinite")
 #: A Coded-URL (RFC 4918 §10.1): ``<`` absolute-URI ``>``.
 _CODED_URL = re.compile(r"<[^<>\s]+>")
+#: A lock token sent without the brackets of a coded URL: an absolute URI, nothing else.
+_BARE_TOKEN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^<>\s]+")
 #: The tokens of an If header (RFC 4918 §10.4): Coded-URL or Resource-Tag, list brackets, an
 #: entity tag in square brackets, ``Not``; anything else makes the header malformed.
 _IF_TOKEN = re.compile(
@@ -234,8 +236,14 @@ def check_request(environ: dict) -> None:
         if not items or not all(_TIMEOUT_TYPE.fullmatch(t) for t in items):
             raise BadHeader(400, "Timeout must be Second-N or Infinite")
     token = environ.get("HTTP_LOCK_TOKEN")
-    if method == "UNLOCK" and token is not None and not _CODED_URL.fullmatch(token.strip()):
-        raise BadHeader(400, "Lock-Token must be a <coded URL>")
+    if method == "UNLOCK" and token is not None:
+        token = token.strip()
+        if _BARE_TOKEN.fullmatch(token):
+            # Node's webdav package (and others) send the token without its angle brackets;
+            # it is still unambiguous, so it is read as the coded URL it stands for
+            environ["HTTP_LOCK_TOKEN"] = token = f"<{token}>"
+        if not _CODED_URL.fullmatch(token):
+            raise BadHeader(400, "Lock-Token must be a <coded URL>")
 
 
 class _GuardedBody:

@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 DRIVER = Path(__file__).parent / "clients" / "perl" / "driver.pl"
 
 #: Known server defects, as (name, operation) -> reason; each flips to a failure once fixed.
-KNOWN = {**scenario.DESTINATION_DEFECTS, **scenario.SHALLOW_COPY_DEFECT}
+KNOWN: dict = {}
 
 
 def _require_http_dav() -> None:
