@@ -6,6 +6,7 @@ import logging
 
 from wsgidav.wsgidav_app import WsgiDAVApp
 
+from gateway.admin_api import AdminApi
 from gateway.config import Settings
 from gateway.dav.auth import HfdavDomainController, user_table
 from gateway.dav.locks import DbLockStorage
@@ -37,7 +38,7 @@ def make_wsgi_app(settings: Settings, files: FileService):
             "default_to_digest": True,
         },
         "hfdav_dc": {"users": user_table(settings), "anonymous": settings.anonymous},
-        "lock_storage": DbLockStorage(repo),
+        "lock_storage": DbLockStorage(repo, share_path=lambda: provider.share_path),
         "property_manager": DbPropertyManager(repo, lambda: provider.share_path),
         "mutable_live_props": ["{DAV:}getlastmodified"],
         "hotfixes": {
@@ -58,5 +59,6 @@ def make_wsgi_app(settings: Settings, files: FileService):
     wsgidav_log.propagate = True
     wsgidav_log.setLevel(logging.WARNING)
     checks = {"database": database_check(repo), "store": store_check(files.store), "committer": committer_check(files)}
-    return WebFront(dav, prefix=settings.prefix, users=user_table(settings), anonymous=settings.anonymous,
+    api = AdminApi(dav, repo, user_table(settings))  # /.hfdav-admin/: list and break locks
+    return WebFront(api, prefix=settings.prefix, users=user_table(settings), anonymous=settings.anonymous,
                     checks=checks)
