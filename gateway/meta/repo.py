@@ -563,14 +563,25 @@ class MetadataRepository:
         Raises Conflict if ``path`` is a folder, AlreadyExists with ``create_only`` if it exists.
         Two writers creating the same new file race on the unique path; the loser retries once
         and then overwrites, as if it had come second (last writer wins, like an overwrite).
+        When the version cannot be made (the parent folder went away meanwhile, ...), the
+        ``new_objects`` the caller stored are recorded as orphans, so that the collector removes
+        them instead of leaving bytes the database does not know.
         """
-        for attempt in range(3):
-            try:
-                return self._put_version(path, parts, new_objects, object_state, content_type, mtime, create_only)
-            except AlreadyExists:
-                if create_only or attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        try:
+            for attempt in range(3):
+                try:
+                    return self._put_version(path, parts, new_objects, object_state, content_type, mtime, create_only)
+                except AlreadyExists:
+                    if create_only or attempt == 2:
+                        raise
+            raise AssertionError("unreachable")
+        except HfdavError:
+            if new_objects:
+                try:
+                    self.register_strays(new_objects, state=object_state)
+                except (HfdavError, sa_exc.DBAPIError) as exc:  # fsck finds them as strays then
+                    log.warning("could not record %d orphaned objects: %s", len(new_objects), exc)
+            raise
 
     @db.retrying
     def _put_version(self, path, parts, new_objects, object_state, content_type, mtime, create_only) -> Node:
