@@ -184,3 +184,85 @@ def test_locks_are_still_enforced_with_scoped_lookups(server):
     assert lock(base + "/d/", auth=ADMIN).status_code == 200
     assert dav("PUT", base + "/d/new.txt", auth=BOB, data=b"z").status_code == 423
     assert dav("PUT", base + "/dd.txt", auth=BOB, data=b"z").status_code == 201  # a sibling name, not below
+
+
+def test_lock_lookups_by_path(repo):
+    """Ancestors, siblings and subtrees, with names that sort between ``/a`` and ``/a/``
+    (PostgreSQL compares lock paths byte-wise whatever its locale)."""
+    roots = ["/", "/a", "/a/b", "/a/b/c", "/a b", "/a-b", "/a.b", "/a0", "/aé", "/a/ü", "/b", "/b/a"]
+    for i, root in enumerate(roots):
+        repo.create_lock(_stored_lock(f"t{i}", root, "o"), lambda _: None)
+
+    def roots_of(rows):
+        return sorted(r.root for r in rows)
+
+    assert roots_of(repo.locks_below("/a")) == sorted(["/a", "/a/b", "/a/b/c", "/a/ü"])
+    assert roots_of(repo.locks_below("/a/b")) == ["/a/b", "/a/b/c"]
+    assert len(repo.locks_below("/")) == len(roots)
+    # near /a/b/c: itself and its ancestors; near /a/b: also its siblings in /a
+    assert roots_of(repo.locks_near("/a/b/c")) == sorted(["/", "/a", "/a/b", "/a/b/c"])
+    assert roots_of(repo.locks_near("/a/b")) == sorted(["/", "/a", "/a/b", "/a/ü"])
+    assert roots_of(repo.locks_at(["/b/a", "/nope"])) == ["/b/a"]
+    # expired locks are never returned, and breaking by path takes what is asked
+    repo.create_lock(LockRow("old", "/a/old", "0", "exclusive", "write", "o", "u", 1, time.time() - 5), lambda _: None)
+    assert "/a/old" not in roots_of(repo.locks_below("/a"))
+    assert roots_of(repo.delete_locks_below("/b", recursive=False)) == ["/b"]
+    assert roots_of(repo.delete_locks_below("/a", recursive=True)) == sorted(["/a", "/a/b", "/a/b/c", "/a/ü", "/a/old"])
+    assert roots_of(repo.all_locks()) == sorted(["/", "/a b", "/a-b", "/a.b", "/a0", "/aé", "/b/a"])
+    if repo.engine.dialect.name == "postgresql":  # the test server's own locale may be C already
+        from sqlalchemy import text
+
+        with repo.engine.connect() as c:
+            rows = c.execute(
+                text(
+                    "SELECT column_name, collation_name FROM information_schema.columns "
+                    "WHERE table_schema = current_schema() AND table_name = 'locks' "
+                    "AND column_name IN ('root', 'parent')"
+                )
+            ).all()
+        assert sorted(rows) == [("parent", "C"), ("root", "C")]
+
+
+def test_lock_limits_hold_across_the_transaction(repo):
+    for i in range(3):
+        repo.create_lock(_stored_lock(f"u{i}", f"/f{i}", "o"), lambda _: None, max_total=5, max_per_principal=3)
+    from gateway.meta.repo import LockLimitReached
+
+    with pytest.raises(LockLimitReached):
+        repo.create_lock(_stored_lock("u3", "/f3", "o"), lambda _: None, max_total=5, max_per_principal=3)
+    other = LockRow("v0", "/g", "0", "exclusive", "write", "o", "bob", 60, time.time() + 60)
+    repo.create_lock(other, lambda _: None, max_total=5, max_per_principal=3)
+    assert len(repo.all_locks()) == 4
+
+
+def test_migration_fills_in_lock_parents(db_url):
+    """Locks held across the upgrade keep working: their parent folders are filled in."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    from gateway.meta import db
+    from gateway.meta.repo import MetadataRepository
+
+    engine = db.make_engine(db_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(db._MIGRATIONS))
+    cfg.attributes["connection_engine"] = engine
+    command.upgrade(cfg, "0003")
+    with engine.begin() as c:
+        for token, root in (("k1", "/"), ("k2", "/x"), ("k3", "/x/y z")):
+            c.execute(
+                text(
+                    "INSERT INTO locks (token, root, depth, scope, type, owner, principal, timeout, expire) "
+                    "VALUES (:t, :r, '0', 'exclusive', 'write', '', 'u', 60, :e)"
+                ),
+                {"t": token, "r": root, "e": time.time() + 60},
+            )
+    engine.dispose()
+    repo = MetadataRepository.open(db_url)
+    try:
+        assert sorted(r.root for r in repo.locks_near("/x/y z")) == ["/", "/x", "/x/y z"]
+        assert sorted(r.root for r in repo.locks_near("/x/other")) == ["/", "/x", "/x/y z"]  # a sibling
+        assert [r.root for r in repo.locks_below("/x/y z")] == ["/x/y z"]
+    finally:
+        repo.close()
