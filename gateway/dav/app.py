@@ -1,17 +1,24 @@
-"""Build the WsgiDAV application (configuration in one place), wrapped in :class:`gateway.web.WebFront`."""
+"""Build the WsgiDAV application (configuration in one place), behind the request front
+(:mod:`gateway.dav.front`) and wrapped in :class:`gateway.web.WebFront`."""
 
 from __future__ import annotations
 
 import logging
 
+from wsgidav.dir_browser import WsgiDavDirBrowser
+from wsgidav.error_printer import ErrorPrinter
+from wsgidav.http_authenticator import HTTPAuthenticator
+from wsgidav.mw.cors import Cors
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from gateway.admin_api import AdminApi
 from gateway.config import Settings
 from gateway.dav.auth import HfdavDomainController, user_table
+from gateway.dav.front import QuietBrokenBodies, RequestFront
 from gateway.dav.locks import DbLockStorage
 from gateway.dav.props import DbPropertyManager
 from gateway.dav.provider import HfdavProvider
+from gateway.dav.server import RequestResolver
 from gateway.files import FileService
 from gateway.web import WebFront, committer_check, database_check, store_check
 
@@ -20,6 +27,8 @@ log = logging.getLogger(__name__)
 #: WsgiDAV reads PUT bodies and writes GET bodies in pieces of this size. The 8 KiB default
 #: costs 3–7× in throughput (WEBDAV_NOTES §3); 1 MiB keeps memory per request small.
 IO_BLOCK_SIZE = 1 << 20
+
+_QUIET_BROKEN_BODIES = QuietBrokenBodies()
 
 
 def _progress(path: str, done: int, total: int | None) -> None:
@@ -31,6 +40,8 @@ def make_wsgi_app(settings: Settings, files: FileService):
     repo = files.repo
     config = {
         "provider_mapping": {settings.prefix: provider},
+        # WsgiDAV's stack, with our resolver last: it serves GET ranges and COPY/MOVE itself
+        "middleware_stack": [Cors, ErrorPrinter, HTTPAuthenticator, WsgiDavDirBrowser, RequestResolver],
         "http_authenticator": {
             "domain_controller": HfdavDomainController,
             "accept_basic": True,
@@ -58,7 +69,12 @@ def make_wsgi_app(settings: Settings, files: FileService):
     wsgidav_log = logging.getLogger("wsgidav")
     wsgidav_log.propagate = True
     wsgidav_log.setLevel(logging.WARNING)
+    logging.getLogger("wsgidav.request_server").addFilter(_QUIET_BROKEN_BODIES)
     checks = {"database": database_check(repo), "store": store_check(files.store), "committer": committer_check(files)}
-    api = AdminApi(dav, repo, user_table(settings))  # /.hfdav-admin/: list and break locks
-    return WebFront(api, prefix=settings.prefix, users=user_table(settings), anonymous=settings.anonymous,
-                    checks=checks)
+    return WebFront(
+        AdminApi(RequestFront(dav), repo, user_table(settings)),  # /.hfdav-admin/: list and break locks
+        prefix=settings.prefix,
+        users=user_table(settings),
+        anonymous=settings.anonymous,
+        checks=checks,
+    )
