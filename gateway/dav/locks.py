@@ -18,6 +18,9 @@ answer reports the one granted), the owner XML at most ``owner_max`` bytes (413 
 lock on the share root blocks every writer of the share, so only the users in
 ``root_lock_users`` (default: ``admin``) may take one (403 for the others). Administrators list
 and break locks with ``hfdav locks`` and the admin API (:mod:`gateway.admin_api`).
+
+The database errors of these calls (e.g. :class:`gateway.meta.db.DatabaseBusy`) are answered
+through the one error table (:mod:`gateway.dav.errors`), as for the provider's calls.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from wsgidav.dav_error import (
 from wsgidav.lock_man.lock_manager import generate_lock_token, normalize_lock_root, validate_lock
 
 from gateway.config import int_setting
+from gateway.dav.errors import translated
 from gateway.errors import ConfigError, Conflict
 from gateway.meta.repo import LockLimitReached, LockRow, MetadataRepository, lock_ancestors, lock_parent
 
@@ -183,6 +187,7 @@ class DbLockStorage:
         }
 
     # -- LockStorage API ----------------------------------------------------------------------
+    @translated
     def get(self, token):
         row = self._cache().rows.get(token) or self._repo.get_lock(token)
         if row is None or row.expire < self._clock():
@@ -208,6 +213,7 @@ class DbLockStorage:
                 "lock the folders you work in instead",
             )
 
+    @translated
     def create(self, path, lock):
         path = normalize_lock_root(path)
         timeout = lock.get("timeout")
@@ -253,16 +259,19 @@ class DbLockStorage:
             self._forget()
         return lock
 
+    @translated
     def refresh(self, token, *, timeout):
         timeout = self.limits.granted_timeout(timeout)
         self._repo.refresh_lock(token, timeout, self._clock() + timeout)
         self._forget()
         return self.get(token)
 
+    @translated
     def delete(self, token):
         self._forget()
         return self._repo.delete_lock(token)
 
+    @translated
     def get_lock_list(self, path, *, include_root, include_children, token_only):
         path = normalize_lock_root(path)
         cache = self._cache()
