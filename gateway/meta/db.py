@@ -27,7 +27,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TypeVar
 
@@ -53,11 +53,16 @@ RETRY_BASE_S = 0.02
 #: Seconds a client is told to wait (Retry-After) when the retries ran out.
 RETRY_AFTER_S = 2
 
+#: Milliseconds the health check's write probe waits for another writer's lock.
+PROBE_WAIT_MS = 2000
+
 #: PostgreSQL advisory lock key held while a process migrates and sets up the schema.
 _SETUP_LOCK_KEY = 0x68666461760001  # "hfdav" 1
 
 _PG_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock
+_SQLITE_BUSY = 5
 _SQLITE_READONLY = 8
+_PG_LOCK_NOT_AVAILABLE = "55P03"
 
 
 class DatabaseBusy(HfdavError):
@@ -84,6 +89,32 @@ def is_transient(exc: BaseException) -> bool:
     if getattr(orig, "sqlstate", None) in _PG_TRANSIENT_SQLSTATES:
         return True
     return _sqlite_readonly(orig)
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Did a statement give up waiting for another writer's lock?"""
+    orig = getattr(exc, "orig", None)
+    code = getattr(orig, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF == _SQLITE_BUSY
+    return getattr(orig, "sqlstate", None) == _PG_LOCK_NOT_AVAILABLE
+
+
+@contextmanager
+def short_lock_wait(conn) -> Iterator[None]:
+    """SQLite: the connection waits at most :data:`PROBE_WAIT_MS` for the write lock (instead of
+    :data:`SQLITE_BUSY_TIMEOUT_S`) inside the block. PostgreSQL sets ``lock_timeout`` per
+    transaction instead."""
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    raw = conn.connection.dbapi_connection
+    raw.execute(f"PRAGMA busy_timeout = {PROBE_WAIT_MS}")
+    try:
+        yield
+    finally:
+        with suppress(Exception):  # an invalidated connection is closed already
+            raw.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
 
 
 F = TypeVar("F", bound=Callable)

@@ -303,14 +303,21 @@ class MetadataRepository:
 
     def health(self) -> dict:
         """The database check of ``/healthz``: ok when the root folder reads, a write
-        transaction can write now (:meth:`probe_write`), and no real write failed in the last
-        :data:`WRITE_ERROR_WINDOW_S` seconds without one succeeding since (a failure at commit,
-        e.g. a full disk, is seen only by real writes)."""
+        transaction can write now (:meth:`probe_write`; a write lock held by another writer for
+        more than :data:`~gateway.meta.db.PROBE_WAIT_MS` is reported as ``busy``, not as a
+        failure), and no real write failed in the last :data:`WRITE_ERROR_WINDOW_S` seconds
+        without one succeeding since (a failure at commit, e.g. a full disk, is seen only by
+        real writes)."""
         report: dict = {"ok": self.get("") is not None}
         try:
             self.probe_write()
-        except (sa_exc.DBAPIError, db.DatabaseBusy) as exc:
-            report.update(ok=False, write_probe=str(getattr(exc, "orig", None) or exc))
+        except sa_exc.DBAPIError as exc:
+            if db.is_busy(exc):
+                report["write_probe"] = "busy"
+            else:
+                report.update(ok=False, write_probe=str(exc.orig))
+        except db.DatabaseBusy as exc:
+            report.update(ok=False, write_probe=str(exc))
         last = self.last_write_error
         if last is not None and time.monotonic() - last[0] < WRITE_ERROR_WINDOW_S:
             report.update(ok=False, last_write_error=last[1])
@@ -319,17 +326,17 @@ class MetadataRepository:
     @db.retrying
     def probe_write(self) -> None:
         """Raise unless a write transaction can write now. The probe's change is rolled back
-        (nothing lands in the database, a backup sees no change)."""
-        conn = self.engine.connect()
-        if self._is_sqlite:
-            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
-        try:
+        (nothing lands in the database, a backup sees no change); it waits for another writer
+        at most :data:`~gateway.meta.db.PROBE_WAIT_MS`."""
+        with self.engine.connect() as conn, db.short_lock_wait(conn):
+            if self._is_sqlite:
+                conn.execution_options(sqlite_begin="IMMEDIATE")
             with conn.begin() as tx:
+                if not self._is_sqlite:
+                    conn.execute(text(f"SET LOCAL lock_timeout = {db.PROBE_WAIT_MS}"))
                 stmt = self._upsert(settings_kv).values(key="health-probe", value=str(self._clock()))
                 conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": stmt.excluded.value}))
                 tx.rollback()
-        finally:
-            conn.close()
 
     def _upsert(self, table):
         return (pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert)(table)

@@ -89,3 +89,37 @@ def test_writes_recover_after_the_database_file_was_unwritable(work_dir):
     assert out["health_unwritable"]["ok"] is False, out
     assert out["failed_after"] == 0, out  # every pooled read-only connection was replaced
     assert out["health_after"]["ok"] is True, out
+
+
+def test_health_reports_a_busy_writer_without_waiting_for_it(repo):
+    """A long write transaction of another writer: the probe gives up after a short wait and
+    says ``busy`` (the database works); real writes would wait for their turn."""
+    import threading
+    import time
+
+    from gateway.meta import db
+
+    holding, release = threading.Event(), threading.Event()
+
+    def long_writer():
+        with repo._write() as c:
+            if repo.engine.dialect.name == "postgresql":  # SQLite's BEGIN IMMEDIATE holds the lock already
+                from sqlalchemy import text
+
+                c.execute(text("LOCK TABLE settings IN EXCLUSIVE MODE"))
+            holding.set()
+            release.wait(30)
+
+    t = threading.Thread(target=long_writer)
+    t.start()
+    try:
+        assert holding.wait(10)
+        started = time.monotonic()
+        report = repo.health()
+        waited = time.monotonic() - started
+    finally:
+        release.set()
+        t.join(30)
+    assert report == {"ok": True, "write_probe": "busy"}, report
+    assert waited < db.SQLITE_BUSY_TIMEOUT_S / 2  # the probe did not wait as long as a writer does
+    assert repo.health() == {"ok": True}
