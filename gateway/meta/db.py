@@ -1,5 +1,5 @@
 """Engine set-up: SQLite (WAL, immediate write transactions) or PostgreSQL; Alembic migrations;
-the retry rule for transactions that lost a race; the database health probe.
+the retry rule for transactions that lost a race; the short lock wait of the health probe.
 
 Failures that a second attempt cures are told apart here, in one place (:func:`is_transient`):
 
@@ -44,8 +44,8 @@ _MIGRATIONS = Path(__file__).with_name("migrations")
 #: How long a SQLite writer waits for another writer before failing (seconds).
 SQLITE_BUSY_TIMEOUT_S = 60
 
-#: Attempts of a transaction that lost a race (deadlock, serialization failure, stale
-#: connection) before :class:`DatabaseBusy` is raised, and the first pause between two (doubled
+#: Attempts of a transaction that lost a race (deadlock, serialization failure) or met a
+#: read-only SQLite connection before :class:`DatabaseBusy` is raised, and the first pause between two (doubled
 #: each time, with jitter: the racers must not meet again in lock-step).
 TRANSACTION_ATTEMPTS = 6
 RETRY_BASE_S = 0.02
@@ -135,7 +135,7 @@ def retrying(fn: F) -> F:
                     raise
                 if attempt == TRANSACTION_ATTEMPTS:
                     log.warning("%s: gave up after %d attempts: %s", fn.__name__, attempt, exc.orig)
-                    raise DatabaseBusy(f"the database is busy: {exc.orig}") from exc
+                    raise DatabaseBusy(f"the database refused {attempt} attempts: {exc.orig}") from exc
                 log.info("%s: attempt %d lost a race, trying again: %s", fn.__name__, attempt, exc.orig)
                 time.sleep(RETRY_BASE_S * 2 ** (attempt - 1) * (0.5 + random.random()))
         raise AssertionError("unreachable")

@@ -801,11 +801,6 @@ class MetadataRepository:
         stmt = select(*_LOCK_COLS).where(and_(cond, locks.c.expire >= self._clock()))
         return [LockRow(*r) for r in c.execute(stmt)]
 
-    def locks_at(self, roots: Sequence[str]) -> list[LockRow]:
-        """Locks whose root is one of ``roots``."""
-        with self._read() as c:
-            return self._live_locks(c, locks.c.root.in_(list(roots)))
-
     def locks_near(self, path: str) -> list[LockRow]:
         """Locks rooted at ``path``, at any of its ancestors, or at a sibling (a member of the
         same folder): what a request needs to check ``path`` and, in the same answer, the other
