@@ -38,6 +38,7 @@ def server(tmp_path, monkeypatch, request):
             "HFDAV_DATA_DIR": str(tmp_path / "data"),
             "SYS_TOKEN": "pw",
             "HFDAV_USERS": "bob:bpw:rw,reader:rpw:ro",
+            **getattr(request, "param", {}),
         }
     )
     gw = build_gateway(settings)
@@ -106,6 +107,21 @@ def test_depth_infinity_lock_on_share_root_refused_for_users(server):
     assert lock(base + "/", auth=BOB, depth="0").status_code == 200
     gw.repo.delete_locks_below("/", recursive=True)
     assert lock(base + "/", auth=ADMIN).status_code == 200
+
+
+@pytest.mark.parametrize("server", [{"HFDAV_PREFIX": "/dav"}], indirect=True)
+def test_share_root_under_a_prefix(server):
+    """Behind the container's nginx the share is /dav: its root is what may not be locked."""
+    base, gw = server
+    assert lock(base + "/dav/", auth=BOB).status_code == 403
+    assert dav("MKCOL", base + "/dav/work").status_code == 201
+    assert lock(base + "/dav/work/", auth=BOB).status_code == 200
+    assert [r.root for r in gw.repo.all_locks()] == ["/dav/work"]
+    assert dav("PUT", base + "/dav/work/f.txt", data=b"x").status_code == 423
+    assert dav("PUT", base + "/dav/f.txt", data=b"x").status_code == 201
+    # the admin API lives outside the share; it shows the lock under its URL path
+    (info,) = requests.get(base + "/.hfdav-admin/locks", auth=ADMIN, timeout=10).json()["locks"]
+    assert info["path"] == "/dav/work"
 
 
 @pytest.mark.parametrize("server", [{"HFDAV_LOCK_OWNER_MAX": "256"}], indirect=True)
