@@ -1,6 +1,7 @@
-"""PostgreSQL under 4 gunicorn workers: workers starting together on a fresh database, then
-concurrent PUT/DELETE/MOVE/COPY/MKCOL on the same few paths from many clients. Nothing may be
-answered 500, no deadlock may reach the log, and the tree must be consistent afterwards."""
+"""PostgreSQL under 4 gunicorn workers: workers starting together on a fresh database (SQLite
+too), then concurrent PUT/DELETE/MOVE/COPY/MKCOL on the same few paths from many clients.
+Nothing may be answered 500, no deadlock may reach the log, and the tree must be consistent
+afterwards."""
 
 from __future__ import annotations
 
@@ -80,8 +81,10 @@ def _stop(proc) -> None:
     proc.wait(60)
 
 
-def test_workers_start_together_on_a_fresh_database(tmp_path, pg_schema):
-    proc, base, log_path = _start(tmp_path, pg_schema, "start")
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_workers_start_together_on_a_fresh_database(tmp_path, request, kind):
+    db_url = request.getfixturevalue("pg_schema") if kind == "postgresql" else f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
+    proc, base, log_path = _start(tmp_path, db_url, "start")
     try:
         # every worker came up: connections spread over them all answer
         for _ in range(40):
