@@ -11,6 +11,7 @@ from wsgidav.http_authenticator import HTTPAuthenticator
 from wsgidav.mw.cors import Cors
 from wsgidav.wsgidav_app import WsgiDAVApp
 
+from gateway.admin_api import AdminApi
 from gateway.config import Settings
 from gateway.dav.auth import HfdavDomainController, user_table
 from gateway.dav.front import QuietBrokenBodies, RequestFront
@@ -48,7 +49,7 @@ def make_wsgi_app(settings: Settings, files: FileService):
             "default_to_digest": True,
         },
         "hfdav_dc": {"users": user_table(settings), "anonymous": settings.anonymous},
-        "lock_storage": DbLockStorage(repo),
+        "lock_storage": DbLockStorage(repo, share_path=lambda: provider.share_path),
         "property_manager": DbPropertyManager(repo, lambda: provider.share_path),
         "mutable_live_props": ["{DAV:}getlastmodified"],
         "hotfixes": {
@@ -71,7 +72,7 @@ def make_wsgi_app(settings: Settings, files: FileService):
     logging.getLogger("wsgidav.request_server").addFilter(_QUIET_BROKEN_BODIES)
     checks = {"database": database_check(repo), "store": store_check(files.store), "committer": committer_check(files)}
     return WebFront(
-        RequestFront(dav),
+        AdminApi(RequestFront(dav), repo, user_table(settings)),  # /.hfdav-admin/: list and break locks
         prefix=settings.prefix,
         users=user_table(settings),
         anonymous=settings.anonymous,
