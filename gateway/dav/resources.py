@@ -11,7 +11,7 @@ import time
 from email.utils import parsedate_to_datetime
 
 from wsgidav import util
-from wsgidav.dav_error import HTTP_FORBIDDEN, DAVError
+from wsgidav.dav_error import HTTP_FORBIDDEN, HTTP_LOCKED, DAVError, DAVErrorCondition, PRECONDITION_CODE_LockConflict
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection
 
 from gateway.dav.errors import to_dav_error, translated
@@ -156,10 +156,33 @@ class FolderResource(_Common, DAVCollection):
 
     @translated
     def delete(self):
+        # WsgiDAV deletes file by file when something below is locked by another, and then
+        # calls this for the folders too (its skip of a failed file's ancestors misses them:
+        # a folder's path has no trailing slash): a folder with a locked member left in it
+        # must stay, or the locked member goes with it
+        self._refuse_if_locked_below()
         self.files.delete(self.path)
         self.remove_all_locks(recursive=True)
         self._changed()
         return []
+
+    def _refuse_if_locked_below(self) -> None:
+        """423 when a lock in this folder's tree is held without its token in the request.
+        (WsgiDAV's own depth-infinity check counts every lock below as a conflict, even one the
+        request holds the token of; it is only for its own LOCK and write checks.)"""
+        lock_manager = self.provider.lock_manager
+        if lock_manager is None:
+            return
+        tokens = self.environ.get("wsgidav.ifLockTokenList") or []
+        user = self.environ.get("wsgidav.user_name")
+        url = self.get_ref_url()
+        held = lock_manager.storage.get_lock_list(url, include_root=True, include_children=True, token_only=False)
+        conflicts = [lock for lock in held if not (lock["principal"] == user and lock["token"] in tokens)]
+        if conflicts:
+            cond = DAVErrorCondition(PRECONDITION_CODE_LockConflict)
+            for lock in conflicts:
+                cond.add_href(lock["root"])
+            raise DAVError(HTTP_LOCKED, err_condition=cond)
 
     @translated
     def copy_move_single(self, dest_path, *, is_move):
