@@ -259,7 +259,7 @@ def test_put_with_x_oc_mtime_sets_the_time_and_says_accepted(base):
 
 def test_a_malformed_x_oc_mtime_is_refused_and_stores_nothing(base):
     url, _ = base
-    for bad in ("yesterday", "nan", "1e999"):
+    for bad in ("yesterday", "nan", "1e999", "253402300800", "-1e18"):  # the last two: beyond year 9999 / before 1
         r = dav("PUT", url + "/bad.txt", data=b"x", headers={"X-OC-Mtime": bad})
         assert r.status_code == 400, bad
         assert "X-OC-Mtime" not in r.headers
@@ -301,9 +301,13 @@ def test_proppatch_getlastmodified_and_win32_lastmodified(base):
 def test_a_bad_time_in_proppatch_changes_nothing(base):
     url, _ = base
     dav("PUT", url + "/k.txt", data=b"k", headers={"X-OC-Mtime": str(T2020)})
-    r = proppatch(url + "/k.txt", '<lastmodified xmlns="DAV:">soon</lastmodified><D:displayname>x</D:displayname>')
-    assert r.status_code == 207 and "409" in r.text and "200 OK" not in r.text, r.text
+    for bad in ("soon", "1e18"):
+        r = proppatch(
+            url + "/k.txt", f'<lastmodified xmlns="DAV:">{bad}</lastmodified><D:displayname>x</D:displayname>'
+        )
+        assert r.status_code == 207 and "409" in r.text and "200 OK" not in r.text, r.text
     assert mtime_of(url + "/k.txt") == T2020
+    assert dav("PROPFIND", url + "/", headers={"Depth": "1"}).status_code == 207
 
 
 def test_oc_checksums_property(base):

@@ -47,10 +47,16 @@ def add_response_header(environ: dict, name: str, value: str) -> None:
     environ.setdefault(RESPONSE_HEADERS_KEY, []).append((name, value))
 
 
+#: Times a listing can show: years 1 to 9999 (an HTTP date of year 10000 cannot be formatted,
+#: and a file with such a time would break every PROPFIND of its folder)
+EARLIEST_TIME = -62_135_596_800
+LATEST_TIME = 253_402_300_799
+
+
 def _epoch(value: str) -> float:
-    """A finite number of seconds since the epoch (integer or decimal), else ValueError."""
+    """Seconds since the epoch (integer or decimal) within the years 1 to 9999, else ValueError."""
     seconds = float(value.strip())
-    if not math.isfinite(seconds):
+    if not (math.isfinite(seconds) and EARLIEST_TIME <= seconds <= LATEST_TIME):
         raise ValueError(value)
     return seconds
 
@@ -69,9 +75,8 @@ def request_mtime(environ: dict) -> float | None:
 def parse_timestamp(value) -> float:
     """A time a PROPPATCH (or WsgiDAV) sets: epoch seconds or an RFC 1123 date; 409 (the
     value does not fit the property, RFC 4918 §9.2) if it is neither."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    text = (value or "").strip() if isinstance(value, str) else ""
+    text = str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+    text = text.strip() if isinstance(text, str) else ""
     try:
         return _epoch(text)
     except ValueError:
