@@ -26,7 +26,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from gateway.errors import Conflict, IncompleteUpload, NotFound, ObjectMissing, QuotaExceeded, StoreError
+from gateway.errors import (
+    ChecksumMismatch,
+    Conflict,
+    IncompleteUpload,
+    NotFound,
+    ObjectMissing,
+    QuotaExceeded,
+    StoreError,
+)
 from gateway.meta.repo import Checksums, Extent, MetadataRepository, NewObject, Node
 from gateway.paths import normalize
 from gateway.store.base import ObjectStore, ReadStream
@@ -139,6 +147,7 @@ class WriteSession:
         expected_length: int | None,
         content_type: str | None,
         mtime: float | None,
+        announced: Checksums | None = None,
         progress: Callable[[str, int, int | None], None] | None = None,
     ):
         self._svc = service
@@ -156,6 +165,7 @@ class WriteSession:
         self._progress = progress
         self._flushes: list[Future] = []
         self._digests = ContentDigests(service.digest_pool)
+        self._announced = announced
         self.checksums: Checksums | None = None
 
     # -- streaming --------------------------------------------------------------------------
@@ -220,12 +230,22 @@ class WriteSession:
                 self._fd = self._tmp = None
             self._wait_flushes()
             self.checksums = self._digests.result()
+            self._check_announced()
             node = self._svc._commit_session(self)
             self._done = True
             return node
         except BaseException:
             self.abort()
             raise
+
+    def _check_announced(self) -> None:
+        """The digests the client sent with the body (a field it left out is not checked)."""
+        if self._announced is None:
+            return
+        for name in ("md5", "sha1"):
+            expected = getattr(self._announced, name)
+            if expected and expected.lower() != getattr(self.checksums, name):
+                raise ChecksumMismatch(f"the body's {name.upper()} is not the announced {expected}; upload discarded")
 
     def _wait_flushes(self) -> None:
         flushes, self._flushes = self._flushes, []
@@ -499,15 +519,25 @@ class FileService:
         expected_length: int | None = None,
         content_type: str | None = None,
         mtime: float | None = None,
+        announced: Checksums | None = None,
         progress=None,
     ) -> WriteSession:
+        """A session writing a new version of ``path``. ``mtime``: the modification time the
+        client set (None: the commit's time); ``announced``: digests the client sent with the
+        body, checked at commit (ChecksumMismatch)."""
         path = normalize(path)
         node = self.repo.get(path)
         if node is not None and node.is_dir:
             raise Conflict(f"{path!r} is a folder")
         self.check_quota(expected_length, node.size if node else 0)
         return WriteSession(
-            self, path, expected_length=expected_length, content_type=content_type, mtime=mtime, progress=progress
+            self,
+            path,
+            expected_length=expected_length,
+            content_type=content_type,
+            mtime=mtime,
+            announced=announced,
+            progress=progress,
         )
 
     def stage_early(self, chunk: StagedChunk, session: WriteSession | None = None) -> None:

@@ -333,3 +333,20 @@ def test_oc_checksums_property(base):
     gw.repo.put_version("/legacy.bin", [])
     text = propfind(url + "/legacy.bin", "<oc:checksums/>", "<d:getcontentlength/>")
     assert "404 Not Found" in text and "200 OK" in text
+
+
+def test_oc_checksum_announced_with_a_put_is_checked(base):
+    url, _ = base
+    data, other = b"the real body", b"what the client hashed"
+    sha1, md5 = hashlib.sha1(data).hexdigest(), hashlib.md5(data).hexdigest()
+    assert dav("PUT", url + "/ok.bin", data=data, headers={"OC-Checksum": f"SHA1:{sha1.upper()}"}).status_code == 201
+    assert dav("PUT", url + "/ok.bin", data=data, headers={"OC-Checksum": f"MD5:{md5}"}).status_code == 204
+    assert dav("PUT", url + "/ok.bin", data=data, headers={"OC-Checksum": "ADLER32:0badf00d"}).status_code == 204
+    for header in (f"SHA1:{hashlib.sha1(other).hexdigest()}", f"MD5:{hashlib.md5(other).hexdigest()}",
+                   f"SHA1:{sha1} MD5:{hashlib.md5(other).hexdigest()}"):  # fmt: skip
+        r = dav("PUT", url + "/ok.bin", data=b"replacement", headers={"OC-Checksum": header})
+        assert r.status_code == 400, header
+        r = dav("PUT", url + "/new.bin", data=data, headers={"OC-Checksum": header})
+        assert r.status_code == 400, header
+    assert dav("GET", url + "/ok.bin").content == data  # the version before the refused PUTs
+    assert dav("GET", url + "/new.bin").status_code == 404

@@ -21,6 +21,7 @@ from gateway.dav.syncprops import (
     OC_MTIME_ACCEPTED,
     OC_MTIME_HEADER,
     add_response_header,
+    announced_checksums,
     checksums_element,
     parse_timestamp,
     request_mtime,
@@ -233,6 +234,7 @@ class FileResource(_Common, DAVNonCollection):
             expected_length=expected_length(self.environ),
             content_type=content_type,
             mtime=request_mtime(self.environ),
+            announced=announced_checksums(self.environ),
             progress=progress,
         )
         return _SessionWriter(self._session)

@@ -10,6 +10,9 @@ These follow ownCloud/Nextcloud, whose conventions rclone (vendors ``owncloud`` 
 * PROPPATCH of ``{DAV:}lastmodified`` (epoch seconds; what rclone sends to set a time),
   ``{DAV:}getlastmodified`` (RFC 1123, ``mutable_live_props``) or Windows'
   ``{urn:schemas-microsoft-com:}Win32LastModifiedTime`` (WsgiDAV's ``emulate_win32_lastmod``).
+* ``OC-Checksum: SHA1:<hex>`` (or ``MD5:``) on a PUT: the digest of the body as the client
+  computed it; a body that does not match is refused (400) and changes nothing, as ownCloud
+  does. Other algorithms (``ADLER32``) are not checked.
 * ``{http://owncloud.org/ns}checksums``: ``<oc:checksum>SHA1:<hex> MD5:<hex></oc:checksum>``,
   read by rclone (owncloud: MD5 and SHA-1; nextcloud: SHA-1) for ``check``/``md5sum`` and to
   compare files in a ``sync``. Answered when asked for by name only (allprop lists RFC 4918
@@ -39,6 +42,8 @@ DAV_LASTMODIFIED = "{DAV:}lastmodified"
 OC_MTIME_ENVIRON = "HTTP_X_OC_MTIME"
 OC_MTIME_HEADER = "X-OC-Mtime"
 OC_MTIME_ACCEPTED = "accepted"
+#: environ key of the OC-Checksum request header
+OC_CHECKSUM_ENVIRON = "HTTP_OC_CHECKSUM"
 #: environ key: headers a resource adds to the response WsgiDAV builds (see gateway.dav.app)
 RESPONSE_HEADERS_KEY = "hfdav.response_headers"
 
@@ -70,6 +75,20 @@ def request_mtime(environ: dict) -> float | None:
         return _epoch(raw)
     except ValueError:
         raise DAVError(HTTP_BAD_REQUEST, context_info="X-OC-Mtime must be seconds since the epoch") from None
+
+
+def announced_checksums(environ: dict) -> Checksums | None:
+    """The MD5/SHA-1 an ``OC-Checksum`` header announces (``ALGO:hex``, several separated by
+    spaces); None without one. Digests of other algorithms are ignored."""
+    raw = environ.get(OC_CHECKSUM_ENVIRON)
+    if not raw:
+        return None
+    found: dict[str, str] = {}
+    for item in raw.split():
+        algo, _, digest = item.partition(":")
+        if algo.lower() in ("md5", "sha1") and digest:
+            found[algo.lower()] = digest.lower()
+    return Checksums(**found) if found else None
 
 
 def parse_timestamp(value) -> float:
