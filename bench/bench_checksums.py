@@ -89,7 +89,9 @@ def main(argv=None) -> int:
     med = {m: statistics.median(v) for m, v in rates.items()}
     med_cpu = {m: statistics.median(v) for m, v in cpu.items()}
     fsync = "off" if args.no_fsync else "on"
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"PUT of {args.size_gib:g} GiB, cheroot, local store fsync {fsync}, median of {args.reps}")
+    print(f"{os.cpu_count()} CPUs, load average {load} (a busy machine leaves no core for the hashing thread)")
     print(f"{'checksums':10s} {'MiB/s':>8s} {'ratio':>6s} {'CPU s/GiB':>10s}")
     for m in MODES:
         print(f"{m:10s} {med[m]:8.1f} {med[m] / med['off']:6.3f} {med_cpu[m]:10.2f}")
