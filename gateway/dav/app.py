@@ -35,7 +35,7 @@ def _progress(path: str, done: int, total: int | None) -> None:
 
 
 def make_wsgi_app(settings: Settings, files: FileService):
-    provider = HfdavProvider(files, upload_progress=_progress)
+    provider = HfdavProvider(files, upload_progress=_progress, max_xml_body=settings.max_xml_body)
     repo = files.repo
     config = {
         "provider_mapping": {settings.prefix: provider},

@@ -1,14 +1,17 @@
 """The DAV provider: maps share paths to resources, and guards every request before WsgiDAV
-handles it (framing, quota, write permission)."""
+handles it (framing, quota, write permission, XML bodies), so that a request refused is
+refused before it has any effect."""
 
 from __future__ import annotations
 
 import logging
+from urllib.parse import quote
 
 from wsgidav.dav_error import HTTP_FORBIDDEN, DAVError
 from wsgidav.dav_provider import DAVProvider
 
 from gateway.dav.auth import ROLE_WRITE, WRITE_METHODS
+from gateway.dav.bodies import DEFAULT_MAX_XML_BODY, XML_METHODS, read_xml_body
 from gateway.dav.errors import HTTP_INSUFFICIENT_STORAGE, HTTP_LENGTH_REQUIRED, to_dav_error
 from gateway.dav.resources import EXTENTS_KEY, NODES_KEY, FileResource, FolderResource, expected_length
 from gateway.errors import HfdavError, InvalidPath
@@ -20,11 +23,19 @@ log = logging.getLogger(__name__)
 
 
 class HfdavProvider(DAVProvider):
-    def __init__(self, files: FileService, *, upload_progress=None, read_only: bool = False):
+    def __init__(
+        self,
+        files: FileService,
+        *,
+        upload_progress=None,
+        read_only: bool = False,
+        max_xml_body: int = DEFAULT_MAX_XML_BODY,
+    ):
         super().__init__()
         self.files = files
         self.upload_progress = upload_progress
         self._read_only = read_only
+        self.max_xml_body = max_xml_body
 
     def is_readonly(self):
         return self._read_only
@@ -71,9 +82,14 @@ class HfdavProvider(DAVProvider):
                 roles = environ.get("wsgidav.auth.roles") or ()
                 if self._read_only or ROLE_WRITE not in roles:
                     raise DAVError(HTTP_FORBIDDEN, context_info="read-only access")
+            if method in XML_METHODS:
+                read_xml_body(environ, self.max_xml_body)
             if method == "PUT":
                 self._check_put(environ)
-            yield from default_handler(environ, start_response)
+            if method == "LOCK":
+                yield from self._lock(environ, start_response, default_handler)
+            else:
+                yield from default_handler(environ, start_response)
         finally:
             if hasattr(locks, "end_request"):
                 locks.end_request()
@@ -93,3 +109,29 @@ class HfdavProvider(DAVProvider):
                 err = to_dav_error(exc)
                 if err.value == HTTP_INSUFFICIENT_STORAGE:
                     raise err from exc
+
+    def _lock(self, environ, start_response, default_handler):
+        """A LOCK that fails after WsgiDAV granted the lock (the answer could not be built) takes
+        the lock back, and the empty file it created for an unmapped URL: nobody received the
+        token, so nobody could ever release it."""
+        path = environ.get("PATH_INFO", "")
+        url = quote((self.share_path or "") + path)  # as WsgiDAV names lock roots (get_ref_url)
+        before = {lock["token"] for lock in self.lock_manager.get_url_lock_list(url)}
+        existed = self.exists(path, environ)
+        try:
+            yield from default_handler(environ, start_response)
+        except BaseException:
+            for lock in self.lock_manager.get_url_lock_list(url):
+                if lock["token"] not in before:
+                    self.lock_manager.release(lock["token"])
+            if not existed:
+                self._remove_created(path)
+            raise
+
+    def _remove_created(self, path: str) -> None:
+        try:
+            node = self.files.repo.get(normalize(path))
+            if node is not None and not node.is_dir and node.size == 0:
+                self.files.repo.delete(node.path)  # never had content: no trash copy
+        except HfdavError:
+            log.warning("could not remove the empty file of a failed LOCK at %s", path, exc_info=True)
