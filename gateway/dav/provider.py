@@ -1,11 +1,11 @@
 """The DAV provider: maps share paths to resources, and guards every request before WsgiDAV
-handles it (framing, quota, write permission, XML bodies), so that a request refused is
-refused before it has any effect."""
+handles it (framing, quota, free space, write permission, XML bodies, the reserved trash path),
+so that a request refused is refused before it has any effect."""
 
 from __future__ import annotations
 
 import logging
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 from wsgidav.dav_error import HTTP_FORBIDDEN, DAVError
 from wsgidav.dav_provider import DAVProvider
@@ -84,6 +84,8 @@ class HfdavProvider(DAVProvider):
                     raise DAVError(HTTP_FORBIDDEN, context_info="read-only access")
             if method in XML_METHODS:
                 read_xml_body(environ, self.max_xml_body)
+            if method in ("PUT", "MKCOL", "MOVE", "COPY"):
+                self._check_target(environ, method)
             if method == "PUT":
                 self._check_put(environ)
             if method == "LOCK":
@@ -94,21 +96,40 @@ class HfdavProvider(DAVProvider):
             if hasattr(locks, "end_request"):
                 locks.end_request()
 
+    def _check_target(self, environ, method: str) -> None:
+        """403 for a write into the reserved trash path, before WsgiDAV does anything (a MOVE with
+        ``Overwrite: T`` onto it would first delete the trash)."""
+        raw = environ.get("PATH_INFO", "")
+        if method in ("MOVE", "COPY"):
+            raw = unquote(urlsplit(environ.get("HTTP_DESTINATION") or "").path)
+            share = self.share_path or ""
+            if share and (raw == share or raw.startswith(share + "/")):
+                raw = raw[len(share) :]
+        try:
+            self.files.check_writable(normalize(raw))
+        except InvalidPath:
+            return  # WsgiDAV answers a bad path itself
+        except HfdavError as exc:
+            raise to_dav_error(exc) from exc
+
     def _check_put(self, environ) -> None:
         """Refuse what cannot be right before reading a byte (DESIGN §3.1)."""
         length = expected_length(environ)
         chunked = "chunked" in (environ.get("HTTP_TRANSFER_ENCODING") or "").lower()
         if length is None and not chunked:
             raise DAVError(HTTP_LENGTH_REQUIRED, context_info="PUT needs Content-Length or chunked encoding")
-        if length is not None and self.files.quota is not None:
-            try:
+        if length is None:
+            return  # the write session counts what arrives against quota and disk
+        try:
+            self.files.check_space(length)
+            if self.files.quota is not None:
                 path = normalize(environ.get("PATH_INFO", ""))
                 existing = self.files.repo.get(path)
                 self.files.check_quota(length, existing.size if existing and not existing.is_dir else 0)
-            except HfdavError as exc:
-                err = to_dav_error(exc)
-                if err.value == HTTP_INSUFFICIENT_STORAGE:
-                    raise err from exc
+        except HfdavError as exc:
+            err = to_dav_error(exc)
+            if err.value == HTTP_INSUFFICIENT_STORAGE:
+                raise err from exc
 
     def _lock(self, environ, start_response, default_handler):
         """A LOCK that fails after WsgiDAV granted the lock (the answer could not be built) takes

@@ -22,7 +22,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from gateway.errors import AlreadyExists, Conflict, NotFound
+from gateway.errors import AlreadyExists, Conflict, InsufficientStorage, NotFound
 from gateway.meta import db
 from gateway.meta.schema import (
     ROOT_ID,
@@ -179,6 +179,20 @@ def _to_node(row) -> Node:
     )
 
 
+#: SQLite's SQLITE_FULL, PostgreSQL's disk_full SQLSTATE.
+_SQLITE_FULL = 13
+_PG_DISK_FULL = "53100"
+
+
+def _database_full(orig: BaseException | None) -> bool:
+    """Whether a driver error says the database's disk is full (nothing was written)."""
+    return (
+        getattr(orig, "sqlite_errorcode", None) == _SQLITE_FULL
+        or getattr(orig, "sqlstate", None) == _PG_DISK_FULL
+        or "database or disk is full" in str(orig)
+    )
+
+
 def split_path(path: str) -> tuple[str, str]:
     """``/a/b`` → (``/a``, ``b``); ``/a`` → (``""``, ``a``)."""
     parent, _, name = path.rpartition("/")
@@ -238,6 +252,10 @@ class MetadataRepository:
                 yield conn
         except sa_exc.IntegrityError as exc:
             raise AlreadyExists(str(exc.orig)) from exc
+        except sa_exc.OperationalError as exc:
+            if _database_full(exc.orig):
+                raise InsufficientStorage(f"the metadata database cannot grow: {exc.orig}") from exc
+            raise
         finally:
             conn.close()
 
