@@ -1,5 +1,5 @@
-"""Hostile and careless request bodies against the real ``hfdav serve`` (cheroot and gunicorn),
-over raw sockets on loopback: XML bodies that arrive in several TCP segments, bodies that
+"""Hostile and careless request bodies against the real ``hfdav serve`` (cheroot and gunicorn)
+and the container's nginx -> gunicorn (boot.py), over raw sockets on loopback: XML bodies that arrive in several TCP segments, bodies that
 announce far more than they send, DTDs and entities in XML, and PUT bodies the server finds
 broken. Each refusal must come before the request has any effect.
 """
@@ -10,6 +10,7 @@ import base64
 import socket
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -100,11 +101,26 @@ def _rss(pid: int) -> int:
     return total
 
 
-@pytest.fixture(scope="module", params=["cheroot", "gunicorn"])
+def _path(server: Server, name: str = "") -> str:
+    """The request target of a share path (the container serves the share under /dav)."""
+    return urlsplit(server.url_for(name)).path
+
+
+@pytest.fixture(scope="module", params=["cheroot", "gunicorn", "nginx"])
 def srv(request, tmp_path_factory):
     """One server of each kind for the module (a read-only user ``reader`` too)."""
-    factory = ServerFactory(tmp_path_factory.mktemp(f"bodies-{request.param}"))
-    server = factory.start(request.param, env={"HFDAV_USERS": "reader:rpw:ro"})
+    workdir = tmp_path_factory.mktemp(f"bodies-{request.param}")
+    env = {"HFDAV_USERS": "reader:rpw:ro"}
+    if request.param == "nginx":
+        from tests.container.support import require_tool, start_boot
+
+        require_tool("nginx")
+        booted = start_boot(workdir, env=env)
+        yield booted
+        booted.shutdown()
+        return
+    factory = ServerFactory(workdir)
+    server = factory.start(request.param, env=env)
     yield server
     problems = factory.close()
     if problems:
@@ -117,7 +133,7 @@ def srv(request, tmp_path_factory):
 @pytest.mark.slow
 def test_xml_bodies_split_across_segments_are_read_whole(srv):
     # PROPFIND cut after 10 bytes
-    status, body = _send_split(srv, "PROPFIND", "/", PROPFIND, [10], "Depth: 0\r\n")
+    status, body = _send_split(srv, "PROPFIND", _path(srv), PROPFIND, [10], "Depth: 0\r\n")
     assert status == 207, body[:300]
     # a 16 KB PROPPATCH cut in three, ten times in a row
     requests.put(srv.url_for("pp.txt"), data=b"x", auth=srv.auth, timeout=30).raise_for_status()
@@ -127,7 +143,7 @@ def test_xml_bodies_split_across_segments_are_read_whole(srv):
         f"<D:set><D:prop><Z:big>{value}</Z:big></D:prop></D:set></D:propertyupdate>"
     ).encode()
     for i in range(10):
-        status, body = _send_split(srv, "PROPPATCH", "/pp.txt", patch, [1 + i, 8000 + i])
+        status, body = _send_split(srv, "PROPPATCH", _path(srv, "pp.txt"), patch, [1 + i, 8000 + i])
         assert status == 207, (i, body[:300])
         assert b"200 OK" in body
     r = requests.request("PROPFIND", srv.url_for("pp.txt"), auth=srv.auth, headers={"Depth": "0"}, timeout=30)
@@ -146,7 +162,7 @@ def test_an_announced_huge_xml_body_is_refused_unread_and_costs_no_memory(srv):
             sock = _connect(srv)
             socks.append(sock)
             head = (
-                f"PROPFIND / HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {reader}\r\nDepth: 0\r\n"
+                f"PROPFIND {_path(srv)} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {reader}\r\nDepth: 0\r\n"
                 f"Content-Type: application/xml\r\nContent-Length: {1 << 30}\r\n\r\n"
             ).encode()
             sock.sendall(head + b"<?xml ")
