@@ -5,7 +5,8 @@ so that a request refused is refused before it has any effect."""
 from __future__ import annotations
 
 import logging
-from urllib.parse import quote, unquote, urlsplit
+from http import HTTPStatus
+from urllib.parse import quote
 
 from wsgidav.dav_error import HTTP_FORBIDDEN, DAVError
 from wsgidav.dav_provider import DAVProvider
@@ -13,6 +14,7 @@ from wsgidav.dav_provider import DAVProvider
 from gateway.dav.auth import ROLE_WRITE, WRITE_METHODS
 from gateway.dav.bodies import DEFAULT_MAX_XML_BODY, XML_METHODS, read_xml_body
 from gateway.dav.errors import HTTP_INSUFFICIENT_STORAGE, HTTP_LENGTH_REQUIRED, to_dav_error
+from gateway.dav.front import DESTINATION_KEY
 from gateway.dav.resources import EXTENTS_KEY, NODES_KEY, FileResource, FolderResource, expected_length
 from gateway.errors import HfdavError, InvalidPath
 from gateway.files import FileService
@@ -78,16 +80,11 @@ class HfdavProvider(DAVProvider):
         if hasattr(locks, "begin_request"):
             locks.begin_request()
         try:
-            if method in WRITE_METHODS:
-                roles = environ.get("wsgidav.auth.roles") or ()
-                if self._read_only or ROLE_WRITE not in roles:
-                    raise DAVError(HTTP_FORBIDDEN, context_info="read-only access")
-            if method in XML_METHODS:
-                read_xml_body(environ, self.max_xml_body)
-            if method in ("PUT", "MKCOL", "MOVE", "COPY"):
-                self._check_target(environ, method)
-            if method == "PUT":
-                self._check_put(environ)
+            try:
+                self._guard(environ, method)
+            except DAVError as err:
+                yield from _refusal(environ, start_response, err)
+                return
             if method == "LOCK":
                 yield from self._lock(environ, start_response, default_handler)
             else:
@@ -96,12 +93,26 @@ class HfdavProvider(DAVProvider):
             if hasattr(locks, "end_request"):
                 locks.end_request()
 
+    def _guard(self, environ, method: str) -> None:
+        """The checks made before WsgiDAV acts; a DAVError is the refusal."""
+        if method in WRITE_METHODS:
+            roles = environ.get("wsgidav.auth.roles") or ()
+            if self._read_only or ROLE_WRITE not in roles:
+                raise DAVError(HTTP_FORBIDDEN, context_info="read-only access")
+        if method in XML_METHODS:
+            read_xml_body(environ, self.max_xml_body)
+        if method in ("PUT", "MKCOL", "MOVE", "COPY"):
+            self._check_target(environ, method)
+        if method == "PUT":
+            self._check_put(environ)
+
     def _check_target(self, environ, method: str) -> None:
         """403 for a write into the reserved trash path, before WsgiDAV does anything (a MOVE with
         ``Overwrite: T`` onto it would first delete the trash)."""
         raw = environ.get("PATH_INFO", "")
         if method in ("MOVE", "COPY"):
-            raw = unquote(urlsplit(environ.get("HTTP_DESTINATION") or "").path)
+            # the destination as the request front decoded it (a bad one it answered itself)
+            raw = environ.get(DESTINATION_KEY) or ""
             share = self.share_path or ""
             if share and (raw == share or raw.startswith(share + "/")):
                 raw = raw[len(share) :]
@@ -156,3 +167,13 @@ class HfdavProvider(DAVProvider):
                 self.files.repo.delete(node.path)  # never had content: no trash copy
         except HfdavError:
             log.warning("could not remove the empty file of a failed LOCK at %s", path, exc_info=True)
+
+
+def _refusal(environ, start_response, err: DAVError):
+    """A guard's refusal, with its reason as plain text (clients show it; WsgiDAV's HTML error
+    page would be replaced by the bare status line)."""
+    status = f"{err.value} {HTTPStatus(err.value).phrase}"
+    body = (f"{status}: {err.context_info}\n" if err.context_info else f"{status}\n").encode()
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
+    if environ.get("REQUEST_METHOD") != "HEAD":
+        yield body
