@@ -1,7 +1,8 @@
 """Hostile and careless request bodies against the real ``hfdav serve`` (cheroot and gunicorn)
-and the container's nginx -> gunicorn (boot.py), over raw sockets on loopback: XML bodies that arrive in several TCP segments, bodies that
-announce far more than they send, DTDs and entities in XML, and PUT bodies the server finds
-broken. Each refusal must come before the request has any effect.
+and the container's nginx -> gunicorn (boot.py), over raw sockets on loopback: XML bodies that
+arrive in several TCP segments, bodies that announce far more than they send, DTDs and entities
+in XML. Each refusal must come before the request has any effect (PUT bodies the server finds
+broken, quota and full disks: tests/test_storage_faults.py).
 """
 
 from __future__ import annotations
