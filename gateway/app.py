@@ -9,13 +9,14 @@ from dataclasses import dataclass, field
 
 from gateway.config import Settings
 from gateway.crypto_keys import open_keyring, record_from_json, record_to_json
+from gateway.errors import ConfigError
 from gateway.files import FileService, chunk_hasher
 from gateway.meta.repo import MetadataRepository
 from gateway.packing import Packer
 from gateway.store.base import ObjectStore
 from gateway.store.encrypted import EncryptedStore
 from gateway.store.local import LocalStore
-from gateway.trash import Trash
+from gateway.trash import Trash, free_reserved_name
 
 log = logging.getLogger(__name__)
 
@@ -148,14 +149,39 @@ def wrap_encryption(settings: Settings, repo: MetadataRepository, store: ObjectS
     return encrypted, encrypted.object_hasher
 
 
-def build_gateway(settings: Settings) -> Gateway:
-    """Open the database (migrating it), the store, and build the WSGI application."""
+def check_metadata_present(settings: Settings, repo: MetadataRepository, store: ObjectStore) -> None:
+    """ConfigError if the database is empty (just created) while the local store holds objects:
+    the database lost its contents (a truncated or replaced file), and starting would show an
+    empty drive next to the data. (With the Hub backend an empty database is rebuilt from the
+    dataset repo at start instead.)"""
+    if settings.hub_enabled or not repo.is_pristine():
+        return
+    if next(iter(store.list_ids()), None) is None:
+        return
+    where = getattr(store, "root", settings.data_dir / "objects")
+    raise ConfigError([
+        f"the metadata database ({settings.database_url}) is empty, but {where} holds stored objects: "
+        "the database lost its contents, and starting would show an empty drive. Nothing was changed. "
+        "To recover, put the database back from a backup (`hfdav restore --force` with WEBDAV_URL set, "
+        "or a copy of the database file) and run `hfdav fsck`; "
+        f"to start over with an empty drive instead, move {where} away.",
+    ])  # fmt: skip
+
+
+def build_gateway(settings: Settings, *, refuse_lost_metadata: bool = True) -> Gateway:
+    """Open the database (migrating it), the store, and build the WSGI application.
+
+    ``refuse_lost_metadata``: raise ConfigError for an empty database next to stored objects
+    (:func:`check_metadata_present`); maintenance commands that inspect such a data dir pass False.
+    """
     from gateway.dav.app import make_wsgi_app
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     repo = MetadataRepository.open(settings.database_url, journal_enabled=settings.hub_enabled)
     try:
         base_store = build_store(settings)
+        if refuse_lost_metadata:
+            check_metadata_present(settings, repo, base_store)
         if settings.hub_enabled and repo.get_setting(ENCRYPTION_SETTING) is None:
             seed_encryption_record(repo, base_store)
         store, object_hasher = wrap_encryption(settings, repo, base_store)
@@ -172,6 +198,9 @@ def build_gateway(settings: Settings) -> Gateway:
         quota=settings.quota,
         trash=trash,
     )
+    moved = free_reserved_name(repo)
+    if moved:
+        log.warning("a file was stored at the reserved trash path; it was renamed to %s", moved)
     leftovers = files.clean_tmp()
     if leftovers:
         log.info("removed %d pieces of uploads interrupted by a restart", leftovers)

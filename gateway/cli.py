@@ -258,7 +258,9 @@ def _fsck(settings, repair: bool, share: float) -> int:
     from gateway.app import build_gateway
     from gateway.maintenance import fsck
 
-    gateway = build_gateway(settings)
+    # a report may look at a data dir whose database lost its contents; a repair may not (it
+    # would register every stored object as unreferenced, and the collector would delete them)
+    gateway = build_gateway(settings, refuse_lost_metadata=repair)
     try:
         report = fsck(gateway, repair=repair, verify=share, progress=_progress)
     finally:

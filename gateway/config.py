@@ -33,6 +33,8 @@ Environment variables (command-line flags of ``hfdav serve`` override them):
 ``HFDAV_TRASH_DAYS``        days deleted files stay restorable in ``/.hfdav-trash`` (default 7; 0: off)
 ``HFDAV_QUOTA``             bytes the drive may hold (e.g. ``100GiB``); shown to clients, PUTs
                             beyond it get 507. Default: no quota.
+``HFDAV_MAX_XML_BODY``      largest XML request body (PROPFIND, PROPPATCH, LOCK) accepted;
+                            bigger ones get 413 before they are read (default ``1MiB``)
 ``HFDAV_ENCRYPTION_KEY``    client-side encryption: 64 hex digits or base64 of a 32-byte key,
                             or ``passphrase:<text>`` (see gateway/crypto_keys.py and
                             docs/ENCRYPTION.md). Unset: no encryption.
@@ -119,6 +121,7 @@ class Settings:
     sync_interval: int = 3600
     trash_days: float = 7
     quota: int | None = None
+    max_xml_body: int = 1 * MiB
 
     @property
     def hub_enabled(self) -> bool:
@@ -279,6 +282,7 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
         sync_interval=integer("SYNC_INTERVAL", 3600, 10, 7 * 24 * 3600),
         trash_days=integer("HFDAV_TRASH_DAYS", 7, 0, 3650),
         quota=size("HFDAV_QUOTA", 0, 0, 1 << 60) or None,
+        max_xml_body=size("HFDAV_MAX_XML_BODY", 1 * MiB, 4 * KiB, 16 * MiB),
     )
     if settings.staging_limit < 2 * settings.chunk_size:
         problems.append("HFDAV_STAGING_LIMIT must hold at least two chunks (2 × HFDAV_CHUNK_SIZE)")

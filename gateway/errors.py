@@ -8,6 +8,8 @@ again may succeed.
 
 from __future__ import annotations
 
+import errno
+
 
 class HfdavError(Exception):
     """Base class of every error raised by hfdav code."""
@@ -55,6 +57,14 @@ class QuotaExceeded(HfdavError):
     """Storing this would exceed the configured quota."""
 
 
+class InsufficientStorage(HfdavError):
+    """The disk (or the database's disk) is full; nothing was changed."""
+
+
+class Reserved(HfdavError):
+    """The path belongs to hfdav itself (the trash) and cannot be written by clients."""
+
+
 class StoreError(HfdavError):
     """The object store failed. ``transient`` says whether a retry may help."""
 
@@ -73,3 +83,17 @@ class IntegrityError(StoreError):
 
 class ReadOnly(HfdavError):
     """The server or the user has no write access."""
+
+
+#: errno values that mean "no space left" (a full disk, or a user's disk quota).
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc`` or one of its causes is an OSError saying the disk is full."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False

@@ -5,6 +5,11 @@ Knows nothing of WebDAV or of any particular store. "Where does a PUT go":
 on local disk as they arrive; the content's MD5 and SHA-1 computed beside them) →
 :meth:`WriteSession.commit` (byte count checked, chunks handed to the store, then one metadata
 transaction switches the file to the new version, with its modification time and checksums).
+
+A write that cannot be right leaves the current version as it was and nothing staged behind: a
+body longer than announced, a body that would take the drive over its quota (counted on the
+bytes received, whatever was announced), a full disk (:class:`InsufficientStorage`, 507). The
+trash folder is hidden from clients' writes (:class:`Reserved`): only the trash moves things in.
 """
 
 from __future__ import annotations
@@ -30,15 +35,18 @@ from gateway.errors import (
     ChecksumMismatch,
     Conflict,
     IncompleteUpload,
+    InsufficientStorage,
     NotFound,
     ObjectMissing,
     QuotaExceeded,
+    Reserved,
     StoreError,
+    is_disk_full,
 )
 from gateway.meta.repo import Checksums, Extent, MetadataRepository, NewObject, Node
 from gateway.paths import normalize
 from gateway.store.base import ObjectStore, ReadStream
-from gateway.trash import Trash, in_trash
+from gateway.trash import TRASH_PATH, Trash, in_trash
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +157,10 @@ class WriteSession:
         mtime: float | None,
         announced: Checksums | None = None,
         progress: Callable[[str, int, int | None], None] | None = None,
+        limit: int | None = None,
     ):
         self._svc = service
+        self._limit = limit  # the most bytes the quota leaves room for
         self.path = path
         self.expected_length = expected_length
         self.content_type = content_type
@@ -174,6 +184,23 @@ class WriteSession:
             raise ValueError("write after commit/abort")
         self._digests.update(data)
         view = memoryview(data)
+        try:
+            if self._limit is not None and self.written + len(view) > self._limit:
+                raise QuotaExceeded(f"the upload would exceed the quota of {self._svc.quota} bytes; it was discarded")
+            try:
+                self._write(view)
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise InsufficientStorage(f"no space left for the upload: {exc}") from exc
+                raise
+            if self.expected_length is not None and self.written > self.expected_length:
+                raise IncompleteUpload(f"body is longer than the announced {self.expected_length} bytes")
+        except BaseException:
+            self.abort()  # the upload cannot succeed any more: nothing of it stays staged
+            raise
+        return len(data)
+
+    def _write(self, view: memoryview) -> None:
         size = self._svc.chunk_size
         while view:
             if self._fd is None:
@@ -187,9 +214,6 @@ class WriteSession:
             view = view[len(piece) :]
             if self._chunk_len >= size:
                 self._finish_chunk()
-        if self.expected_length is not None and self.written > self.expected_length:
-            raise IncompleteUpload(f"body is longer than the announced {self.expected_length} bytes")
-        return len(data)
 
     def _start_chunk(self) -> None:
         fd, name = tempfile.mkstemp(prefix="put-", dir=self._svc.tmp_dir)
@@ -234,6 +258,11 @@ class WriteSession:
             node = self._svc._commit_session(self)
             self._done = True
             return node
+        except (OSError, StoreError) as exc:
+            self.abort()
+            if is_disk_full(exc):
+                raise InsufficientStorage(f"no space left to store the upload: {exc}") from exc
+            raise
         except BaseException:
             self.abort()
             raise
@@ -252,6 +281,8 @@ class WriteSession:
         errors = [f.exception() for f in flushes]
         failed = next((e for e in errors if e is not None), None)
         if failed is not None:
+            if is_disk_full(failed):
+                raise InsufficientStorage(f"no space left for the upload: {failed}") from failed
             raise StoreError(f"cannot write the upload to local disk: {failed}", transient=True) from failed
 
     def abort(self) -> None:
@@ -512,6 +543,25 @@ class FileService:
         if self.used_bytes() - replacing + incoming > self.quota:
             raise QuotaExceeded(f"storing {incoming} bytes would exceed the quota of {self.quota} bytes")
 
+    def check_space(self, incoming: int) -> None:
+        """InsufficientStorage if the disk of the staging folder has no room for ``incoming``
+        bytes: refused before the body is read, so the client gets the 507 (a refusal halfway
+        through a large body reaches a client still sending as a broken connection)."""
+        try:
+            st = os.statvfs(self.tmp_dir)
+        except OSError:
+            return  # cannot tell: the writes themselves will say
+        free = st.f_bavail * st.f_frsize
+        if incoming > free:
+            raise InsufficientStorage(f"no space left for {incoming} bytes (the disk has {free} bytes free)")
+
+    @staticmethod
+    def check_writable(path: str) -> None:
+        """Reserved for the trash folder and anything in it: clients may read, move out and
+        delete there, but never write (see :mod:`gateway.trash`)."""
+        if in_trash(path):
+            raise Reserved(f"{TRASH_PATH} is reserved for the trash; choose another name")
+
     def open_write(
         self,
         path: str,
@@ -526,10 +576,13 @@ class FileService:
         client set (None: the commit's time); ``announced``: digests the client sent with the
         body, checked at commit (ChecksumMismatch)."""
         path = normalize(path)
+        self.check_writable(path)
         node = self.repo.get(path)
         if node is not None and node.is_dir:
             raise Conflict(f"{path!r} is a folder")
-        self.check_quota(expected_length, node.size if node else 0)
+        replacing = node.size if node else 0
+        self.check_quota(expected_length, replacing)
+        limit = None if self.quota is None else max(0, self.quota - self.used_bytes() + replacing)
         return WriteSession(
             self,
             path,
@@ -538,6 +591,7 @@ class FileService:
             mtime=mtime,
             announced=announced,
             progress=progress,
+            limit=limit,
         )
 
     def stage_early(self, chunk: StagedChunk, session: WriteSession | None = None) -> None:
@@ -571,6 +625,9 @@ class FileService:
             self.write_back.release(object_ids)
 
     def _commit_session(self, session: WriteSession) -> Node:
+        if self.quota is not None:  # again: other uploads may have finished meanwhile
+            current = self.repo.get(session.path)
+            self.check_quota(session.written, current.size if current and not current.is_dir else 0)
         if self.write_back is not None:
             return self._commit_staged(session)
         parts: list[Extent] = []
@@ -632,15 +689,19 @@ class FileService:
     def write_bytes(self, path: str, data: bytes, **kwargs) -> Node:
         """Convenience: store ``data`` as the content of ``path``."""
         session = self.open_write(path, expected_length=len(data), **kwargs)
-        session.write(data)
+        session.write(data)  # aborts the session itself if it fails
         return session.commit()
 
     def create_empty(self, path: str) -> Node:
         """A real 0-byte file (LOCK on an unmapped URL needs one)."""
-        return self.repo.put_version(normalize(path), [], checksums=EMPTY_CHECKSUMS, create_only=True)
+        path = normalize(path)
+        self.check_writable(path)
+        return self.repo.put_version(path, [], checksums=EMPTY_CHECKSUMS, create_only=True)
 
     def mkdir(self, path: str) -> Node:
-        return self.repo.mkdir(normalize(path))
+        path = normalize(path)
+        self.check_writable(path)
+        return self.repo.mkdir(path)
 
     def delete(self, path: str) -> list[Node]:
         """Delete ``path`` (recursively). With a trash, the tree is moved there instead and
@@ -653,12 +714,18 @@ class FileService:
 
     def move(self, src: str, dst: str, *, overwrite: bool = False) -> Node:
         src, dst = normalize(src), normalize(dst)
+        self.check_writable(dst)
+        if src == TRASH_PATH:
+            raise Reserved(f"{TRASH_PATH} itself cannot be moved")
         if overwrite and self.repo.get(dst) is not None:
             self.repo.delete(dst)
         return self.repo.move(src, dst)
 
     def copy(self, src: str, dst: str, *, recursive: bool = True, overwrite: bool = False) -> Node:
+        """Copy ``src`` to ``dst``. Without ``overwrite`` an existing ``dst`` is never touched:
+        the check and the copy are one transaction (AlreadyExists if ``dst`` appeared)."""
         src, dst = normalize(src), normalize(dst)
+        self.check_writable(dst)
         if overwrite and self.repo.get(dst) is not None:
             self.repo.delete(dst)
         return self.repo.copy(src, dst, recursive=recursive)
@@ -765,4 +832,3 @@ class _Guard:
     def __exit__(self, *exc):
         self._leave()
         return False
-

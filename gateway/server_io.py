@@ -14,6 +14,11 @@ than the work itself:
 :func:`direct_body_reader` receives a body of known length into one buffer per block instead,
 after handing on whatever the server had buffered already. Both keep the servers' own counters
 right: they decide keep-alive and body draining on them.
+
+A read returns the whole block asked for (or what is left of the body), like the servers' own
+readers: WsgiDAV reads an XML body with one ``read(content_length)``, so a short read would cut
+a body that arrived in two TCP segments. The buffer grows with the bytes that arrive, never
+with the length a client announces.
 """
 
 from __future__ import annotations
@@ -53,27 +58,51 @@ class Connection(HTTPConnection):
 
 
 def direct_body_reader(body) -> Callable[[int], bytes] | None:
-    """A reader of up to ``n`` bytes of a request body of known length straight from the socket
+    """A reader of ``n`` bytes of a request body of known length straight from the socket
     (cheroot's or gunicorn's ``wsgi.input``), or None for any other body (chunked, a test's
-    BytesIO): the caller then reads it as usual."""
+    BytesIO): the caller then reads it as usual. A read returns fewer than ``n`` bytes only at
+    the end of the body, or when the client closed early."""
     return _cheroot_reader(body) or _gunicorn_reader(body)
 
 
-def _recv_block(recv_into, n: int) -> bytearray:
-    """``n`` bytes from the socket into one buffer; fewer if the client closed early (a short
-    body, which the caller's byte count finds)."""
-    data = bytearray(n)
-    view = memoryview(data)
+#: The most a read allocates before bytes arrive to fill it: a bigger read grows its buffer
+#: piece by piece, so a client announcing a huge body costs only what it really sends.
+RECV_STEP = 1 << 20
+
+
+def _recv_block(recv_into, n: int, head: bytes = b"") -> bytes | bytearray:
+    """``head`` followed by bytes from the socket, ``n`` in all; fewer if the client closed early
+    (a short body, which the caller's byte count finds)."""
+    if len(head) >= n:
+        return head
+    pieces: list[bytearray] = []
+    want = n - len(head)
+    while want > 0:
+        buf = bytearray(min(want, RECV_STEP))
+        got = _fill(recv_into, buf)
+        pieces.append(buf)
+        want -= got
+        if got < len(buf):
+            del buf[got:]
+            break  # the client closed
+    if not head and len(pieces) == 1:
+        return pieces[0]
+    return b"".join([head, *pieces])
+
+
+def _fill(recv_into, buf: bytearray) -> int:
+    """Receive into ``buf`` until it is full or the client closed; returns the bytes received."""
+    view = memoryview(buf)
     got = 0
-    while got < n:
-        k = recv_into(view[got:])
-        if not k:
-            break
-        got += k
-    view.release()
-    if got < n:
-        del data[got:]
-    return data
+    try:
+        while got < len(buf):
+            k = recv_into(view[got:])
+            if not k:
+                break
+            got += k
+    finally:
+        view.release()
+    return got
 
 
 def _cheroot_reader(body) -> Callable[[int], bytes] | None:
@@ -86,8 +115,10 @@ def _cheroot_reader(body) -> Callable[[int], bytes] | None:
         n = min(n, body.remaining)
         if n <= 0:
             return b""
-        # bytes cheroot holds already come first (read1 then makes no socket read)
-        data = rfile.read1(n) if rfile.has_data() else _recv_block(socket_io.readinto, n)
+        # bytes cheroot holds already come first (read1 then makes no socket read), the rest of
+        # the block from the socket
+        head = rfile.read1(n) if rfile.has_data() else b""
+        data = _recv_block(socket_io.readinto, n, head)
         body.remaining -= len(data)
         rfile.bytes_read += len(data)
         return data
@@ -110,27 +141,31 @@ def _gunicorn_reader(body) -> Callable[[int], bytes] | None:
 
     def read(n: int) -> bytes:
         # what gunicorn holds already comes first: the body's own buffer (taken from the reader
-        # before), then the socket reader's read-ahead, which may run into the next request
+        # before), then the socket reader's read-ahead, which may run into the next request;
+        # the rest of the block comes from the socket
         held = body.buf.getvalue()
+        head = b""
         if held:
             body.buf = io.BytesIO()
             body.buf.write(held[n:])
-            return held[:n]
-        n = min(n, reader.length)
-        if n <= 0:
-            return b""
+            head = held[:n]
+            if len(head) == n:
+                return head
+        want = min(n - len(head), reader.length)
+        if want <= 0:
+            return head
         held = unreader.buf.getvalue()
         try:
             if held:
                 unreader.buf = io.BytesIO()
-                unreader.buf.write(held[n:])
-                data = held[:n]
+                unreader.buf.write(held[want:])
+                data = _recv_block(unreader.sock.recv_into, want, held[:want])
             else:
-                data = _recv_block(unreader.sock.recv_into, n)
+                data = _recv_block(unreader.sock.recv_into, want)
         except Exception:
             body.failed = True  # where the next request starts is unknown: no keep-alive
             raise
         reader.length -= len(data)
-        return data
+        return head + data if head else data
 
     return read

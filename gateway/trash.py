@@ -5,6 +5,10 @@ A DELETE moves the node (metadata only) to ``/.hfdav-trash/<stamp>/<original pat
 be browsed by URL, and anything in it can be moved back with any WebDAV client, or restored
 with ``hfdav trash restore``. Deleting inside the trash deletes for good; ``hfdav gc`` (and the
 server's background collector) purges entries older than ``HFDAV_TRASH_DAYS``.
+
+The path is reserved: clients cannot write there (PUT, MKCOL, or MOVE/COPY into it get 403, see
+:meth:`gateway.files.FileService.check_writable`). A file a client stored under that name before
+it was reserved is renamed at start (:func:`free_reserved_name`), or every DELETE would fail.
 """
 
 from __future__ import annotations
@@ -48,6 +52,21 @@ def _parse_folder(name: str) -> tuple[float, int] | None:
 
 def in_trash(path: str) -> bool:
     return path == TRASH_PATH or path.startswith(TRASH_PATH + "/")
+
+
+def free_reserved_name(repo: MetadataRepository) -> str | None:
+    """If a file (not the trash folder) sits at the trash path, rename it to
+    ``/.hfdav-trash.user-file`` (``-2``, ``-3``, ... if taken); returns its new path, or None."""
+    node = repo.get(TRASH_PATH)
+    if node is None or node.is_dir:
+        return None
+    for i in range(1, 1000):
+        target = f"{TRASH_PATH}.user-file" + (f"-{i}" if i > 1 else "")
+        if repo.get(target) is None:
+            with contextlib.suppress(AlreadyExists):  # taken meanwhile: try the next name
+                repo.move(TRASH_PATH, target)
+                return target
+    return None
 
 
 class Trash:

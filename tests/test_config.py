@@ -50,3 +50,10 @@ def test_users_and_overrides(tmp_path):
 def test_secrets_not_in_repr(tmp_path):
     s = load_settings({"HFDAV_DATA_DIR": str(tmp_path), "SYS_TOKEN": "hunter2", "HFDAV_USERS": "a:opensesame"})
     assert "hunter2" not in repr(s) and "opensesame" not in repr(s)
+
+
+def test_max_xml_body(tmp_path):
+    assert load_settings({"HFDAV_DATA_DIR": str(tmp_path)}).max_xml_body == MiB
+    assert load_settings({"HFDAV_DATA_DIR": str(tmp_path), "HFDAV_MAX_XML_BODY": "4MiB"}).max_xml_body == 4 * MiB
+    with pytest.raises(ConfigError, match="HFDAV_MAX_XML_BODY"):
+        load_settings({"HFDAV_DATA_DIR": str(tmp_path), "HFDAV_MAX_XML_BODY": "1k"})

@@ -36,6 +36,10 @@ def app(environ, start_response):
         start_response("500 Internal Server Error", [("Content-Length", str(len(body)))])
         return [body]
     digest, size, reads = hashlib.sha256(), 0, 0
+    if environ["PATH_INFO"] == "/once":  # one read of the whole body, as WsgiDAV reads XML
+        block = read(int(environ["CONTENT_LENGTH"]))
+        digest.update(block)
+        size, reads = len(block), 1
     while block := read(READ):
         digest.update(block)
         size += len(block)
@@ -161,3 +165,42 @@ def test_other_bodies_get_no_direct_reader():
     import io
 
     assert direct_body_reader(io.BytesIO(b"abc")) is None
+
+
+def test_one_read_returns_a_body_that_came_in_two_segments(server):
+    # WsgiDAV reads an XML body with one read(Content-Length): it must get all of it, though
+    # the second half arrives later than the headers and the first half
+    body = os.urandom(16_000)
+    with socket.create_connection(("127.0.0.1", server), timeout=30) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(_request(body, "/once")[: -len(body) + 10])
+        time.sleep(0.2)
+        sock.sendall(body[10:])
+        [(status, got)] = _read_answers(sock, 1)
+    assert status == 200
+    size, digest, reads = got.split()
+    assert (int(size), digest.decode(), int(reads)) == (len(body), hashlib.sha256(body).hexdigest(), 1)
+
+
+def test_a_huge_announced_read_allocates_only_what_arrives():
+    import tracemalloc
+
+    from gateway.server_io import _recv_block
+
+    sent = [b"<?xml "]
+
+    def recv_into(view):
+        if not sent:
+            return 0  # the client stops
+        data = sent.pop()
+        view[: len(data)] = data
+        return len(data)
+
+    tracemalloc.start()
+    try:
+        data = _recv_block(recv_into, 1 << 30)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert bytes(data) == b"<?xml "
+    assert peak < 4 << 20, f"{peak} bytes allocated for a 6-byte body announced as 1 GiB"

@@ -54,7 +54,7 @@ class _ResourceHeaders:
 
 
 def make_wsgi_app(settings: Settings, files: FileService):
-    provider = HfdavProvider(files, upload_progress=_progress)
+    provider = HfdavProvider(files, upload_progress=_progress, max_xml_body=settings.max_xml_body)
     repo = files.repo
     config = {
         "provider_mapping": {settings.prefix: provider},

@@ -34,6 +34,8 @@ _STATUS: list[tuple[type[errors.HfdavError], int]] = [
     (errors.IncompleteUpload, HTTP_BAD_REQUEST),
     (errors.LengthRequired, HTTP_LENGTH_REQUIRED),
     (errors.QuotaExceeded, HTTP_INSUFFICIENT_STORAGE),
+    (errors.InsufficientStorage, HTTP_INSUFFICIENT_STORAGE),
+    (errors.Reserved, HTTP_FORBIDDEN),
     (errors.ReadOnly, HTTP_FORBIDDEN),
     (errors.ObjectMissing, HTTP_BAD_GATEWAY),
     (errors.IntegrityError, HTTP_BAD_GATEWAY),

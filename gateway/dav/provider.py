@@ -1,15 +1,20 @@
 """The DAV provider: maps share paths to resources, and guards every request before WsgiDAV
-handles it (framing, quota, write permission)."""
+handles it (framing, quota, free space, write permission, XML bodies, the reserved trash path),
+so that a request refused is refused before it has any effect."""
 
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
+from urllib.parse import quote
 
 from wsgidav.dav_error import HTTP_FORBIDDEN, DAVError
 from wsgidav.dav_provider import DAVProvider
 
 from gateway.dav.auth import ROLE_WRITE, WRITE_METHODS
+from gateway.dav.bodies import DEFAULT_MAX_XML_BODY, XML_METHODS, read_xml_body
 from gateway.dav.errors import HTTP_INSUFFICIENT_STORAGE, HTTP_LENGTH_REQUIRED, to_dav_error
+from gateway.dav.front import DESTINATION_KEY
 from gateway.dav.resources import EXTENTS_KEY, NODES_KEY, FileResource, FolderResource, expected_length
 from gateway.errors import HfdavError, InvalidPath
 from gateway.files import FileService
@@ -20,11 +25,19 @@ log = logging.getLogger(__name__)
 
 
 class HfdavProvider(DAVProvider):
-    def __init__(self, files: FileService, *, upload_progress=None, read_only: bool = False):
+    def __init__(
+        self,
+        files: FileService,
+        *,
+        upload_progress=None,
+        read_only: bool = False,
+        max_xml_body: int = DEFAULT_MAX_XML_BODY,
+    ):
         super().__init__()
         self.files = files
         self.upload_progress = upload_progress
         self._read_only = read_only
+        self.max_xml_body = max_xml_body
 
     def is_readonly(self):
         return self._read_only
@@ -67,16 +80,48 @@ class HfdavProvider(DAVProvider):
         if hasattr(locks, "begin_request"):
             locks.begin_request()
         try:
-            if method in WRITE_METHODS:
-                roles = environ.get("wsgidav.auth.roles") or ()
-                if self._read_only or ROLE_WRITE not in roles:
-                    raise DAVError(HTTP_FORBIDDEN, context_info="read-only access")
-            if method == "PUT":
-                self._check_put(environ)
-            yield from default_handler(environ, start_response)
+            try:
+                self._guard(environ, method)
+            except DAVError as err:
+                yield from _refusal(environ, start_response, err)
+                return
+            if method == "LOCK":
+                yield from self._lock(environ, start_response, default_handler)
+            else:
+                yield from default_handler(environ, start_response)
         finally:
             if hasattr(locks, "end_request"):
                 locks.end_request()
+
+    def _guard(self, environ, method: str) -> None:
+        """The checks made before WsgiDAV acts; a DAVError is the refusal."""
+        if method in WRITE_METHODS:
+            roles = environ.get("wsgidav.auth.roles") or ()
+            if self._read_only or ROLE_WRITE not in roles:
+                raise DAVError(HTTP_FORBIDDEN, context_info="read-only access")
+        if method in XML_METHODS:
+            read_xml_body(environ, self.max_xml_body)
+        if method in ("PUT", "MKCOL", "MOVE", "COPY"):
+            self._check_target(environ, method)
+        if method == "PUT":
+            self._check_put(environ)
+
+    def _check_target(self, environ, method: str) -> None:
+        """403 for a write into the reserved trash path, before WsgiDAV does anything (a MOVE with
+        ``Overwrite: T`` onto it would first delete the trash)."""
+        raw = environ.get("PATH_INFO", "")
+        if method in ("MOVE", "COPY"):
+            # the destination as the request front decoded it (a bad one it answered itself)
+            raw = environ.get(DESTINATION_KEY) or ""
+            share = self.share_path or ""
+            if share and (raw == share or raw.startswith(share + "/")):
+                raw = raw[len(share) :]
+        try:
+            self.files.check_writable(normalize(raw))
+        except InvalidPath:
+            return  # WsgiDAV answers a bad path itself
+        except HfdavError as exc:
+            raise to_dav_error(exc) from exc
 
     def _check_put(self, environ) -> None:
         """Refuse what cannot be right before reading a byte (DESIGN §3.1)."""
@@ -84,12 +129,51 @@ class HfdavProvider(DAVProvider):
         chunked = "chunked" in (environ.get("HTTP_TRANSFER_ENCODING") or "").lower()
         if length is None and not chunked:
             raise DAVError(HTTP_LENGTH_REQUIRED, context_info="PUT needs Content-Length or chunked encoding")
-        if length is not None and self.files.quota is not None:
-            try:
+        if length is None:
+            return  # the write session counts what arrives against quota and disk
+        try:
+            self.files.check_space(length)
+            if self.files.quota is not None:
                 path = normalize(environ.get("PATH_INFO", ""))
                 existing = self.files.repo.get(path)
                 self.files.check_quota(length, existing.size if existing and not existing.is_dir else 0)
-            except HfdavError as exc:
-                err = to_dav_error(exc)
-                if err.value == HTTP_INSUFFICIENT_STORAGE:
-                    raise err from exc
+        except HfdavError as exc:
+            err = to_dav_error(exc)
+            if err.value == HTTP_INSUFFICIENT_STORAGE:
+                raise err from exc
+
+    def _lock(self, environ, start_response, default_handler):
+        """A LOCK that fails after WsgiDAV granted the lock (the answer could not be built) takes
+        the lock back, and the empty file it created for an unmapped URL: nobody received the
+        token, so nobody could ever release it."""
+        path = environ.get("PATH_INFO", "")
+        url = quote((self.share_path or "") + path)  # as WsgiDAV names lock roots (get_ref_url)
+        before = {lock["token"] for lock in self.lock_manager.get_url_lock_list(url)}
+        existed = self.exists(path, environ)
+        try:
+            yield from default_handler(environ, start_response)
+        except BaseException:
+            for lock in self.lock_manager.get_url_lock_list(url):
+                if lock["token"] not in before:
+                    self.lock_manager.release(lock["token"])
+            if not existed:
+                self._remove_created(path)
+            raise
+
+    def _remove_created(self, path: str) -> None:
+        try:
+            node = self.files.repo.get(normalize(path))
+            if node is not None and not node.is_dir and node.size == 0:
+                self.files.repo.delete(node.path)  # never had content: no trash copy
+        except HfdavError:
+            log.warning("could not remove the empty file of a failed LOCK at %s", path, exc_info=True)
+
+
+def _refusal(environ, start_response, err: DAVError):
+    """A guard's refusal, with its reason as plain text (clients show it; WsgiDAV's HTML error
+    page would be replaced by the bare status line)."""
+    status = f"{err.value} {HTTPStatus(err.value).phrase}"
+    body = (f"{status}: {err.context_info}\n" if err.context_info else f"{status}\n").encode()
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
+    if environ.get("REQUEST_METHOD") != "HEAD":
+        yield body

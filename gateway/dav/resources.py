@@ -12,6 +12,7 @@ import time
 
 from wsgidav import util
 from wsgidav.dav_error import (
+    HTTP_BAD_REQUEST,
     HTTP_FORBIDDEN,
     HTTP_LOCKED,
     HTTP_NOT_FOUND,
@@ -297,7 +298,10 @@ class FileResource(_Common, DAVNonCollection):
     def copy_move_single(self, dest_path, *, is_move):
         if is_move:  # not reached: support_recursive_move() is True
             raise DAVError(HTTP_FORBIDDEN)
-        self.files.copy(self.path, dest_path, recursive=False, overwrite=True)
+        # WsgiDAV checked ``Overwrite: F`` against the destination a moment ago; the copy itself
+        # re-checks it in its transaction, so a file created meanwhile is never replaced (412)
+        overwrite = self.environ.get("HTTP_OVERWRITE", "T") == "T"
+        self.files.copy(self.path, dest_path, recursive=False, overwrite=overwrite)
         self._changed()
 
 
@@ -325,6 +329,24 @@ class _SessionWriter:
             return self._session.write(data)
         except HfdavError as exc:
             raise to_dav_error(exc) from exc
+
+    def writelines(self, blocks) -> None:
+        """The whole body, as WsgiDAV hands it on (a generator reading ``wsgi.input``). A body the
+        server reports broken (bad chunk framing, a client gone mid-body) is a 400 and leaves the
+        file as it was: the session is discarded, never committed."""
+        it = iter(blocks)
+        while True:
+            try:
+                data = next(it)
+            except StopIteration:
+                return
+            except DAVError:
+                self._session.abort()
+                raise
+            except Exception as exc:  # whatever the server raises for a body it cannot read
+                self._session.abort()
+                raise DAVError(HTTP_BAD_REQUEST, context_info=f"the request body is malformed: {exc}") from exc
+            self.write(data)
 
     def close(self) -> None:
         pass

@@ -25,7 +25,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from gateway.errors import AlreadyExists, Conflict, HfdavError, NotFound
+from gateway.errors import AlreadyExists, Conflict, HfdavError, InsufficientStorage, NotFound
 from gateway.meta import db
 from gateway.meta.schema import (
     ROOT_ID,
@@ -250,6 +250,20 @@ def _checksum_fields(sums: Checksums) -> dict[str, str]:
     return {k: v for k, v in (("md5", sums.md5), ("sha1", sums.sha1)) if v}
 
 
+#: SQLite's SQLITE_FULL, PostgreSQL's disk_full SQLSTATE.
+_SQLITE_FULL = 13
+_PG_DISK_FULL = "53100"
+
+
+def _database_full(orig: BaseException | None) -> bool:
+    """Whether a driver error says the database's disk is full (nothing was written)."""
+    return (
+        getattr(orig, "sqlite_errorcode", None) == _SQLITE_FULL
+        or getattr(orig, "sqlstate", None) == _PG_DISK_FULL
+        or "database or disk is full" in str(orig)
+    )
+
+
 def split_path(path: str) -> tuple[str, str]:
     """``/a/b`` → (``/a``, ``b``); ``/a`` → (``""``, ``a``)."""
     parent, _, name = path.rpartition("/")
@@ -316,6 +330,8 @@ class MetadataRepository:
             raise AlreadyExists(str(exc.orig)) from exc
         except sa_exc.DBAPIError as exc:
             self.last_write_error = (time.monotonic(), f"{type(exc.orig).__name__}: {exc.orig}")
+            if isinstance(exc, sa_exc.OperationalError) and _database_full(exc.orig):
+                raise InsufficientStorage(f"the metadata database cannot grow: {exc.orig}") from exc
             raise
         else:
             self.last_write_error = None
