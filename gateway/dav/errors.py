@@ -18,6 +18,7 @@ from wsgidav.dav_error import (
 )
 
 from gateway import errors
+from gateway.meta.db import DatabaseBusy
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ _STATUS: list[tuple[type[errors.HfdavError], int]] = [
     (errors.ObjectMissing, HTTP_BAD_GATEWAY),
     (errors.IntegrityError, HTTP_BAD_GATEWAY),
     (errors.StoreError, HTTP_SERVICE_UNAVAILABLE),
+    (DatabaseBusy, HTTP_SERVICE_UNAVAILABLE),
 ]
 
 
@@ -48,7 +50,9 @@ def to_dav_error(exc: errors.HfdavError) -> DAVError:
         if isinstance(exc, cls):
             if status >= 500:
                 log.error("%s: %s", type(exc).__name__, exc)
-            return DAVError(status, context_info=str(exc))
+            retry_after = getattr(exc, "retry_after", None)
+            headers = [("Retry-After", str(int(retry_after)))] if retry_after else None
+            return DAVError(status, context_info=str(exc), add_headers=headers)
     return DAVError(HTTP_INTERNAL_ERROR, context_info=str(exc))
 
 
