@@ -152,7 +152,8 @@ GRACEFUL_TIMEOUT_S = 60
 
 
 def gunicorn_command(settings, *, graceful_timeout: int = GRACEFUL_TIMEOUT_S) -> tuple[list[str], dict[str, str]]:
-    """argv and environment that run the gateway under gunicorn (gthread, one worker).
+    """argv and environment that run the gateway under gunicorn (one worker of
+    :class:`gateway.gunicorn_worker.ThreadWorker`, gthread with a head gate).
 
     Connection limits from the settings: idle keep-alive timeout, listen backlog, connections
     at once (beyond them gunicorn stops accepting; the kernel queues them), and request lines
@@ -172,7 +173,7 @@ def gunicorn_command(settings, *, graceful_timeout: int = GRACEFUL_TIMEOUT_S) ->
     )
     argv = [
         sys.executable, "-m", "gunicorn",
-        "--worker-class", "gthread", "--workers", "1", "--threads", str(settings.threads),
+        "--worker-class", "gateway.gunicorn_worker.ThreadWorker", "--workers", "1", "--threads", str(settings.threads),
         "--bind", f"{settings.host}:{settings.port}", "--timeout", "3600",
         "--graceful-timeout", str(graceful_timeout),
         "--keep-alive", str(settings.idle_timeout), "--backlog", str(settings.listen_backlog),

@@ -40,9 +40,9 @@ from dataclasses import dataclass
 from cheroot import wsgi
 from cheroot.connections import ConnectionManager
 from cheroot.server import ChunkedRFile, KnownLengthRFile
-from wsgidav.dav_error import HTTP_BAD_REQUEST, DAVError
 
 from gateway import cheroot_request, server_io
+from gateway.server_io import MalformedBody
 
 #: How long a refused connection is read and dropped after its answer, before it is closed;
 #: and how many may linger at once (beyond, they are closed right after the answer).
@@ -308,13 +308,6 @@ class HeadGate(ConnectionManager):
 
 
 # -- requests ---------------------------------------------------------------------------------
-
-
-class MalformedBody(DAVError, ValueError):
-    """The request body's framing is broken: 400, nothing is written, the connection closes."""
-
-    def __init__(self, detail: str):
-        super().__init__(HTTP_BAD_REQUEST, context_info=detail)
 
 
 class _Headers(dict):

@@ -14,6 +14,9 @@ than the work itself:
 :func:`direct_body_reader` receives a body of known length into one buffer per block instead,
 after handing on whatever the server had buffered already. Both keep the servers' own counters
 right: they decide keep-alive and body draining on them.
+
+:class:`MalformedBody` is what both servers' chunked body readers raise for a broken body
+(see :mod:`gateway.server_front` and :mod:`gateway.gunicorn_worker`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,15 @@ from collections.abc import Callable
 
 from cheroot.makefile import MakeFile, StreamReader, StreamWriter
 from cheroot.server import HTTPConnection, KnownLengthRFile
+from wsgidav.dav_error import HTTP_BAD_REQUEST, DAVError
+
+
+class MalformedBody(DAVError, ValueError):
+    """Raised by a body read when the request body's framing is broken (a malformed chunk):
+    the request is answered 400, nothing is written, and the server closes the connection."""
+
+    def __init__(self, detail: str):
+        super().__init__(HTTP_BAD_REQUEST, context_info=detail)
 
 
 class _SendallWriter(StreamWriter):

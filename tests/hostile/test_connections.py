@@ -135,9 +135,8 @@ def test_stalled_body_is_given_up(server_factory, kind):
     requests.put(srv.url_for("f.txt"), data=b"old", auth=srv.auth, timeout=30).raise_for_status()
     with connect(srv.host, srv.port) as s:
         s.sendall(_head(srv, "PUT /f.txt HTTP/1.1", basic_header(srv), "Content-Length: 1000") + b"x" * 10)
-        data = read_response(s, timeout=15, until_close=True)
+        read_response(s, timeout=15, until_close=True)  # whatever the answer, to a client that went quiet
         assert closed_by_peer(s)
-    assert status_of(data) in (None, 400, 408)
     assert requests.get(srv.url_for("f.txt"), auth=srv.auth, timeout=30).content == b"old"
 
 
