@@ -21,17 +21,21 @@ Environment variables (command-line flags of ``hfdav serve`` override them):
 ``HFDAV_CHUNK_SIZE``        chunk size (default ``50MiB``; ``1MiB`` … ``1GiB``)
 ``HFDAV_THREADS``           request threads (default 32)
 ``HFDAV_MAX_HEADER_BYTES``  request line and headers together (default ``64KiB``): more is
-                            answered 431 (``hfdav serve``; gunicorn and nginx have line limits)
+                            answered 431; under gunicorn each line also at most 8190 bytes,
+                            behind nginx at most a quarter of this (414 or 400)
 ``HFDAV_HEADER_TIMEOUT``    seconds from a request's first byte to the end of its headers
                             (default 20; total, however slowly they trickle): then 408
 ``HFDAV_IDLE_TIMEOUT``      seconds a kept-alive connection may wait for its next request
                             (default 60)
 ``HFDAV_BODY_TIMEOUT``      seconds a body read or response write may wait for the client
                             (default 60, per read or write, not per body)
-``HFDAV_MAX_CONNECTIONS``   connections open at once (default 1000; ``hfdav serve``, capped by
-                            the open-files limit): more are answered 503 with Retry-After
-``HFDAV_MAX_CONNECTIONS_PER_CLIENT``  connections from one peer address (default 128; 0: no
-                            limit, for ``hfdav serve`` behind a proxy)
+``HFDAV_MAX_CONNECTIONS``   connections open at once (default 1000, capped by the open-files
+                            limit): cheroot answers more with 503 and Retry-After, gunicorn
+                            leaves them queued in the kernel; nginx takes what its open-files
+                            limit allows
+``HFDAV_MAX_CONNECTIONS_PER_CLIENT``
+                            connections from one peer address (default 128; 0: no limit;
+                            ``hfdav serve`` only: behind a proxy all clients share its address)
 ``HFDAV_LISTEN_BACKLOG``    connections the kernel queues before they are accepted (default
                             1024, capped by ``net.core.somaxconn``)
 ``HFDAV_LOG_LEVEL``         ``DEBUG`` … ``ERROR`` (default ``INFO``)

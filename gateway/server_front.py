@@ -115,6 +115,9 @@ class _Lingering:
         self.sock = sock
         self.deadline = deadline
 
+    def close(self) -> None:
+        self.sock.close()
+
 
 class HeadGate(ConnectionManager):
     """cheroot's connection manager that dispatches a connection only with a complete request
