@@ -216,9 +216,38 @@ def _has_local_objects(settings: Settings) -> bool:
 # -- processes ----------------------------------------------------------------------------------
 
 
-def render_nginx_conf(*, port: int, gateway: str, prefix: str, run_dir: Path) -> str:
-    """nginx.conf with its placeholders filled in."""
+#: nginx's connections per worker at most, and the open files it keeps for other uses.
+MAX_WORKER_CONNECTIONS = 16384
+NGINX_RESERVED_FILES = 64
+
+
+def open_files_limit() -> int:
+    """The open-files limit, raised to the hard limit first (nginx and gunicorn inherit it)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return MAX_WORKER_CONNECTIONS + NGINX_RESERVED_FILES if soft == resource.RLIM_INFINITY else soft
+
+
+def render_nginx_conf(*, port: int, gateway: str, prefix: str, run_dir: Path, settings: Settings | None = None,
+                      open_files: int = 1024) -> str:  # fmt: skip
+    """nginx.conf with its placeholders filled in; the limits from ``settings`` (defaults if None)."""
+    settings = settings or Settings(data_dir=run_dir, database_url="sqlite://")
+    open_files = min(open_files, MAX_WORKER_CONNECTIONS + NGINX_RESERVED_FILES)
     values = {
+        "OPEN_FILES": str(open_files),
+        "WORKER_CONNECTIONS": str(max(256, open_files - NGINX_RESERVED_FILES)),
+        "HEADER_TIMEOUT": str(settings.header_timeout),
+        "HEADER_BUFFER": f"{max(1, settings.max_header_bytes // 4 // 1024)}k",
+        "IDLE_TIMEOUT": str(settings.idle_timeout),
+        "BODY_TIMEOUT": str(settings.body_timeout),
+        "BACKLOG": str(settings.listen_backlog),
         "LISTEN_PORT": str(port),
         "GATEWAY_ADDR": gateway,
         "PREFIX": prefix.rstrip("/"),
@@ -278,6 +307,7 @@ class Supervisor:
         self.run_dir = Path(tempfile.gettempdir()) / f"hfdav-nginx-{port}"
 
     def start(self) -> None:
+        open_files = open_files_limit()  # before the children start: they inherit it
         argv, genv = gunicorn_command(self.settings, graceful_timeout=self.drain)
         # own process groups: a Ctrl-C in a terminal reaches this script only, which stops the
         # children in the right order
@@ -289,7 +319,8 @@ class Supervisor:
             (self.run_dir / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
         conf = self.run_dir / "nginx.conf"
         conf.write_text(render_nginx_conf(port=self.port, gateway=gateway, prefix=self.settings.prefix,
-                                          run_dir=self.run_dir))  # fmt: skip
+                                          run_dir=self.run_dir, settings=self.settings,
+                                          open_files=open_files))  # fmt: skip
         self.nginx = subprocess.Popen([nginx_binary(), "-p", str(self.run_dir), "-c", str(conf), "-e", "stderr"],
                                       stdin=subprocess.DEVNULL, process_group=0)  # fmt: skip
         wait_answering(f"http://127.0.0.1:{self.port}/healthz", self.nginx, "nginx", NGINX_START_TIMEOUT_S)

@@ -161,7 +161,12 @@ GRACEFUL_TIMEOUT_S = 60
 
 
 def gunicorn_command(settings, *, graceful_timeout: int = GRACEFUL_TIMEOUT_S) -> tuple[list[str], dict[str, str]]:
-    """argv and environment that run the gateway under gunicorn (gthread, one worker).
+    """argv and environment that run the gateway under gunicorn (one worker of
+    :class:`gateway.gunicorn_worker.ThreadWorker`, gthread with a head gate).
+
+    Connection limits from the settings: idle keep-alive timeout, listen backlog, connections
+    at once (beyond them gunicorn stops accepting; the kernel queues them), and request lines
+    and header lines of at most 8190 bytes each (gunicorn's largest), 100 headers.
 
     After SIGTERM the worker finishes in-flight requests, then its ``worker_exit`` hook closes
     the gateway (background uploads and commits drain); all of that within ``graceful_timeout``
@@ -177,14 +182,39 @@ def gunicorn_command(settings, *, graceful_timeout: int = GRACEFUL_TIMEOUT_S) ->
     )
     argv = [
         sys.executable, "-m", "gunicorn",
-        "--worker-class", "gthread", "--workers", "1", "--threads", str(settings.threads),
+        "--worker-class", "gateway.gunicorn_worker.ThreadWorker", "--workers", "1", "--threads", str(settings.threads),
         "--bind", f"{settings.host}:{settings.port}", "--timeout", "3600",
         "--graceful-timeout", str(graceful_timeout),
+        "--keep-alive", str(settings.idle_timeout), "--backlog", str(settings.listen_backlog),
+        "--worker-connections", str(settings.max_connections),
+        "--limit-request-line", "8190", "--limit-request-field_size", "8190", "--limit-request-fields", "100",
         "--no-control-socket",
         "--config", "python:gateway.wsgi",  # its worker_exit hook drains uploads and commits
         "gateway.wsgi:create_app()",
     ]  # fmt: skip
     return argv, env
+
+
+#: Open files kept for the database, the store and logs besides the connections.
+RESERVED_FILES = 64
+
+
+def _within_open_files(limits):
+    """``limits`` with at most as many connections as this process may open files (the soft
+    limit is raised to the hard one first, as far as needed)."""
+    import dataclasses
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = limits.max_connections + RESERVED_FILES
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        log.warning("HFDAV_MAX_CONNECTIONS=%d is above what the open-files limit (%d) allows: using %d",
+                    limits.max_connections, soft, soft - RESERVED_FILES)  # fmt: skip
+        limits = dataclasses.replace(limits, max_connections=max(1, soft - RESERVED_FILES))
+    return limits
 
 
 def _serve(settings, server: str) -> int:
@@ -198,19 +228,12 @@ def _serve(settings, server: str) -> int:
         print(f"hfdav serving {url} (gunicorn)", file=sys.stderr, flush=True)
         os.execve(sys.executable, argv, env)
 
-    from cheroot import wsgi
+    from gateway.server_front import Limits, Server
 
-    from gateway import cheroot_request, server_io
-
+    limits = _within_open_files(Limits.from_settings(settings))
     gateway = build_gateway(settings)
-    httpd = wsgi.Server(
-        (settings.host, settings.port),
-        gateway.wsgi_app,
-        numthreads=settings.threads,
-        server_name="hfdav",
-        timeout=300,
-    )
-    httpd.ConnectionClass = cheroot_request.with_request_fixes(server_io.Connection)
+    httpd = Server((settings.host, settings.port), gateway.wsgi_app, limits=limits,
+                   numthreads=settings.threads, server_name="hfdav")  # fmt: skip
     stop = threading.Event()
 
     def _stop(signum, _frame):

@@ -20,6 +20,24 @@ Environment variables (command-line flags of ``hfdav serve`` override them):
 ``HFDAV_DATABASE_URL``      SQLAlchemy URL (default SQLite file ``<data dir>/meta.sqlite3``)
 ``HFDAV_CHUNK_SIZE``        chunk size (default ``50MiB``; ``1MiB`` … ``1GiB``)
 ``HFDAV_THREADS``           request threads (default 32)
+``HFDAV_MAX_HEADER_BYTES``  request line and headers together (default ``64KiB``): more is
+                            answered 431; under gunicorn each line also at most 8190 bytes,
+                            behind nginx at most a quarter of this (414 or 400)
+``HFDAV_HEADER_TIMEOUT``    seconds from a request's first byte to the end of its headers
+                            (default 20; total, however slowly they trickle): then 408
+``HFDAV_IDLE_TIMEOUT``      seconds a kept-alive connection may wait for its next request
+                            (default 60)
+``HFDAV_BODY_TIMEOUT``      seconds a body read or response write may wait for the client
+                            (default 60, per read or write, not per body)
+``HFDAV_MAX_CONNECTIONS``   connections open at once (default 1000, capped by the open-files
+                            limit): cheroot answers more with 503 and Retry-After, gunicorn
+                            leaves them queued in the kernel; nginx takes what its open-files
+                            limit allows
+``HFDAV_MAX_CONNECTIONS_PER_CLIENT``
+                            connections from one peer address (default 128; 0: no limit;
+                            ``hfdav serve`` only: behind a proxy all clients share its address)
+``HFDAV_LISTEN_BACKLOG``    connections the kernel queues before they are accepted (default
+                            1024, capped by ``net.core.somaxconn``)
 ``HFDAV_LOG_LEVEL``         ``DEBUG`` … ``ERROR`` (default ``INFO``)
 ``HF_TOKEN``                Hugging Face token (Hub backend)
 ``HF_DATASET_REPO``         ``namespace/name`` of the dataset repo (Hub backend)
@@ -122,6 +140,13 @@ class Settings:
     trash_days: float = 7
     quota: int | None = None
     max_xml_body: int = 1 * MiB
+    max_header_bytes: int = 64 * KiB
+    header_timeout: int = 20
+    idle_timeout: int = 60
+    body_timeout: int = 60
+    max_connections: int = 1000
+    max_connections_per_client: int = 128
+    listen_backlog: int = 1024
 
     @property
     def hub_enabled(self) -> bool:
@@ -283,6 +308,13 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
         trash_days=integer("HFDAV_TRASH_DAYS", 7, 0, 3650),
         quota=size("HFDAV_QUOTA", 0, 0, 1 << 60) or None,
         max_xml_body=size("HFDAV_MAX_XML_BODY", 1 * MiB, 4 * KiB, 16 * MiB),
+        max_header_bytes=size("HFDAV_MAX_HEADER_BYTES", 64 * KiB, 4 * KiB, 1 * MiB),
+        header_timeout=integer("HFDAV_HEADER_TIMEOUT", 20, 1, 3600),
+        idle_timeout=integer("HFDAV_IDLE_TIMEOUT", 60, 1, 24 * 3600),
+        body_timeout=integer("HFDAV_BODY_TIMEOUT", 60, 1, 24 * 3600),
+        max_connections=integer("HFDAV_MAX_CONNECTIONS", 1000, 1, 1_000_000),
+        max_connections_per_client=integer("HFDAV_MAX_CONNECTIONS_PER_CLIENT", 128, 0, 1_000_000),
+        listen_backlog=integer("HFDAV_LISTEN_BACKLOG", 1024, 1, 65535),
     )
     if settings.staging_limit < 2 * settings.chunk_size:
         problems.append("HFDAV_STAGING_LIMIT must hold at least two chunks (2 × HFDAV_CHUNK_SIZE)")

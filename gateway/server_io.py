@@ -19,15 +19,28 @@ A read returns the whole block asked for (or what is left of the body), like the
 readers: WsgiDAV reads an XML body with one ``read(content_length)``, so a short read would cut
 a body that arrived in two TCP segments. The buffer grows with the bytes that arrive, never
 with the length a client announces.
+
+:class:`MalformedBody` is what both servers' chunked body readers raise for a broken body
+(see :mod:`gateway.server_front` and :mod:`gateway.gunicorn_worker`).
 """
 
 from __future__ import annotations
 
 import io
+import socket
 from collections.abc import Callable
 
 from cheroot.makefile import MakeFile, StreamReader, StreamWriter
 from cheroot.server import HTTPConnection, KnownLengthRFile
+from wsgidav.dav_error import HTTP_BAD_REQUEST, DAVError
+
+
+class MalformedBody(DAVError, ValueError):
+    """Raised by a body read when the request body's framing is broken (a malformed chunk):
+    the request is answered 400, nothing is written, and the server closes the connection."""
+
+    def __init__(self, detail: str):
+        super().__init__(HTTP_BAD_REQUEST, context_info=detail)
 
 
 class _SendallWriter(StreamWriter):
@@ -47,14 +60,62 @@ class _SendallWriter(StreamWriter):
         return n
 
 
+class _SocketIO(socket.SocketIO):
+    """The socket under a connection's reader. ``interim`` is an answer owed before the next
+    read (``100 Continue``): sent when the application first reads the body, never if it
+    answers without reading."""
+
+    interim: bytes | None = None
+
+    def readinto(self, b) -> int:
+        if self.interim is not None:
+            interim, self.interim = self.interim, None
+            self._sock.sendall(interim)
+        return super().readinto(b)
+
+
+class _Reader(StreamReader):
+    """cheroot's socket reader over :class:`_SocketIO`; bytes read elsewhere (a request head
+    gathered by the connection manager) can be put back in front of its buffer."""
+
+    def __init__(self, sock, bufsize):
+        super(StreamReader, self).__init__(_SocketIO(sock, "rb"), bufsize)
+        self.bytes_read = 0
+
+    def unread(self, data: bytes) -> None:
+        """Put ``data`` in front of what is buffered: the next reads return it first."""
+        with self._read_lock:
+            self._read_buf = data + self._read_buf[self._read_pos :]
+            self._read_pos = 0
+
+    def take_buffered(self) -> bytes:
+        """Remove and return what is buffered and not read yet."""
+        with self._read_lock:
+            data = self._read_buf[self._read_pos :]
+            self._reset_read_buf()
+        return data
+
+
 class Connection(HTTPConnection):
-    """cheroot's connection with :class:`_SendallWriter` as its writer (set it as the server's
-    ``ConnectionClass``)."""
+    """cheroot's connection with :class:`_SendallWriter` as its writer and :class:`_Reader` as
+    its reader (set it as the server's ``ConnectionClass``). ``on_close`` (if set) is called
+    once when the connection closes."""
+
+    on_close: Callable[[HTTPConnection], None] | None = None
 
     def __init__(self, server, sock, makefile=MakeFile):
         super().__init__(server, sock, makefile)
-        if makefile is MakeFile:  # a TLS adapter may bring a writer of its own: keep that
+        if makefile is MakeFile:  # a TLS adapter may bring a reader and writer of its own: keep them
+            self.rfile = _Reader(sock, self.rbufsize)
             self.wfile = _SendallWriter(sock, self.wbufsize)
+
+    def close(self):
+        on_close, self.on_close = self.on_close, None
+        try:
+            super().close()
+        finally:
+            if on_close is not None:
+                on_close(self)
 
 
 def direct_body_reader(body) -> Callable[[int], bytes] | None:

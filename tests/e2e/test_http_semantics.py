@@ -179,10 +179,8 @@ def test_ten_thousand_ranges_are_not_served_one_by_one(srv, ranged):
     """Issue 10: such a header cost 5.5 s of CPU; past the limits the whole file is sent."""
     many = "bytes=" + ",".join(f"{2 * i}-{2 * i}" for i in range(10_000))
     r = _get(srv, "ranged.bin", Range=many)
-    if srv.kind == "gunicorn":  # gunicorn refuses a header field over 8190 bytes itself
-        assert r.status_code in (400, 431)
-    else:
-        assert r.status_code == 200 and r.content == ranged
+    # over the header size limit on both servers (HFDAV_MAX_HEADER_BYTES; gunicorn's own line limit)
+    assert r.status_code in (400, 431)
     longer_than_limit = "bytes=" + ",".join(f"{2 * i}-{2 * i}" for i in range(700))
     assert 4096 < len(longer_than_limit) < 8000
     r = _get(srv, "ranged.bin", Range=longer_than_limit)
