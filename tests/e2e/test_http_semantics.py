@@ -243,3 +243,9 @@ def test_vanished_chunked_put_is_one_warning_and_no_500(srv):
     assert "Traceback" not in log and " ERROR " not in log, log
     assert len(re.findall(r"WARNING .*vanish\.bin.*body broken", log)) == 1, log
     assert _get(srv, "vanish.bin").status_code == 404
+
+
+def test_server_header_names_no_library_version(srv):
+    # cheroot answered "Server: Cheroot/11.1.2": the version of a library helps nobody but a scanner
+    server = _get(srv, "no-such-file.txt").headers.get("Server", "")
+    assert not re.search(r"\d", server), server
