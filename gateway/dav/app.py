@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 
+from wsgidav.default_conf import DEFAULT_CONFIG
+from wsgidav.http_authenticator import HTTPAuthenticator
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from gateway.config import Settings
-from gateway.dav.auth import HfdavDomainController, user_table
+from gateway.dav.auth import Authenticator
+from gateway.dav.digest import load_key
 from gateway.dav.locks import DbLockStorage
 from gateway.dav.props import DbPropertyManager
 from gateway.dav.provider import HfdavProvider
@@ -30,13 +33,10 @@ def make_wsgi_app(settings: Settings, files: FileService):
     repo = files.repo
     config = {
         "provider_mapping": {settings.prefix: provider},
-        "http_authenticator": {
-            "domain_controller": HfdavDomainController,
-            "accept_basic": True,
-            "accept_digest": True,
-            "default_to_digest": True,
-        },
-        "hfdav_dc": {"users": user_table(settings), "anonymous": settings.anonymous},
+        # Authentication happens in front of WsgiDAV, in gateway.dav.auth (one layer for WebDAV,
+        # /metrics and /healthz: throttling, checked Digest nonces, logs), so WsgiDAV's own
+        # authenticator is left out of its middleware stack.
+        "middleware_stack": [mw for mw in DEFAULT_CONFIG["middleware_stack"] if mw is not HTTPAuthenticator],
         "lock_storage": DbLockStorage(repo),
         "property_manager": DbPropertyManager(repo, lambda: provider.share_path),
         "mutable_live_props": ["{DAV:}getlastmodified"],
@@ -58,5 +58,5 @@ def make_wsgi_app(settings: Settings, files: FileService):
     wsgidav_log.propagate = True
     wsgidav_log.setLevel(logging.WARNING)
     checks = {"database": database_check(repo), "store": store_check(files.store), "committer": committer_check(files)}
-    return WebFront(dav, prefix=settings.prefix, users=user_table(settings), anonymous=settings.anonymous,
-                    checks=checks)
+    auth = Authenticator.from_settings(settings, load_key(settings.data_dir) if settings.digest else None)
+    return WebFront(dav, prefix=settings.prefix, auth=auth, trusted_proxies=settings.trusted_proxies, checks=checks)
