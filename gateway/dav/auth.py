@@ -119,7 +119,7 @@ class Authenticator:
         self._accounts = dict(table)
         self.anonymous = anonymous
         self._nonces = digest
-        self.throttle = throttle or LoginThrottle()
+        self.throttle = throttle if throttle is not None else LoginThrottle()
         self._delay_slots = threading.BoundedSemaphore(MAX_DELAYED)
         self._cache_salt = secrets.token_bytes(16)
         self._hash_cache: OrderedDict[bytes, float] = OrderedDict()
@@ -158,7 +158,8 @@ class Authenticator:
             return self.challenge()
         scheme, _, value = header.strip().partition(" ")
         scheme = scheme.lower()
-        if len(header) > MAX_HEADER or scheme not in ("basic", "digest") or (scheme == "digest" and self._nonces is None):
+        offered = ("basic", "digest") if self._nonces is not None else ("basic",)
+        if len(header) > MAX_HEADER or scheme not in offered:
             return self._failed(client, None, scheme if scheme in ("basic", "digest") else "other", "malformed-header")
         if scheme == "basic":
             return self._basic(value.strip(), client)

@@ -1,6 +1,6 @@
 """HTTP Digest (RFC 7616, MD5, ``qop=auth``) with nonces the server checks.
 
-A nonce is ``base64url(time ‖ random ‖ HMAC-SHA256(key, time ‖ random)[:16])``: any process
+A nonce is ``base64url(time ‖ random ‖ HMAC-SHA256(key, time ‖ random)[:16])`` (time in µs): any process
 holding the key can tell a nonce it issued from one it did not, and how old it is, without a
 shared table. The key is a random file in the data directory (``digest-nonce-key``, created
 once), so every gunicorn worker and every restart agree on it.
@@ -133,18 +133,18 @@ class NonceBook:
         return hmac.new(self._key, body, hashlib.sha256).digest()[:_MAC_BYTES]
 
     def issue(self) -> str:
-        body = _TIME.pack(int(self._clock())) + secrets.token_bytes(_RANDOM_BYTES)
+        body = _TIME.pack(int(self._clock() * 1e6)) + secrets.token_bytes(_RANDOM_BYTES)
         return base64.urlsafe_b64encode(body + self._mac(body)).decode().rstrip("=")
 
     def _issued_at(self, nonce: str) -> int | None:
-        """The time a nonce of ours was issued; None if it is not one of ours."""
+        """The time (µs) a nonce of ours was issued; None if it is not one of ours."""
         if len(nonce) != (_NONCE_BYTES * 4 + 2) // 3:
             return None
         try:
             raw = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
         except ValueError:
             return None
-        body, mac = raw[: -_MAC_BYTES], raw[-_MAC_BYTES:]
+        body, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
         if len(raw) != _NONCE_BYTES or not hmac.compare_digest(mac, self._mac(body)):
             return None
         return _TIME.unpack_from(body)[0]
@@ -155,10 +155,10 @@ class NonceBook:
         issued = self._issued_at(nonce)
         if issued is None or not _NC_RE.match(nc):
             return NonceState.UNKNOWN
-        now = self._clock()
-        if issued > now + CLOCK_SKEW:
+        age = self._clock() - issued / 1e6
+        if age < -CLOCK_SKEW:
             return NonceState.UNKNOWN
-        if now - issued > self.lifetime:
+        if age > self.lifetime:
             return NonceState.STALE
         count = int(nc, 16)
         with self._lock:

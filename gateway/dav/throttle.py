@@ -6,7 +6,7 @@ failures are answered at once; above it, each failure is answered after a growin
 (0.25 s, 0.5 s, 1 s, 2 s, ...) up to :data:`MAX_DELAY`; once the next failure would bring the
 score past ``limit``, every login attempt on that key gets 429 with the seconds until the
 score has decayed enough (``Retry-After``), without its password being checked. A client that
-keeps guessing therefore gets about one guess per two minutes per address and per user.
+keeps guessing therefore gets about one guess per 90 s per address and per user.
 
 Against an attacker who locks a user out on purpose: a user who logged in from an address
 keeps logging in from there while the user's key is blocked (the address's own key still
