@@ -17,6 +17,7 @@ import time
 import bcrypt
 import pytest
 
+from gateway import metrics
 from gateway.config import load_settings
 from gateway.dav.auth import Authenticator, Identity, Refusal, accounts
 from gateway.dav.digest import NC_WINDOW, NonceBook, NonceState, load_key, parse_params
@@ -383,6 +384,8 @@ def test_blocked_client_gets_429_without_a_password_check(tmp_path):
     answers = [_who(auth, basic("nobody", f"guess{i}")).status[:3] for i in range(20)]
     assert answers[:4] == ["401"] * 4 and set(answers[4:]) == {"429"}
     assert time.monotonic() - started >= 0.25 + 0.5  # the 3rd and 4th failure were delayed
+    assert metrics.value("hfdav_login_failures_total", reason="unknown-user") >= 4
+    assert metrics.value("hfdav_login_throttled_total") >= 16
     blocked = _who(auth, basic("admin", "admin-password-1"))
     assert blocked.status.startswith("429") and int(dict(blocked.headers)["Retry-After"]) >= 1
     assert _who(auth, basic("admin", "admin-password-1"), client="198.51.100.2") == Identity("admin", ("editor",))

@@ -35,6 +35,7 @@ from urllib.parse import unquote_to_bytes, urlsplit
 
 import bcrypt
 
+from gateway import metrics
 from gateway.config import Settings, User
 from gateway.dav.digest import NonceBook, NonceState, expected_response, ha1, parse_params
 from gateway.dav.throttle import LoginThrottle
@@ -58,6 +59,10 @@ HASH_CACHE_SECONDS = 300.0
 HASH_CACHE_ENTRIES = 1024
 #: Longest Authorization header looked at; a longer one is a failed login.
 MAX_HEADER = 8192
+
+
+metrics.describe("hfdav_login_failures_total", "failed logins, by reason")
+metrics.describe("hfdav_login_throttled_total", "login attempts refused with 429 (client or user blocked)")
 
 
 @dataclass(frozen=True)
@@ -259,6 +264,7 @@ class Authenticator:
             return None
         seconds = max(1, math.ceil(wait))
         log.warning("login throttled: client=%s user=%s retry_after=%ds", client, _shown(account), seconds)
+        metrics.inc("hfdav_login_throttled_total")
         return Refusal("429 Too Many Requests", [("Retry-After", str(seconds))],
                        b"too many failed logins; try again later\n")  # fmt: skip
 
@@ -269,6 +275,7 @@ class Authenticator:
         if refusal is not None:
             return refusal
         log.warning("login failed: client=%s user=%s scheme=%s reason=%s", client, _shown(account), scheme, reason)
+        metrics.inc("hfdav_login_failures_total", reason=reason)
         delay = self.throttle.failed(client, account.name if account else None)
         if delay > 0 and self._delay_slots.acquire(blocking=False):
             try:
