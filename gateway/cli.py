@@ -191,7 +191,7 @@ def _serve(settings, server: str) -> int:
 
     from cheroot import wsgi
 
-    from gateway import server_io
+    from gateway import cheroot_request, server_io
 
     gateway = build_gateway(settings)
     httpd = wsgi.Server(
@@ -201,7 +201,7 @@ def _serve(settings, server: str) -> int:
         server_name="hfdav",
         timeout=300,
     )
-    httpd.ConnectionClass = server_io.Connection
+    httpd.ConnectionClass = cheroot_request.with_request_fixes(server_io.Connection)
     stop = threading.Event()
 
     def _stop(signum, _frame):

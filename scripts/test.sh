@@ -2,7 +2,8 @@
 # The project's one test command. Works on a fresh clone on a fresh Debian machine:
 #   - creates .venv if it is missing and installs the project with its test extras;
 #   - as root with apt-get, installs the external clients the end-to-end tests drive
-#     (litmus rclone davfs2 cadaver fuse3 nginx; curl) and podman for the image tests; a failing
+#     (litmus rclone davfs2 cadaver fuse3 nginx; curl; nodejs npm libhttp-dav-perl hdav davix for
+#     the client libraries) and podman for the image tests; a failing
 #     apt-get is reported, not fatal;
 #   - says which tools are still missing (their tests are skipped, with the reason);
 #   - runs pytest with the arguments given (scripts/test.sh -k litmus), printing skip reasons,
@@ -44,6 +45,11 @@ declare -A TOOLS=(
     [nginx]=nginx
     [curl]=curl
     [podman]=podman
+    [node]=nodejs
+    [npm]=npm
+    [dave]=libhttp-dav-perl
+    [hdav]=hdav
+    [davix-put]=davix
 )
 
 have() { PATH="$PATH:/usr/sbin:/sbin" command -v "$1" >/dev/null 2>&1; }

@@ -1,19 +1,23 @@
-"""Build the WsgiDAV application (configuration in one place), wrapped in :class:`gateway.web.WebFront`."""
+"""Build the WsgiDAV application (configuration in one place), behind the request front
+(:mod:`gateway.dav.front`) and wrapped in :class:`gateway.web.WebFront`."""
 
 from __future__ import annotations
 
 import logging
 
-from wsgidav.default_conf import DEFAULT_CONFIG
-from wsgidav.http_authenticator import HTTPAuthenticator
+from wsgidav.dir_browser import WsgiDavDirBrowser
+from wsgidav.error_printer import ErrorPrinter
+from wsgidav.mw.cors import Cors
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from gateway.config import Settings
 from gateway.dav.auth import Authenticator
 from gateway.dav.digest import load_key
+from gateway.dav.front import QuietBrokenBodies, RequestFront
 from gateway.dav.locks import DbLockStorage
 from gateway.dav.props import DbPropertyManager
 from gateway.dav.provider import HfdavProvider
+from gateway.dav.server import RequestResolver
 from gateway.files import FileService
 from gateway.web import WebFront, committer_check, database_check, store_check
 
@@ -22,6 +26,8 @@ log = logging.getLogger(__name__)
 #: WsgiDAV reads PUT bodies and writes GET bodies in pieces of this size. The 8 KiB default
 #: costs 3–7× in throughput (WEBDAV_NOTES §3); 1 MiB keeps memory per request small.
 IO_BLOCK_SIZE = 1 << 20
+
+_QUIET_BROKEN_BODIES = QuietBrokenBodies()
 
 
 def _progress(path: str, done: int, total: int | None) -> None:
@@ -33,10 +39,11 @@ def make_wsgi_app(settings: Settings, files: FileService):
     repo = files.repo
     config = {
         "provider_mapping": {settings.prefix: provider},
+        # WsgiDAV's stack, with our resolver last: it serves GET ranges and COPY/MOVE itself.
         # Authentication happens in front of WsgiDAV, in gateway.dav.auth (one layer for WebDAV,
         # /metrics and /healthz: throttling, checked Digest nonces, logs), so WsgiDAV's own
-        # authenticator is left out of its middleware stack.
-        "middleware_stack": [mw for mw in DEFAULT_CONFIG["middleware_stack"] if mw is not HTTPAuthenticator],
+        # HTTPAuthenticator is left out.
+        "middleware_stack": [Cors, ErrorPrinter, WsgiDavDirBrowser, RequestResolver],
         "lock_storage": DbLockStorage(repo),
         "property_manager": DbPropertyManager(repo, lambda: provider.share_path),
         "mutable_live_props": ["{DAV:}getlastmodified"],
@@ -57,6 +64,13 @@ def make_wsgi_app(settings: Settings, files: FileService):
     wsgidav_log = logging.getLogger("wsgidav")
     wsgidav_log.propagate = True
     wsgidav_log.setLevel(logging.WARNING)
+    logging.getLogger("wsgidav.request_server").addFilter(_QUIET_BROKEN_BODIES)
     checks = {"database": database_check(repo), "store": store_check(files.store), "committer": committer_check(files)}
     auth = Authenticator.from_settings(settings, load_key(settings.data_dir) if settings.digest else None)
-    return WebFront(dav, prefix=settings.prefix, auth=auth, trusted_proxies=settings.trusted_proxies, checks=checks)
+    return WebFront(
+        RequestFront(dav),
+        prefix=settings.prefix,
+        auth=auth,
+        trusted_proxies=settings.trusted_proxies,
+        checks=checks,
+    )

@@ -190,6 +190,13 @@ class FileResource(_Common, DAVNonCollection):
     def support_etag(self):
         return True
 
+    def get_property_value(self, name):
+        # WsgiDAV wants get_etag() unquoted (it quotes the ETag header itself) and puts the same
+        # bare value in <D:getetag>; RFC 4918 §15.6 makes the property the header's value.
+        if name == "{DAV:}getetag":
+            return f'"{self.get_etag()}"'
+        return super().get_property_value(name)
+
     def support_ranges(self):
         return True
 

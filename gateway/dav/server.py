@@ -1,0 +1,268 @@
+"""WsgiDAV's request server with the two handlers it gets wrong for us replaced:
+
+* GET/HEAD of a file: byte ranges as :mod:`gateway.dav.ranges` describes (WsgiDAV served only
+  the last of several ranges, answered 416 when one of several was unsatisfiable, and 206 for
+  an invalid ``bytes=10-5``). The body is streamed from the file's seekable reader, part by part.
+* COPY/MOVE: the destination is the path :mod:`gateway.dav.front` decoded from the
+  ``Destination`` header (WsgiDAV decodes before splitting, so ``%3F`` or ``;`` in a name cut it
+  short and the request hit another file). The algorithm is WsgiDAV's (RFC 4918 §9.8, §9.9),
+  written for a provider whose resources all move recursively in one step.
+
+Everything else (preconditions, lock checks, multi-status answers) is WsgiDAV's, through the
+helpers of :class:`~wsgidav.request_server.RequestServer`. :class:`RequestResolver` is the last
+middleware of the WsgiDAV stack and hands every share request to this server.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+
+from wsgidav import util
+from wsgidav.dav_error import (
+    HTTP_BAD_GATEWAY,
+    HTTP_BAD_REQUEST,
+    HTTP_CONFLICT,
+    HTTP_CREATED,
+    HTTP_FORBIDDEN,
+    HTTP_NO_CONTENT,
+    HTTP_NOT_FOUND,
+    HTTP_PRECONDITION_FAILED,
+    HTTP_RANGE_NOT_SATISFIABLE,
+    DAVError,
+    as_DAVError,
+)
+from wsgidav.mw.base_mw import BaseMiddleware
+from wsgidav.request_resolver import RequestResolver as StockResolver
+from wsgidav.request_server import RequestServer
+
+from gateway.dav.front import DESTINATION_KEY
+from gateway.dav.ranges import MAX_RANGES, ByteRange, Multipart, parse_range, resolve
+
+log = logging.getLogger(__name__)
+
+
+def if_range_holds(value: str, etag: str, last_modified: float | None) -> bool:
+    """RFC 9110 §13.1.5: an entity tag matches by strong comparison (a weak one never does),
+    a date matches the exact Last-Modified second; anything else does not match."""
+    value = value.strip()
+    if value.startswith(('"', "W/")):
+        return value == f'"{etag}"'
+    when = util.parse_time_string(value)
+    return when is not None and last_modified is not None and int(last_modified) == when
+
+
+class HfdavRequestServer(RequestServer):
+    """See the module docstring."""
+
+    # -- GET / HEAD -----------------------------------------------------------------------
+
+    def do_GET(self, environ, start_response):
+        return self._send_file(environ, start_response, head=False)
+
+    def do_HEAD(self, environ, start_response):
+        return self._send_file(environ, start_response, head=True)
+
+    def _send_file(self, environ, start_response, *, head: bool) -> Iterable[bytes]:
+        res = self._davProvider.get_resource_inst(environ["PATH_INFO"], environ)
+        if (res is None or res.is_collection or util.get_content_length(environ) != 0
+                or environ.get("HTTP_DEPTH", "0") != "0"):  # fmt: skip
+            # WsgiDAV's answers: 404, 403, 415, 400
+            return self._send_resource(environ, start_response, is_head_method=head)
+        self._evaluate_if_headers(res, environ)
+        size = res.get_content_length()
+        etag = res.get_etag()
+        modified = res.get_last_modified()
+        ctype = res.get_content_type()
+        headers = [("Date", util.get_rfc1123_time()), ("ETag", f'"{etag}"'), ("Accept-Ranges", "bytes")]
+        if modified is not None:
+            headers.append(("Last-Modified", util.get_rfc1123_time(modified)))
+
+        ranges = self._wanted_ranges(environ, size, etag, modified)
+        plan: list[tuple[bytes, ByteRange | None]]
+        if ranges is None:
+            status = "200 OK"
+            headers += [("Content-Type", ctype), ("Content-Length", str(size))]
+            plan = [(b"", ByteRange(0, size - 1))] if size else []
+        elif not ranges:
+            raise DAVError(HTTP_RANGE_NOT_SATISFIABLE, add_headers=[("Content-Range", f"bytes */{size}")])
+        elif len(ranges) == 1:
+            status = "206 Partial Content"
+            headers += [("Content-Type", ctype), ("Content-Length", str(ranges[0].length)),
+                        ("Content-Range", ranges[0].content_range(size))]  # fmt: skip
+            plan = [(b"", ranges[0])]
+        else:
+            status = "206 Partial Content"
+            parts = Multipart.new(ranges, size, ctype)
+            headers += [("Content-Type", parts.content_type), ("Content-Length", str(parts.content_length))]
+            plan = [(parts.head(i), r) for i, r in enumerate(ranges)] + [(parts.tail, None)]
+        res.finalize_headers(environ, headers)
+        start_response(status, headers)
+        if head:
+            return [b""]
+        return self._stream(res, plan)
+
+    @staticmethod
+    def _wanted_ranges(environ, size: int, etag: str, modified) -> list[ByteRange] | None:
+        """The ranges to send; None for the whole file (no usable Range, or If-Range fails)."""
+        specs = parse_range(environ.get("HTTP_RANGE"))
+        if specs is None or size == 0:
+            return None
+        if_range = environ.get("HTTP_IF_RANGE")
+        if if_range is not None and not if_range_holds(if_range, etag, modified):
+            return None
+        ranges = resolve(specs, size)
+        if len(ranges) > MAX_RANGES:
+            log.info("Range with %d parts ignored (more than %d): sending the whole file", len(ranges), MAX_RANGES)
+            return None
+        return ranges
+
+    def _stream(self, res, plan: list[tuple[bytes, ByteRange | None]]) -> Iterator[bytes]:
+        if not plan:
+            return
+        reader = res.get_content()
+        try:
+            for lead, part in plan:
+                if lead:
+                    yield lead
+                if part is None:
+                    continue
+                reader.seek(part.start)
+                left = part.length
+                while left > 0:
+                    data = reader.read(min(left, self.block_size))
+                    if not data:
+                        return  # shorter than announced: the client sees the short body
+                    left -= len(data)
+                    yield data
+        finally:
+            reader.close()
+
+    # -- COPY / MOVE ----------------------------------------------------------------------
+
+    def _copy_or_move(self, environ, start_response, is_move):
+        provider = self._davProvider
+        src_path = environ["PATH_INFO"]
+        src_res = provider.get_resource_inst(src_path, environ)
+        if src_res is None:
+            self._fail(HTTP_NOT_FOUND, context_info=src_path)
+        if DESTINATION_KEY not in environ:
+            self._fail(HTTP_BAD_REQUEST, context_info="Missing Destination header")
+        overwrite = environ.setdefault("HTTP_OVERWRITE", "T") == "T"
+        if util.get_content_length(environ):  # RFC 2518's <propertybehavior>: dropped by RFC 4918
+            environ["wsgi.input"].read(util.get_content_length(environ))
+            environ["wsgidav.all_input_read"] = 1
+        depth = self._copy_depth(environ, src_res, is_move)
+
+        dest_path = self._share_path(environ, environ[DESTINATION_KEY])
+        if src_res.is_collection:
+            dest_path = dest_path.rstrip("/") + "/"
+        dest_res = provider.get_resource_inst(dest_path, environ)
+        dest_parent = provider.get_resource_inst(util.get_uri_parent(dest_path), environ)
+        if dest_parent is None or not dest_parent.is_collection:
+            self._fail(HTTP_CONFLICT, context_info="Destination parent must be a collection")
+
+        self._evaluate_if_headers(src_res, environ)
+        self._evaluate_if_headers(dest_res, environ)
+        if is_move:
+            self._check_write_permission(src_res, "infinity", environ)
+            src_parent = provider.get_resource_inst(util.get_uri_parent(src_path), environ)
+            if src_parent is not None:
+                self._check_write_permission(src_parent, "0", environ)
+        if dest_res is None:
+            self._check_write_permission(dest_parent, "0", environ)
+        self._check_write_permission(dest_res, "infinity", environ)
+
+        if util.is_equal_or_child_uri(src_path, dest_path):
+            self._fail(HTTP_FORBIDDEN, context_info="Cannot copy or move a resource onto or below itself")
+        if dest_res is not None and not overwrite:
+            self._fail(HTTP_PRECONDITION_FAILED, context_info="Destination exists and Overwrite is F")
+
+        success = HTTP_NO_CONTENT if dest_res is not None else HTTP_CREATED
+        sources = [src_res] if depth == "0" else src_res.get_descendants(add_self=True)
+        errors: list[tuple[str, DAVError]] = []
+        for sres in sources:  # the If header must hold for every resource touched
+            try:
+                self._evaluate_if_headers(sres, environ)
+            except DAVError as exc:
+                errors.append((sres.get_href(), exc))
+        if not errors:
+            if dest_res is not None:
+                self._clear_destination(src_res, dest_res, sources, src_path, dest_path, is_move)
+            if is_move:
+                errors = self._guarded(src_res, lambda: src_res.move_recursive(dest_path) or [])
+            else:
+                errors = self._copy_tree(sources, src_path, dest_path)
+        return self._send_response(environ, start_response, src_res, success, errors)
+
+    def _copy_depth(self, environ, src_res, is_move: bool) -> str:
+        """RFC 4918 §9.8.3, §9.9.2: a collection copies with Depth 0 or infinity (the default)
+        and moves with infinity only; a file ignores Depth."""
+        if not src_res.is_collection:
+            return "0"
+        depth = environ.setdefault("HTTP_DEPTH", "infinity")
+        if depth not in ("0", "infinity") or (is_move and depth != "infinity"):
+            self._fail(HTTP_BAD_REQUEST, context_info=f"Depth {depth} not allowed here")
+        return depth
+
+    def _share_path(self, environ, absolute: str) -> str:
+        """The share-relative path of a decoded Destination path; 502 outside this share."""
+        provider = self._davProvider
+        path = util.normalize_path(absolute)
+        _share, dest_provider = environ["wsgidav.app"].resolve_provider(path)
+        prefix = provider.mount_path + provider.share_path
+        if dest_provider is not provider or not (path + "/").startswith(prefix + "/"):
+            self._fail(HTTP_BAD_GATEWAY, context_info="Destination outside this share")
+        return path[len(prefix) :] or "/"
+
+    @staticmethod
+    def _guarded(res, action) -> list[tuple[str, DAVError]]:
+        try:
+            return list(action())
+        except Exception as exc:  # a failed step is reported in the answer, as WsgiDAV does
+            if not isinstance(exc, DAVError):
+                log.exception("COPY/MOVE of %s failed", res.path)
+            return [(res.get_href(), as_DAVError(exc))]
+
+    @staticmethod
+    def _clear_destination(src_res, dest_res, sources, src_path, dest_path, is_move) -> None:
+        """Overwrite: the destination goes first (RFC 4918 §9.9.3), except that a collection
+        copied onto a collection only loses the members the source lacks (§9.8.4: no merge)."""
+        if is_move or not (src_res.is_collection and dest_res.is_collection):
+            dest_res.delete()
+            return
+        kept = {s.path[len(src_path) :].strip("/") for s in sources}
+        for member in dest_res.get_descendants(depth_first=True, add_self=False):
+            if member.path[len(dest_path) :].strip("/") not in kept:
+                member.delete()
+
+    def _copy_tree(self, sources, src_path: str, dest_path: str) -> list[tuple[str, DAVError]]:
+        """Top-down copy; the members of a resource that failed are skipped."""
+        errors: list[tuple[str, DAVError]] = []
+        failed: list[str] = []
+        for sres in sources:
+            if any(util.is_equal_or_child_uri(f, sres.path) for f in failed):
+                continue
+            target = dest_path.rstrip("/") + "/" + sres.path[len(src_path) :].strip("/")
+            if sres is sources[0]:
+                target = dest_path
+            step = self._guarded(sres, lambda s=sres, t=target: s.copy_move_single(t, is_move=False) or [])
+            if step:
+                failed.append(sres.path)
+                errors += step
+        return errors
+
+
+class RequestResolver(BaseMiddleware):
+    """The last middleware of the WsgiDAV stack: share requests go to :class:`HfdavRequestServer`;
+    ``OPTIONS *`` and paths outside every share go to WsgiDAV's own resolver."""
+
+    def __init__(self, wsgidav_app, next_app, config):
+        super().__init__(wsgidav_app, next_app, config)
+        self._stock = StockResolver(wsgidav_app, next_app, config)
+
+    def __call__(self, environ, start_response):
+        provider = environ["wsgidav.provider"]
+        if provider is None or environ["PATH_INFO"] == "*":
+            return self._stock(environ, start_response)
+        return HfdavRequestServer(provider)(environ, start_response)
