@@ -9,8 +9,9 @@ It does, for every request:
   count as a failed login but still get the short answer.
 * ``GET /metrics``: every counter and gauge of :mod:`gateway.metrics` in the Prometheus text
   format. Needs the credentials of any configured user unless anonymous access is on.
-* every other request is authenticated by :class:`gateway.dav.auth.Authenticator` first
-  (401/429 answered here, counted and logged like any other answer).
+* every other request goes to ``app``, where :class:`gateway.dav.auth.AuthGate` admits it
+  or answers 401/429 (counted and logged here like any other answer); the client address
+  (:func:`client_address`) is put in ``environ["hfdav.client"]`` for it and for the logs.
 * ``OPTIONS /`` and ``PROPFIND /`` when the share lives under a prefix (``/dav``): the Windows
   Mini-Redirector sends OPTIONS and PROPFIND to the root of the host before it maps a sub-path, so
   the root answers as a read-only collection whose only member is the share.
@@ -33,7 +34,7 @@ from collections.abc import Callable, Iterable, Mapping
 from html import escape
 
 from gateway import __version__, metrics
-from gateway.dav.auth import REALM, Authenticator, Identity, Refusal
+from gateway.dav.auth import Authenticator, Identity, Refusal
 from gateway.server_io import direct_body_reader
 
 log = logging.getLogger(__name__)
@@ -208,7 +209,7 @@ class WebFront:
             return start_response(status, headers, exc_info)
 
         sent = 0
-        body = self._authenticated(environ, _start)
+        body = self.app(environ, _start)
         try:
             for piece in body:
                 sent += len(piece)
@@ -231,18 +232,6 @@ class WebFront:
                 environ.get("wsgidav.auth.user_name") or "-",
                 environ["hfdav.client"],
             )
-
-    def _authenticated(self, environ, start_response) -> Iterable[bytes]:
-        """The WebDAV application for an admitted request (with the environ keys WsgiDAV's
-        own authenticator would set), or the authenticator's 401/429."""
-        verdict = self.auth.admit(environ, environ["hfdav.client"])
-        if isinstance(verdict, Refusal):
-            return self._refuse(environ, start_response, verdict)
-        environ["wsgidav.auth.realm"] = REALM
-        environ["wsgidav.auth.user_name"] = verdict.user or ""
-        environ["wsgidav.auth.roles"] = verdict.roles
-        environ["wsgidav.auth.permissions"] = None
-        return self.app(environ, start_response)
 
     def _refuse(self, environ, start_response, refusal: Refusal) -> list[bytes]:
         return self._reply(environ, start_response, refusal.status, refusal.body, "text/plain; charset=utf-8",

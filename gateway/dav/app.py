@@ -11,7 +11,7 @@ from wsgidav.mw.cors import Cors
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from gateway.config import Settings
-from gateway.dav.auth import Authenticator
+from gateway.dav.auth import Authenticator, AuthGate
 from gateway.dav.digest import load_key
 from gateway.dav.front import QuietBrokenBodies, RequestFront
 from gateway.dav.locks import DbLockStorage
@@ -68,7 +68,7 @@ def make_wsgi_app(settings: Settings, files: FileService):
     checks = {"database": database_check(repo), "store": store_check(files.store), "committer": committer_check(files)}
     auth = Authenticator.from_settings(settings, load_key(settings.data_dir) if settings.digest else None)
     return WebFront(
-        RequestFront(dav),
+        RequestFront(AuthGate(dav, auth)),
         prefix=settings.prefix,
         auth=auth,
         trusted_proxies=settings.trusted_proxies,

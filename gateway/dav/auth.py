@@ -4,8 +4,9 @@
 checks it against the configured users, throttles failed logins per client address and per
 user (:mod:`gateway.dav.throttle`), checks Digest nonces (:mod:`gateway.dav.digest`), logs each
 failed login in one line for fail2ban (logger ``hfdav.auth``, see docs/AUTH.md), and builds the
-401 / 429 answers. :class:`gateway.web.WebFront` calls it before the WebDAV application, which
-runs without WsgiDAV's own authenticator.
+401 / 429 answers. :class:`AuthGate` puts it in front of the WebDAV application (which runs
+without WsgiDAV's own authenticator), behind the request front that rejects malformed requests
+with 400 first; :class:`gateway.web.WebFront` uses it for /metrics and /healthz.
 
 A 401 offers every accepted scheme: ``Digest`` (with a fresh nonce) and ``Basic``. A header that
 cannot be parsed (bad base64, no colon, an unknown scheme, Digest without ``qop=auth``) is a
@@ -287,6 +288,31 @@ class Authenticator:
     def _succeeded(self, client: str, account: Account) -> Identity:
         self.throttle.succeeded(client, account.name)
         return Identity(account.name, account.roles)
+
+
+class AuthGate:
+    """WSGI middleware: admits a request through :meth:`Authenticator.admit` and sets the
+    environ keys WsgiDAV's own authenticator would (``wsgidav.auth.user_name``, ``.roles``,
+    ``.realm``, ``.permissions``), or answers the 401/429. The client address is the one
+    :class:`gateway.web.WebFront` put in ``environ["hfdav.client"]``."""
+
+    def __init__(self, app, auth: Authenticator):
+        self.app = app
+        self.auth = auth
+
+    def __call__(self, environ, start_response):
+        client = environ.get("hfdav.client") or environ.get("REMOTE_ADDR") or "-"
+        verdict = self.auth.admit(environ, client)
+        if isinstance(verdict, Refusal):
+            headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(verdict.body))),
+                       ("Cache-Control", "no-store"), *verdict.headers]  # fmt: skip
+            start_response(verdict.status, headers)
+            return [] if environ.get("REQUEST_METHOD") == "HEAD" else [verdict.body]
+        environ["wsgidav.auth.realm"] = REALM
+        environ["wsgidav.auth.user_name"] = verdict.user or ""
+        environ["wsgidav.auth.roles"] = verdict.roles
+        environ["wsgidav.auth.permissions"] = None
+        return self.app(environ, start_response)
 
 
 def _shown(account: Account | None) -> str:
