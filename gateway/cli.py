@@ -72,6 +72,13 @@ def _parser() -> argparse.ArgumentParser:
     trash.add_argument("--to", help="restore: another destination")
     trash.add_argument("--all", action="store_true", help="purge: everything, whatever its age")
 
+    locks = sub.add_parser("locks", help="list or break WebDAV locks (works while the server runs)")
+    locks.add_argument("--data-dir")
+    locks.add_argument("--database-url", help="SQLAlchemy URL (HFDAV_DATABASE_URL)")
+    locks.add_argument("action", choices=("list", "break", "break-path"))
+    locks.add_argument("target", nargs="?", help="break: the lock token; break-path: the locked path")
+    locks.add_argument("--all", action="store_true", help="break-path: also every lock below the path")
+
     stats = sub.add_parser("stats", help="print counts and sizes")
     stats.add_argument("--data-dir")
 
@@ -128,6 +135,8 @@ def _dispatch(args: argparse.Namespace, settings) -> int:
         return _trash(settings, args)
     if args.command == "stats":
         return _stats(settings)
+    if args.command == "locks":
+        return _locks(settings, args)
     if args.command == "rebuild":
         return _rebuild(settings, args.force)
     if args.command == "backup":
@@ -323,6 +332,38 @@ def _rebuild(settings, force: bool) -> int:
         return 1
     print(f"rebuilt from the dataset repo: {r.nodes} files and folders ({r.files} files, {r.bytes} bytes)")
     return 0
+
+
+def _locks(settings, args) -> int:
+    """Only the database is opened (no store, no data-dir lock): the server may be running."""
+    from gateway.admin_api import lock_info, lock_root_for
+    from gateway.meta.repo import MetadataRepository
+
+    if args.action != "list" and not args.target:
+        print(f"hfdav: locks {args.action} needs a {'token' if args.action == 'break' else 'path'}", file=sys.stderr)
+        return 2
+    repo = MetadataRepository.open(settings.database_url)
+    try:
+        if args.action == "list":
+            now = time.time()
+            for lock in repo.all_locks():
+                i = lock_info(lock, now)
+                print(f"{i['token']}  {i['path']}  depth={i['depth']} {i['scope']}  user={i['user'] or '-'}  "
+                      f"expires in {i['expires_in']}s")  # fmt: skip
+            return 0
+        if args.action == "break":
+            if not repo.delete_lock(args.target):
+                print(f"hfdav: no lock {args.target}", file=sys.stderr)
+                return 1
+            print(f"broke {args.target}")
+            return 0
+        gone = repo.delete_locks_below(lock_root_for(args.target), recursive=args.all)
+        for lock in gone:
+            print(f"broke {lock.token}  {lock_info(lock, time.time())['path']}")
+        print(f"{len(gone)} locks broken")
+        return 0
+    finally:
+        repo.close()
 
 
 def _stats(settings) -> int:

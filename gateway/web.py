@@ -325,12 +325,8 @@ def _multistatus(hrefs: list[str]) -> bytes:
 
 
 def database_check(repo) -> HealthCheck:
-    """Healthy when the root folder can be read from the metadata database."""
-
-    def check() -> dict:
-        return {"ok": repo.get("") is not None}
-
-    return check
+    """The metadata database reads and writes (:meth:`MetadataRepository.health`)."""
+    return repo.health
 
 
 def store_check(store) -> HealthCheck:

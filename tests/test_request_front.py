@@ -360,9 +360,3 @@ def test_an_html_file_is_served_as_it_is(base):
     assert dav("GET", base + "/t/page.html").content == page
     r = dav("GET", base + "/t/page.html", headers={"Range": "bytes=0-5"})
     assert r.status_code == 206 and r.content == page[:6]
-
-
-def test_allow_lists_methods_without_spaces(base):
-    # Haskell's DAV library (git-annex) splits Allow on "," without trimming: " LOCK" was never found
-    allow = dav("OPTIONS", base + "/t/f.txt").headers["Allow"]
-    assert " " not in allow and "LOCK" in allow.split(","), allow

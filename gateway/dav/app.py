@@ -10,6 +10,7 @@ from wsgidav.error_printer import ErrorPrinter
 from wsgidav.mw.cors import Cors
 from wsgidav.wsgidav_app import WsgiDAVApp
 
+from gateway.admin_api import AdminApi
 from gateway.config import Settings
 from gateway.dav.auth import Authenticator, AuthGate
 from gateway.dav.digest import load_key
@@ -41,10 +42,10 @@ def make_wsgi_app(settings: Settings, files: FileService):
         "provider_mapping": {settings.prefix: provider},
         # WsgiDAV's stack, with our resolver last: it serves GET ranges and COPY/MOVE itself.
         # Authentication happens in front of WsgiDAV, in gateway.dav.auth (one layer for WebDAV,
-        # /metrics and /healthz: throttling, checked Digest nonces, logs), so WsgiDAV's own
-        # HTTPAuthenticator is left out.
+        # the admin API, /metrics and /healthz: throttling, checked Digest nonces, logs), so
+        # WsgiDAV's own HTTPAuthenticator is left out.
         "middleware_stack": [Cors, ErrorPrinter, WsgiDavDirBrowser, RequestResolver],
-        "lock_storage": DbLockStorage(repo),
+        "lock_storage": DbLockStorage(repo, share_path=lambda: provider.share_path),
         "property_manager": DbPropertyManager(repo, lambda: provider.share_path),
         "mutable_live_props": ["{DAV:}getlastmodified"],
         "hotfixes": {
@@ -68,7 +69,8 @@ def make_wsgi_app(settings: Settings, files: FileService):
     checks = {"database": database_check(repo), "store": store_check(files.store), "committer": committer_check(files)}
     auth = Authenticator.from_settings(settings, load_key(settings.data_dir) if settings.digest else None)
     return WebFront(
-        RequestFront(AuthGate(dav, auth)),
+        # /.hfdav-admin/: list and break locks
+        AdminApi(RequestFront(AuthGate(dav, auth)), repo, auth),
         prefix=settings.prefix,
         auth=auth,
         trusted_proxies=settings.trusted_proxies,

@@ -331,10 +331,6 @@ class RequestFront:
                     headers.append(("Content-Type", "text/plain; charset=utf-8"))
                 headers.append(("Content-Length", str(len(body))))
                 replaced.append(body)
-            # "OPTIONS, GET, ..." -> "OPTIONS,GET,...": the same list (RFC 9110 §5.6.1), and
-            # clients that split it on "," without trimming (Haskell's DAV library, so
-            # git-annex) find LOCK in it
-            headers = [(k, v.replace(", ", ",")) if k.lower() == "allow" else (k, v) for k, v in headers]
             return start_response(status, headers, exc_info)
 
         body = self.app(environ, _start)

@@ -233,6 +233,9 @@ class FileResource(_Common, DAVNonCollection):
         self.files.delete(self.path)
         self.remove_all_locks(recursive=False)
         self._changed()
+        # WsgiDAV checks that the file is gone right after: a PUT of another client may have
+        # created it again meanwhile, which is no failure of this DELETE (it answered 500)
+        self.environ.setdefault(NODES_KEY, {})[normalize(self.path)] = None
 
     @translated
     def copy_move_single(self, dest_path, *, is_move):

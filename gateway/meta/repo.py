@@ -4,7 +4,10 @@ Paths given to this module are normalized by the caller (:func:`gateway.paths.no
 ``/a/b`` style, no trailing slash, ``""`` for the root.
 
 Write transactions take the database's write lock up front (SQLite ``BEGIN IMMEDIATE``), so
-two writers never deadlock on a lock upgrade; reads never block writers (WAL).
+two writers never deadlock on a lock upgrade; reads never block writers (WAL). With PostgreSQL,
+writers take row locks in path order (parents before children), objects after nodes and in id
+order; a transaction that still loses a race (deadlock, serialization failure) runs again: every
+method holding one write transaction is decorated with :func:`gateway.meta.db.retrying`.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from gateway.errors import AlreadyExists, Conflict, NotFound
+from gateway.errors import AlreadyExists, Conflict, HfdavError, NotFound
 from gateway.meta import db
 from gateway.meta.schema import (
     ROOT_ID,
@@ -38,6 +41,9 @@ from gateway.meta.schema import (
 )
 
 log = logging.getLogger(__name__)
+
+#: Seconds a failed write keeps the database health check failing (unless a write succeeds).
+WRITE_ERROR_WINDOW_S = 60
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,50 @@ class LockRow:
     principal: str | None
     timeout: float
     expire: float
+
+
+_LOCK_COLS = (
+    locks.c.token,
+    locks.c.root,
+    locks.c.depth,
+    locks.c.scope,
+    locks.c.type,
+    locks.c.owner,
+    locks.c.principal,
+    locks.c.timeout,
+    locks.c.expire,
+)
+
+#: PostgreSQL advisory lock key held by the transaction that grants a lock.
+_LOCKS_TX_KEY = 0x68666461760002  # "hfdav" 2
+
+
+class LockLimitReached(HfdavError):
+    """Granting one more lock would pass the limit on locks (in total or per user)."""
+
+
+def lock_parent(root: str) -> str:
+    """The folder holding lock root ``root``: ``/a`` for ``/a/b``, ``/`` for ``/a``, ``""`` for ``/``."""
+    if root == "/":
+        return ""
+    return root.rsplit("/", 1)[0] or "/"
+
+
+def lock_ancestors(root: str) -> list[str]:
+    """``root`` and every folder above it: ``/a/b`` → ``["/a/b", "/a", "/"]``."""
+    out = [root]
+    while root != "/":
+        root = lock_parent(root)
+        out.append(root)
+    return out
+
+
+def _lock_subtree(root: str):
+    """SQL condition: a lock rooted at ``root`` or below it. Below is the byte-wise range
+    ``root/`` … ``root0`` (``0`` follows ``/``), which the index on ``locks.root`` answers."""
+    if root == "/":
+        return literal(True)
+    return (locks.c.root == root) | and_(locks.c.root >= root + "/", locks.c.root < root + "0")
 
 
 def version_etag(parts: Iterable[tuple[str, int, int]]) -> str:
@@ -197,19 +247,24 @@ class MetadataRepository:
         self.journal_enabled = journal_enabled
         self._clock = clock
         self._is_sqlite = engine.dialect.name == "sqlite"
+        #: ``(when, error)`` of the newest write transaction that failed at the database (not one
+        #: that failed for a reason of the tree, e.g. NotFound); None once a write succeeds again.
+        self.last_write_error: tuple[float, str] | None = None
 
     # ------------------------------------------------------------------ set-up
     @classmethod
     def open(cls, url: str, **kwargs) -> MetadataRepository:
         engine = db.make_engine(url)
-        db.migrate(engine)
         repo = cls(engine, **kwargs)
-        repo.ensure_root()
+        with db.setup_lock(engine):
+            db.migrate(engine)
+            repo.ensure_root()
         return repo
 
     def close(self) -> None:
         self.engine.dispose()
 
+    @db.retrying
     def ensure_root(self) -> None:
         with self._write() as c:
             if c.execute(select(nodes.c.id).where(nodes.c.id == ROOT_ID)).first() is None:
@@ -238,8 +293,50 @@ class MetadataRepository:
                 yield conn
         except sa_exc.IntegrityError as exc:
             raise AlreadyExists(str(exc.orig)) from exc
+        except sa_exc.DBAPIError as exc:
+            self.last_write_error = (time.monotonic(), f"{type(exc.orig).__name__}: {exc.orig}")
+            raise
+        else:
+            self.last_write_error = None
         finally:
             conn.close()
+
+    def health(self) -> dict:
+        """The database check of ``/healthz``: ok when the root folder reads, a write
+        transaction can write now (:meth:`probe_write`; a write lock held by another writer for
+        more than :data:`~gateway.meta.db.PROBE_WAIT_MS` is reported as ``busy``, not as a
+        failure), and no real write failed in the last :data:`WRITE_ERROR_WINDOW_S` seconds
+        without one succeeding since (a failure at commit, e.g. a full disk, is seen only by
+        real writes)."""
+        report: dict = {"ok": self.get("") is not None}
+        try:
+            self.probe_write()
+        except sa_exc.DBAPIError as exc:
+            if db.is_busy(exc):
+                report["write_probe"] = "busy"
+            else:
+                report.update(ok=False, write_probe=str(exc.orig))
+        except db.DatabaseBusy as exc:
+            report.update(ok=False, write_probe=str(exc))
+        last = self.last_write_error
+        if last is not None and time.monotonic() - last[0] < WRITE_ERROR_WINDOW_S:
+            report.update(ok=False, last_write_error=last[1])
+        return report
+
+    @db.retrying
+    def probe_write(self) -> None:
+        """Raise unless a write transaction can write now. The probe's change is rolled back
+        (nothing lands in the database, a backup sees no change); it waits for another writer
+        at most :data:`~gateway.meta.db.PROBE_WAIT_MS`."""
+        with self.engine.connect() as conn, db.short_lock_wait(conn):
+            if self._is_sqlite:
+                conn.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin() as tx:
+                if not self._is_sqlite:
+                    conn.execute(text(f"SET LOCAL lock_timeout = {db.PROBE_WAIT_MS}"))
+                stmt = self._upsert(settings_kv).values(key="health-probe", value=str(self._clock()))
+                conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": stmt.excluded.value}))
+                tx.rollback()
 
     def _upsert(self, table):
         return (pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert)(table)
@@ -249,6 +346,7 @@ class MetadataRepository:
         with self._read() as c:
             return c.execute(select(settings_kv.c.value).where(settings_kv.c.key == key)).scalar()
 
+    @db.retrying
     def set_setting(self, key: str, value: str) -> None:
         with self._write() as c:
             stmt = self._upsert(settings_kv).values(key=key, value=value)
@@ -370,7 +468,7 @@ class MetadataRepository:
         c.execute(update(nodes).where(nodes.c.id == node_id).values(modified_at=now))
 
     def _add_refs(self, c: Connection, counts: dict[str, int]) -> None:
-        for oid, n in counts.items():
+        for oid, n in sorted(counts.items()):  # id order: concurrent writers lock rows alike
             c.execute(
                 update(objects).where(objects.c.id == oid).values(refcount=objects.c.refcount + n, orphaned_at=None)
             )
@@ -385,6 +483,7 @@ class MetadataRepository:
                 select(extents.c.object_id, func.count())
                 .where(extents.c.version_id.in_(batch))
                 .group_by(extents.c.object_id)
+                .order_by(extents.c.object_id)
             ).all()
             for oid, n in counts:
                 c.execute(update(objects).where(objects.c.id == oid).values(refcount=objects.c.refcount - n))
@@ -424,7 +523,7 @@ class MetadataRepository:
         return vid
 
     def _register_objects(self, c: Connection, new_objects: Iterable[NewObject], state: str, now: float) -> None:
-        for obj in new_objects:
+        for obj in sorted(new_objects, key=lambda o: o.id):
             stmt = self._upsert(objects).values(
                 id=obj.id, size=obj.size, state=state, refcount=0, created_at=now, orphaned_at=now
             )
@@ -436,6 +535,7 @@ class MetadataRepository:
             )
 
     # ------------------------------------------------------------------ writes
+    @db.retrying
     def mkdir(self, path: str, *, mtime: float | None = None) -> Node:
         now = self._clock()
         with self._write() as c:
@@ -470,19 +570,30 @@ class MetadataRepository:
         Raises Conflict if ``path`` is a folder, AlreadyExists with ``create_only`` if it exists.
         Two writers creating the same new file race on the unique path; the loser retries once
         and then overwrites, as if it had come second (last writer wins, like an overwrite).
+        When the version cannot be made (the parent folder went away meanwhile, ...), the
+        ``new_objects`` the caller stored are recorded as orphans, so that the collector removes
+        them instead of leaving bytes the database does not know.
         """
-        for attempt in range(3):
-            try:
-                return self._put_version(path, parts, new_objects, object_state, content_type, mtime, create_only)
-            except AlreadyExists:
-                if create_only or attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        try:
+            for attempt in range(3):
+                try:
+                    return self._put_version(path, parts, new_objects, object_state, content_type, mtime, create_only)
+                except AlreadyExists:
+                    if create_only or attempt == 2:
+                        raise
+            raise AssertionError("unreachable")
+        except HfdavError:
+            if new_objects:
+                try:
+                    self.register_strays(new_objects, state=object_state)
+                except (HfdavError, sa_exc.DBAPIError) as exc:  # fsck finds them as strays then
+                    log.warning("could not record %d orphaned objects: %s", len(new_objects), exc)
+            raise
 
+    @db.retrying
     def _put_version(self, path, parts, new_objects, object_state, content_type, mtime, create_only) -> Node:
         now = self._clock()
         with self._write() as c:
-            self._register_objects(c, new_objects, object_state, now)
             node = self._node_in(c, path, lock=True)
             if node is not None and node.is_dir:
                 raise Conflict(f"{path!r} is a folder")
@@ -505,6 +616,7 @@ class MetadataRepository:
                 self._touch(c, parent.id, now)
             else:
                 node_id = node.id
+            self._register_objects(c, new_objects, object_state, now)  # objects after nodes
             vid = self._insert_version(c, node_id, parts, now)
             values = {"version_id": vid, "modified_at": mtime or now}
             if content_type:
@@ -523,13 +635,15 @@ class MetadataRepository:
             )
             return self._node_in(c, path)
 
+    @db.retrying
     def delete(self, path: str) -> list[Node]:
         """Remove the node at ``path`` and its subtree; returns the removed nodes."""
         if path == "":
             raise Conflict("the root folder cannot be deleted")
         now = self._clock()
         with self._write() as c:
-            stmt = _node_select().where(self._subtree(path))
+            self._node_in(c, split_path(path)[0], lock=True)  # the parent first: it is touched
+            stmt = _node_select().where(self._subtree(path)).order_by(nodes.c.path)
             if not self._is_sqlite:
                 stmt = stmt.with_for_update(of=nodes)
             rows = c.execute(stmt).all()
@@ -548,13 +662,19 @@ class MetadataRepository:
             self._journal(c, "delete", at=now, path=path)
             return removed
 
+    @db.retrying
     def move(self, src: str, dst: str) -> Node:
         """Rename ``src`` (and its subtree) to ``dst``; metadata only. ``dst`` must not exist."""
         if dst == src or dst.startswith(src + "/"):
             raise Conflict("cannot move a folder into itself")
         now = self._clock()
         with self._write() as c:
-            node = self._node_in(c, src, lock=True)
+            if not self._is_sqlite:  # every row this changes, in path order (see the module doc)
+                parents = nodes.c.path.in_([split_path(src)[0], split_path(dst)[0]])
+                c.execute(
+                    select(nodes.c.id).where(parents | self._subtree(src)).order_by(nodes.c.path).with_for_update()
+                ).all()
+            node = self._node_in(c, src)
             if node is None:
                 raise NotFound(src)
             if self._node_in(c, dst) is not None:
@@ -575,6 +695,7 @@ class MetadataRepository:
             self._journal(c, "move", at=now, src=src, dst=dst)
             return self._node_in(c, dst)
 
+    @db.retrying
     def copy(self, src: str, dst: str, *, recursive: bool = True) -> Node:
         """Copy ``src`` to ``dst`` (absent); files share the objects (refcounts go up)."""
         if dst == src or dst.startswith(src + "/"):
@@ -631,6 +752,7 @@ class MetadataRepository:
             self._journal(c, "copy", at=now, src=src, dst=dst, recursive=recursive)
             return self._node_in(c, dst)
 
+    @db.retrying
     def set_mtime(self, path: str, mtime: float) -> None:
         with self._write() as c:
             if c.execute(update(nodes).where(nodes.c.path == path).values(modified_at=mtime)).rowcount == 0:
@@ -656,53 +778,111 @@ class MetadataRepository:
                 out.setdefault(nid, {})[name] = value
         return out
 
+    @db.retrying
     def set_property(self, node_id: int, name: str, value: str) -> None:
         with self._write() as c:
             stmt = self._upsert(properties).values(node_id=node_id, name=name, value=value)
             c.execute(stmt.on_conflict_do_update(index_elements=["node_id", "name"], set_={"value": value}))
 
+    @db.retrying
     def remove_property(self, node_id: int, name: str) -> None:
         with self._write() as c:
             c.execute(delete(properties).where(and_(properties.c.node_id == node_id, properties.c.name == name)))
 
+    @db.retrying
     def remove_all_properties(self, node_id: int) -> None:
         with self._write() as c:
             c.execute(delete(properties).where(properties.c.node_id == node_id))
 
     # ------------------------------------------------------------------ locks
-    def all_locks(self) -> list[LockRow]:
+    # Lock roots are WsgiDAV paths ('/a/b', '/' for the share root). Every lookup is one indexed
+    # query that returns only live (unexpired) locks.
+    def _live_locks(self, c: Connection, cond) -> list[LockRow]:
+        stmt = select(*_LOCK_COLS).where(and_(cond, locks.c.expire >= self._clock()))
+        return [LockRow(*r) for r in c.execute(stmt)]
+
+    def locks_near(self, path: str) -> list[LockRow]:
+        """Locks rooted at ``path``, at any of its ancestors, or at a sibling (a member of the
+        same folder): what a request needs to check ``path`` and, in the same answer, the other
+        members of its folder (PROPFIND lists them all)."""
         with self._read() as c:
-            return [LockRow(*r) for r in c.execute(select(*locks.c))]
+            cond = locks.c.root.in_(lock_ancestors(path))
+            if path != "/":
+                cond = cond | (locks.c.parent == lock_parent(path))
+            return self._live_locks(c, cond)
+
+    def locks_below(self, path: str) -> list[LockRow]:
+        """Locks rooted at ``path`` or anywhere below it (an index range scan)."""
+        with self._read() as c:
+            return self._live_locks(c, _lock_subtree(path))
+
+    def all_locks(self, *, principal: str | None = None) -> list[LockRow]:
+        """Every live lock (administration), oldest expiry first."""
+        with self._read() as c:
+            cond = literal(True) if principal is None else locks.c.principal == principal
+            stmt = select(*_LOCK_COLS).where(and_(cond, locks.c.expire >= self._clock())).order_by(locks.c.expire)
+            return [LockRow(*r) for r in c.execute(stmt)]
 
     def get_lock(self, token: str) -> LockRow | None:
         with self._read() as c:
-            r = c.execute(select(*locks.c).where(locks.c.token == token)).first()
+            r = c.execute(select(*_LOCK_COLS).where(locks.c.token == token)).first()
             return LockRow(*r) if r else None
 
-    def create_lock(self, lock: LockRow, conflicts) -> None:
-        """Insert ``lock`` unless ``conflicts(existing_locks)`` returns a reason (raises Conflict).
+    @db.retrying
+    def create_lock(
+        self, lock: LockRow, conflicts, *, max_total: int | None = None, max_per_principal: int | None = None
+    ) -> None:
+        """Insert ``lock`` unless ``conflicts(locks)`` returns a reason (raises Conflict); it is
+        given the live locks on ``lock.root``, its ancestors and (depth infinity) below it.
+        Raises :class:`LockLimitReached` when ``max_total`` live locks exist, or
+        ``max_per_principal`` of ``lock.principal``.
 
-        The check and the insert share one write transaction, so two processes cannot both be
-        granted conflicting locks.
+        The checks and the insert share one write transaction, serialized across processes
+        (SQLite's write lock, a PostgreSQL advisory lock), so two processes cannot both be
+        granted conflicting locks, nor together exceed the limits.
         """
         with self._write() as c:
+            if not self._is_sqlite:
+                c.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCKS_TX_KEY})
             now = self._clock()
             c.execute(delete(locks).where(locks.c.expire < now))
-            existing = [LockRow(*r) for r in c.execute(select(*locks.c))]
-            reason = conflicts(existing)
+            if max_total is not None:
+                n = c.execute(select(func.count()).select_from(locks)).scalar()
+                if n >= max_total:
+                    raise LockLimitReached(f"the server holds {n} locks, its limit")
+            if max_per_principal is not None:
+                n = c.execute(select(func.count()).where(locks.c.principal == lock.principal)).scalar()
+                if n >= max_per_principal:
+                    raise LockLimitReached(f"user {lock.principal!r} holds {n} locks, the limit per user")
+            cond = locks.c.root.in_(lock_ancestors(lock.root))
+            if lock.depth == "infinity":
+                cond = cond | _lock_subtree(lock.root)
+            reason = conflicts(self._live_locks(c, cond))
             if reason:
                 raise Conflict(reason)
-            c.execute(insert(locks).values(**lock.__dict__))
+            c.execute(insert(locks).values(**lock.__dict__, parent=lock_parent(lock.root)))
 
+    @db.retrying
     def refresh_lock(self, token: str, timeout: float, expire: float) -> bool:
         with self._write() as c:
             res = c.execute(update(locks).where(locks.c.token == token).values(timeout=timeout, expire=expire))
             return res.rowcount > 0
 
+    @db.retrying
     def delete_lock(self, token: str) -> bool:
         with self._write() as c:
             return c.execute(delete(locks).where(locks.c.token == token)).rowcount > 0
 
+    @db.retrying
+    def delete_locks_below(self, path: str, *, recursive: bool) -> list[LockRow]:
+        """Break the locks rooted at ``path`` (``recursive``: and below it); returns them."""
+        cond = _lock_subtree(path) if recursive else locks.c.root == path
+        with self._write() as c:
+            gone = [LockRow(*r) for r in c.execute(select(*_LOCK_COLS).where(cond))]
+            c.execute(delete(locks).where(cond))
+            return gone
+
+    @db.retrying
     def delete_expired_locks(self) -> int:
         with self._write() as c:
             return c.execute(delete(locks).where(locks.c.expire < self._clock())).rowcount
@@ -720,6 +900,7 @@ class MetadataRepository:
             )
             return [ObjectRow(*r) for r in rows]
 
+    @db.retrying
     def set_object_state(self, object_ids: Sequence[str], state: str, *, only_from: str | None = None) -> None:
         with self._write() as c:
             for start in range(0, len(object_ids), 500):
@@ -738,6 +919,7 @@ class MetadataRepository:
             )
             return [ObjectRow(*r) for r in rows]
 
+    @db.retrying
     def forget_objects(self, object_ids: Sequence[str]) -> int:
         """Remove rows of objects that are still unreferenced; returns how many went."""
         n = 0
@@ -771,6 +953,7 @@ class MetadataRepository:
             )
             return [ObjectRow(*r) for r in rows]
 
+    @db.retrying
     def assign_pack(self, pack: NewObject, state: str, members: Sequence[tuple[str, int]]) -> list[str]:
         """Register ``pack`` and point ``members`` (``(object_id, offset)``) into it, in one
         transaction. Members that vanished or were packed meanwhile are skipped; returns the ids
@@ -797,6 +980,7 @@ class MetadataRepository:
             )
         return moved
 
+    @db.retrying
     def forget_packed_orphans(self, older_than: float, *, limit: int = 5000) -> int:
         """Drop rows of packed objects unreferenced since before ``older_than``; their packs'
         refcounts go down (a pack reaching 0 becomes an orphan). Returns rows dropped."""
@@ -847,6 +1031,7 @@ class MetadataRepository:
             rows = c.execute(select(*_OBJ_COLS).where(cond).order_by(objects.c.pack_offset))
             return [ObjectRow(*r) for r in rows]
 
+    @db.retrying
     def repoint_pack_members(
         self, old_pack: str, new_pack: NewObject, state: str, members: Sequence[tuple[str, int]]
     ) -> int:
@@ -897,6 +1082,7 @@ class MetadataRepository:
         with self._read() as c:
             return [ObjectRow(*r) for r in c.execute(select(*_OBJ_COLS))]
 
+    @db.retrying
     def set_refcount(self, object_id: str, refcount: int) -> None:
         now = self._clock()
         with self._write() as c:
@@ -946,6 +1132,7 @@ class MetadataRepository:
         for vid, parts in by_version.items():
             yield vid, sizes.get(vid, -1), parts
 
+    @db.retrying
     def register_strays(self, found: Sequence[NewObject], *, state: str) -> None:
         """Record objects found in the store but unknown here as orphans (the collector
         deletes them after the grace period unless a writer references them first)."""
@@ -963,6 +1150,7 @@ class MetadataRepository:
             return _to_node(row) if row else None
 
     # ------------------------------------------------------------------ write-back and Hub sync
+    @db.retrying
     def pin_object(self, obj: NewObject, *, state: str) -> bool:
         """Register a chunk cut by an upload still in progress, or pin the live row of an equal
         object (dedup). Pinned: ``refcount`` may be 0 but ``orphaned_at`` is NULL, so the collector
@@ -1000,6 +1188,7 @@ class MetadataRepository:
                 )
             return True
 
+    @db.retrying
     def unpin_objects(self, object_ids: Sequence[str] | None = None) -> int:
         """Release pins (``None``: every pin, at start-up): unreferenced pinned rows become
         orphans now. Returns how many rows changed."""
@@ -1038,6 +1227,7 @@ class MetadataRepository:
             )
             return [_to_sync(r) for r in rows]
 
+    @db.retrying
     def mark_uploaded(self, object_id: str, remote_sha256: str | None, remote_size: int | None) -> str | None:
         """``staged`` → ``uploaded``; ``remote_sha256``/``remote_size`` describe the LFS object
         (None: the bytes travel inside the commit). Returns the row's state afterwards (None: no
@@ -1050,6 +1240,7 @@ class MetadataRepository:
             )
             return c.execute(select(objects.c.state).where(objects.c.id == object_id)).scalar()
 
+    @db.retrying
     def mark_uploaded_many(self, items: Sequence[tuple[str, str | None, int | None]]) -> dict[str, str]:
         """:meth:`mark_uploaded` for ``(object_id, remote_sha256, remote_size)`` items in one
         transaction. Returns the states afterwards of the rows that exist."""
@@ -1064,6 +1255,7 @@ class MetadataRepository:
             rows = c.execute(select(objects.c.id, objects.c.state).where(objects.c.id.in_(ids)))
             return {r.id: r.state for r in rows}
 
+    @db.retrying
     def mark_committed(self, object_ids: Sequence[str]) -> None:
         """``uploaded`` → ``committed`` (a Hub commit now references them)."""
         ids = list(object_ids)
@@ -1116,6 +1308,7 @@ class MetadataRepository:
         last = int(last or 0)
         return last, (int(first_pending) - 1 if first_pending is not None else last)
 
+    @db.retrying
     def mark_journal_committed(self, upto_seq: int, commit_oid: str) -> int:
         with self._write() as c:
             return c.execute(
@@ -1124,6 +1317,7 @@ class MetadataRepository:
                 .values(commit_oid=commit_oid)
             ).rowcount
 
+    @db.retrying
     def trim_journal(self, upto_seq: int) -> int:
         """Forget committed entries up to ``upto_seq`` (a snapshot covers them), keeping the
         newest row so that sequence numbers are never handed out twice."""
@@ -1135,6 +1329,7 @@ class MetadataRepository:
                 )
             ).rowcount
 
+    @db.retrying
     def set_journal_base(self, seq: int, commit_oid: str) -> None:
         """After a rebuild: the next journal entry gets a number above ``seq`` (a committed
         marker row holds the place)."""
@@ -1152,6 +1347,10 @@ class MetadataRepository:
 
     # deletions on the Hub -----------------------------------------------------------------
     def queue_hub_deletes(self, paths: Iterable[str], *, after_seq: int) -> None:
+        self._queue_hub_deletes(list(paths), after_seq)
+
+    @db.retrying
+    def _queue_hub_deletes(self, paths: list[str], after_seq: int) -> None:
         now = self._clock()
         with self._write() as c:
             for path in paths:
@@ -1169,6 +1368,7 @@ class MetadataRepository:
             )
             return [r[0] for r in rows]
 
+    @db.retrying
     def drop_hub_deletes(self, paths: Sequence[str]) -> None:
         paths = list(paths)
         with self._write() as c:
@@ -1336,6 +1536,7 @@ class MetadataRepository:
                 self._journal_marker(c, *journal_base)
         return n
 
+    @db.retrying
     def place_in_pack(self, pack: NewObject, members: Sequence[tuple[str, int, int]], *, state: str) -> None:
         """Replay of a pack record (rebuild): ``pack`` holds ``members`` as ``(object_id, offset,
         size)``. Members get rows if they have none (unreferenced until a version names them);
@@ -1379,6 +1580,7 @@ class MetadataRepository:
                     .values(refcount=objects.c.refcount + 1, orphaned_at=None)
                 )
 
+    @db.retrying
     def forget_unreferenced(self, object_ids: Sequence[str]) -> int:
         """Drop rows of ``object_ids`` that nothing references, with the members of such packs
         (the repo deleted them). Returns rows dropped."""

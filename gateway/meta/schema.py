@@ -155,19 +155,34 @@ properties = Table(
     Column("value", Text, nullable=False, comment="the property element serialized as XML"),
 )
 
+#: Lock paths compare byte-wise (PostgreSQL: collation "C"), so "every lock below /a" is an
+#: index range scan from "/a/" up to "/a0" ("0" follows "/") whatever the database's locale.
+_LOCK_PATH = Text().with_variant(Text(collation="C"), "postgresql")
+
 locks = Table(
     "locks",
     metadata,
     Column("token", String(128), primary_key=True, comment="opaquelocktoken:…"),
-    Column("root", Text, nullable=False, comment="locked path as WsgiDAV normalizes it"),
+    Column("root", _LOCK_PATH, nullable=False, comment="locked path as WsgiDAV normalizes it ('/a/b', '/')"),
+    Column(
+        "parent",
+        _LOCK_PATH,
+        nullable=False,
+        server_default="",
+        comment="the root's parent folder ('/a' for '/a/b'; '' for '/'): the locks of a folder's "
+        "members in one indexed lookup (PROPFIND Depth 1)",
+    ),
     Column("depth", String(16), nullable=False, comment="'0' or 'infinity'"),
     Column("scope", String(16), nullable=False, comment="'exclusive' or 'shared'"),
     Column("type", String(16), nullable=False, comment="'write'"),
-    Column("owner", Text, nullable=False, comment="owner XML as sent by the client"),
+    Column("owner", Text, nullable=False, comment="owner XML as sent by the client (size capped)"),
     Column("principal", String(255), nullable=True, comment="user that took the lock"),
     Column("timeout", Float, nullable=False, comment="seconds, as granted"),
     Column("expire", Float, nullable=False, comment="epoch seconds when the lock lapses"),
     Index("ix_locks_root", "root"),
+    Index("ix_locks_parent", "parent"),
+    Index("ix_locks_principal", "principal"),
+    Index("ix_locks_expire", "expire"),
 )
 
 journal = Table(

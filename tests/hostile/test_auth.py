@@ -320,3 +320,14 @@ def test_a_client_that_only_answers_basic_challenges_logs_in(server_factory, kin
     opener = urllib.request.build_opener(urllib.request.HTTPBasicAuthHandler(passwords))
     with opener.open(server.url, timeout=30) as resp:
         assert resp.status == 200
+
+
+def test_admin_api_logins_go_through_the_same_throttle(server_factory):
+    server = server_factory.start("cheroot", env={"HFDAV_LOGIN_FAILURES": "4"})
+    api = "/.hfdav-admin/locks"
+    got = [call(server, "GET", api, {"Authorization": basic("admin", f"guess{i}")}, source="127.0.0.9")[0]
+           for i in range(6)]  # fmt: skip
+    assert got == [401] * 4 + [429] * 2, got
+    assert len(log_lines(server, r"login failed: client=127\.0\.0\.9 user=admin")) == 4
+    r = requests.get(server.url.rstrip("/") + api, auth=HTTPDigestAuth(*server.auth), timeout=30)
+    assert r.status_code == 200 and r.json() == {"locks": []}
