@@ -43,6 +43,10 @@ class IncompleteUpload(HfdavError):
     """The body ended before (or after) the announced length; nothing was changed."""
 
 
+class ChecksumMismatch(IncompleteUpload):
+    """The body's digest differs from the one the client announced with it; nothing was changed."""
+
+
 class LengthRequired(HfdavError):
     """A PUT without Content-Length, chunked framing or X-Expected-Entity-Length."""
 

@@ -2,8 +2,9 @@
 
 Knows nothing of WebDAV or of any particular store. "Where does a PUT go":
 :meth:`FileService.open_write` → :class:`WriteSession.write` (chunks cut, hashed and staged
-on local disk as they arrive) → :meth:`WriteSession.commit` (byte count checked, chunks handed
-to the store, then one metadata transaction switches the file to the new version).
+on local disk as they arrive; the content's MD5 and SHA-1 computed beside them) →
+:meth:`WriteSession.commit` (byte count checked, chunks handed to the store, then one metadata
+transaction switches the file to the new version, with its modification time and checksums).
 """
 
 from __future__ import annotations
@@ -25,8 +26,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from gateway.errors import Conflict, IncompleteUpload, NotFound, ObjectMissing, QuotaExceeded, StoreError
-from gateway.meta.repo import Extent, MetadataRepository, NewObject, Node
+from gateway.errors import (
+    ChecksumMismatch,
+    Conflict,
+    IncompleteUpload,
+    NotFound,
+    ObjectMissing,
+    QuotaExceeded,
+    StoreError,
+)
+from gateway.meta.repo import Checksums, Extent, MetadataRepository, NewObject, Node
 from gateway.paths import normalize
 from gateway.store.base import ObjectStore, ReadStream
 from gateway.trash import Trash, in_trash
@@ -42,12 +51,59 @@ STAGE_STRIPES = 64
 ORPHAN_GRACE_S = 6 * 3600
 #: Threads that fsync finished chunks while uploads go on (disk-bound work; two keep one disk busy).
 FLUSH_THREADS = 2
+#: Threads that compute content checksums beside the uploads (one per upload at a time).
+DIGEST_THREADS = 4
+#: Writes smaller than this are hashed in the caller's thread: handing them over costs more.
+DIGEST_INLINE_MAX = 64 << 10
 
 
 def chunk_hasher():
     """The default content hash naming objects (hex digest = object id). With encryption the
     composition root passes a keyed hash instead, so ids reveal nothing about content."""
     return hashlib.sha256()
+
+
+class ContentDigests:
+    """MD5 and SHA-1 of a file's content, the checksums sync clients compare (ownCloud's
+    ``oc:checksums``). MD5 alone runs at about a third of the speed the rest of a PUT needs, so
+    big writes are hashed in a pool thread while the caller goes on with the next block: hashlib
+    releases the GIL on big buffers, and one block per upload is in flight at a time, which
+    keeps the order. ``pool`` None: everything in the caller's thread."""
+
+    def __init__(self, pool: ThreadPoolExecutor | None):
+        self._pool = pool
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._sha1 = hashlib.sha1(usedforsecurity=False)
+        self._pending: Future | None = None
+
+    def _hash(self, data) -> None:
+        self._md5.update(data)
+        self._sha1.update(data)
+
+    def update(self, data: bytes) -> None:
+        self._wait()
+        if self._pool is None or len(data) < DIGEST_INLINE_MAX:
+            self._hash(data)
+        else:
+            # the caller may reuse a mutable buffer once write() returns: hand over an immutable copy
+            self._pending = self._pool.submit(self._hash, data if type(data) is bytes else bytes(data))
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def result(self) -> Checksums:
+        self._wait()
+        return Checksums(self._md5.hexdigest(), self._sha1.hexdigest())
+
+    def cancel(self) -> None:
+        with contextlib.suppress(Exception):
+            self._wait()
+
+
+#: The checksums of a 0-byte file.
+EMPTY_CHECKSUMS = ContentDigests(None).result()
 
 
 @dataclass(frozen=True)
@@ -91,6 +147,7 @@ class WriteSession:
         expected_length: int | None,
         content_type: str | None,
         mtime: float | None,
+        announced: Checksums | None = None,
         progress: Callable[[str, int, int | None], None] | None = None,
     ):
         self._svc = service
@@ -107,11 +164,15 @@ class WriteSession:
         self._done = False
         self._progress = progress
         self._flushes: list[Future] = []
+        self._digests = ContentDigests(service.digest_pool)
+        self._announced = announced
+        self.checksums: Checksums | None = None
 
     # -- streaming --------------------------------------------------------------------------
     def write(self, data: bytes) -> int:
         if self._done:
             raise ValueError("write after commit/abort")
+        self._digests.update(data)
         view = memoryview(data)
         size = self._svc.chunk_size
         while view:
@@ -168,12 +229,23 @@ class WriteSession:
                 self._tmp.unlink(missing_ok=True)
                 self._fd = self._tmp = None
             self._wait_flushes()
+            self.checksums = self._digests.result()
+            self._check_announced()
             node = self._svc._commit_session(self)
             self._done = True
             return node
         except BaseException:
             self.abort()
             raise
+
+    def _check_announced(self) -> None:
+        """The digests the client sent with the body (a field it left out is not checked)."""
+        if self._announced is None:
+            return
+        for name in ("md5", "sha1"):
+            expected = getattr(self._announced, name)
+            if expected and expected.lower() != getattr(self.checksums, name):
+                raise ChecksumMismatch(f"the body's {name.upper()} is not the announced {expected}; upload discarded")
 
     def _wait_flushes(self) -> None:
         flushes, self._flushes = self._flushes, []
@@ -186,6 +258,7 @@ class WriteSession:
         """Discard everything this session staged. Safe to call more than once."""
         with contextlib.suppress(StoreError):
             self._wait_flushes()
+        self._digests.cancel()
         if self._fd is not None:
             os.close(self._fd)
             self._tmp.unlink(missing_ok=True)
@@ -349,6 +422,10 @@ class FileService:
         self._gc_lock = _RWLock()
         self._sync_chunks = sync_chunks
         self._flusher = ThreadPoolExecutor(max_workers=FLUSH_THREADS, thread_name_prefix="hfdav-flush")
+        #: where content checksums are computed beside uploads (None: in the request thread)
+        self.digest_pool: ThreadPoolExecutor | None = ThreadPoolExecutor(
+            max_workers=DIGEST_THREADS, thread_name_prefix="hfdav-digest"
+        )
 
     def flush_and_close(self, fd: int) -> Future:
         """fsync (if enabled) and close ``fd`` in the background."""
@@ -369,6 +446,8 @@ class FileService:
     def close(self) -> None:
         """Give up this process's temporary folder (nothing may be in flight)."""
         self._flusher.shutdown(wait=True)
+        if self.digest_pool is not None:
+            self.digest_pool.shutdown(wait=True)
         if self._tmp_lock is not None:
             shutil.rmtree(self.tmp_dir, ignore_errors=True)
             os.close(self._tmp_lock)
@@ -440,15 +519,25 @@ class FileService:
         expected_length: int | None = None,
         content_type: str | None = None,
         mtime: float | None = None,
+        announced: Checksums | None = None,
         progress=None,
     ) -> WriteSession:
+        """A session writing a new version of ``path``. ``mtime``: the modification time the
+        client set (None: the commit's time); ``announced``: digests the client sent with the
+        body, checked at commit (ChecksumMismatch)."""
         path = normalize(path)
         node = self.repo.get(path)
         if node is not None and node.is_dir:
             raise Conflict(f"{path!r} is a folder")
         self.check_quota(expected_length, node.size if node else 0)
         return WriteSession(
-            self, path, expected_length=expected_length, content_type=content_type, mtime=mtime, progress=progress
+            self,
+            path,
+            expected_length=expected_length,
+            content_type=content_type,
+            mtime=mtime,
+            announced=announced,
+            progress=progress,
         )
 
     def stage_early(self, chunk: StagedChunk, session: WriteSession | None = None) -> None:
@@ -505,6 +594,7 @@ class FileService:
                 object_state=self.store.initial_state,
                 content_type=session.content_type,
                 mtime=session.mtime,
+                checksums=session.checksums,
             )
 
     def _commit_staged(self, session: WriteSession) -> Node:
@@ -534,6 +624,7 @@ class FileService:
                 object_state=self.store.initial_state,
                 content_type=session.content_type,
                 mtime=session.mtime,
+                checksums=session.checksums,
             )
         self.write_back.version_committed()
         return node
@@ -546,7 +637,7 @@ class FileService:
 
     def create_empty(self, path: str) -> Node:
         """A real 0-byte file (LOCK on an unmapped URL needs one)."""
-        return self.repo.put_version(normalize(path), [], create_only=True)
+        return self.repo.put_version(normalize(path), [], checksums=EMPTY_CHECKSUMS, create_only=True)
 
     def mkdir(self, path: str) -> Node:
         return self.repo.mkdir(normalize(path))

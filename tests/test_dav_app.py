@@ -236,3 +236,32 @@ def test_delete_is_restorable_from_hidden_trash(server):
     r = dav("MOVE", base + quote(entry.trash_path), headers={"Destination": base + "/keep.txt"})
     assert r.status_code == 201
     assert dav("GET", base + "/keep.txt").content == b"keep"
+
+
+LOCK_BODY = (
+    b'<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/>'
+    b"</D:lockscope><D:locktype><D:write/></D:locktype><D:owner>t</D:owner></D:lockinfo>"
+)
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_delete_of_a_folder_keeps_a_locked_file_and_its_folders(server, nested):
+    # a locked file inside made WsgiDAV fall back to deleting file by file, and its folder was
+    # then deleted as a whole, the locked file with it (answered 207 with a 423 for the file)
+    base, _gw = server
+    inner = "/d/sub" if nested else "/d"
+    assert dav("MKCOL", base + "/d").status_code == 201
+    if nested:
+        assert dav("MKCOL", base + inner).status_code == 201
+    for name in ("locked.txt", "free.txt"):
+        assert dav("PUT", f"{base}{inner}/{name}", data=b"x").status_code == 201
+    r = dav("LOCK", f"{base}{inner}/locked.txt", data=LOCK_BODY, headers={"Depth": "0"})
+    assert r.status_code == 200
+    token = r.headers["Lock-Token"]
+    r = dav("DELETE", base + "/d")
+    assert r.status_code == 207 and b"423" in r.content, r.text
+    assert dav("GET", f"{base}{inner}/locked.txt").status_code == 200
+    assert dav("GET", f"{base}{inner}/free.txt").status_code == 404
+    r = dav("DELETE", base + "/d", headers={"If": f"<{base}{inner}/locked.txt> ({token})"})
+    assert r.status_code == 204, r.text
+    assert dav("GET", f"{base}{inner}/locked.txt").status_code == 404

@@ -19,6 +19,7 @@ from gateway.dav.locks import DbLockStorage
 from gateway.dav.props import DbPropertyManager
 from gateway.dav.provider import HfdavProvider
 from gateway.dav.server import RequestResolver
+from gateway.dav.syncprops import RESPONSE_HEADERS_KEY
 from gateway.files import FileService
 from gateway.web import WebFront, committer_check, database_check, store_check
 
@@ -35,6 +36,23 @@ def _progress(path: str, done: int, total: int | None) -> None:
     log.info("stored chunk %d/%s of %s", done, total if total is not None else "?", path)
 
 
+class _ResourceHeaders:
+    """Adds the headers resources asked for (``environ[RESPONSE_HEADERS_KEY]``, e.g.
+    ``X-OC-Mtime: accepted``) to the responses WsgiDAV builds itself."""
+
+    def __init__(self, app):
+        self._app = app
+
+    def __call__(self, environ, start_response):
+        def start(status, headers, exc_info=None):
+            extra = environ.pop(RESPONSE_HEADERS_KEY, None)
+            if extra:
+                headers = [*headers, *extra]
+            return start_response(status, headers, exc_info)
+
+        return self._app(environ, start)
+
+
 def make_wsgi_app(settings: Settings, files: FileService):
     provider = HfdavProvider(files, upload_progress=_progress)
     repo = files.repo
@@ -48,6 +66,9 @@ def make_wsgi_app(settings: Settings, files: FileService):
         "lock_storage": DbLockStorage(repo, share_path=lambda: provider.share_path),
         "property_manager": DbPropertyManager(repo, lambda: provider.share_path),
         "mutable_live_props": ["{DAV:}getlastmodified"],
+        # X-OC-Mtime is read by the resource, so the time is committed with the version (WsgiDAV's
+        # own handling would set it in a second transaction, after the answer's ETag was built)
+        "honor_mtime_header": False,
         "hotfixes": {
             "emulate_win32_lastmod": True,
             "re_encode_path_info": True,
@@ -59,7 +80,7 @@ def make_wsgi_app(settings: Settings, files: FileService):
         "verbose": 1,
         "logging": {"enable": False},
     }
-    dav = WsgiDAVApp(config)
+    dav = _ResourceHeaders(WsgiDAVApp(config))
     # WsgiDAV detaches its logger when imported (NullHandler, propagate False), which hides the
     # tracebacks it logs for internal errors: a 500 would leave no trace in our log.
     wsgidav_log = logging.getLogger("wsgidav")

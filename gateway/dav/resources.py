@@ -1,20 +1,38 @@
 """DAV resources: thin views of :class:`gateway.meta.repo.Node` that call the file service.
 
 WsgiDAV creates resource objects many times per request (WEBDAV_NOTES §1.1); they hold a
-node already loaded, so getters never query the database.
+node already loaded, so getters never query the database. Modification times and checksums
+for sync clients follow :mod:`gateway.dav.syncprops`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from email.utils import parsedate_to_datetime
 
 from wsgidav import util
-from wsgidav.dav_error import HTTP_FORBIDDEN, DAVError
+from wsgidav.dav_error import (
+    HTTP_FORBIDDEN,
+    HTTP_LOCKED,
+    HTTP_NOT_FOUND,
+    DAVError,
+    DAVErrorCondition,
+    PRECONDITION_CODE_LockConflict,
+)
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection
 
 from gateway.dav.errors import to_dav_error, translated
+from gateway.dav.syncprops import (
+    DAV_LASTMODIFIED,
+    OC_CHECKSUMS,
+    OC_MTIME_ACCEPTED,
+    OC_MTIME_HEADER,
+    add_response_header,
+    announced_checksums,
+    checksums_element,
+    parse_timestamp,
+    request_mtime,
+)
 from gateway.errors import HfdavError
 from gateway.files import FileService, WriteSession
 from gateway.meta.repo import EMPTY_ETAG, Node
@@ -48,16 +66,6 @@ def expected_length(environ: dict) -> int | None:
     return None
 
 
-def parse_timestamp(value) -> float:
-    """An RFC 1123 date or a number of seconds (WsgiDAV passes either to set_last_modified)."""
-    if isinstance(value, (int, float)):
-        return float(value)
-    try:
-        return float(value)
-    except ValueError:
-        return parsedate_to_datetime(value).timestamp()
-
-
 class _Common:
     node: Node
 
@@ -79,10 +87,23 @@ class _Common:
 
     @translated
     def set_last_modified(self, dest_path, time_stamp, *, dry_run):
+        """PROPPATCH of getlastmodified or Win32LastModifiedTime (WsgiDAV calls this)."""
+        mtime = parse_timestamp(time_stamp)  # a bad value fails the dry run too
         if not dry_run:
-            self.files.set_mtime(dest_path, parse_timestamp(time_stamp))
+            self.files.set_mtime(dest_path, mtime)
             self._changed()
         return True
+
+    def set_property_value(self, name, value, dry_run=False):
+        if name == DAV_LASTMODIFIED:
+            if value is None:
+                raise DAVError(HTTP_FORBIDDEN, context_info="the modification time cannot be removed")
+            return self.set_last_modified(self.path, value.text, dry_run=dry_run)
+        if name == OC_CHECKSUMS:
+            # rclone sends what it computed beside a new time; the server's own digests of the
+            # bytes it stored are the ones that count: accepted, not stored
+            return None
+        return super().set_property_value(name, value, dry_run=dry_run)
 
     def support_recursive_move(self, dest_path):
         return True
@@ -156,10 +177,33 @@ class FolderResource(_Common, DAVCollection):
 
     @translated
     def delete(self):
+        # WsgiDAV deletes file by file when something below is locked by another, and then
+        # calls this for the folders too (its skip of a failed file's ancestors misses them:
+        # a folder's path has no trailing slash): a folder with a locked member left in it
+        # must stay, or the locked member goes with it
+        self._refuse_if_locked_below()
         self.files.delete(self.path)
         self.remove_all_locks(recursive=True)
         self._changed()
         return []
+
+    def _refuse_if_locked_below(self) -> None:
+        """423 when a lock in this folder's tree is held without its token in the request.
+        (WsgiDAV's own depth-infinity check counts every lock below as a conflict, even one the
+        request holds the token of; it is only for its own LOCK and write checks.)"""
+        lock_manager = self.provider.lock_manager
+        if lock_manager is None:
+            return
+        tokens = self.environ.get("wsgidav.ifLockTokenList") or []
+        user = self.environ.get("wsgidav.user_name")
+        url = self.get_ref_url()
+        held = lock_manager.storage.get_lock_list(url, include_root=True, include_children=True, token_only=False)
+        conflicts = [lock for lock in held if not (lock["principal"] == user and lock["token"] in tokens)]
+        if conflicts:
+            cond = DAVErrorCondition(PRECONDITION_CODE_LockConflict)
+            for lock in conflicts:
+                cond.add_href(lock["root"])
+            raise DAVError(HTTP_LOCKED, err_condition=cond)
 
     @translated
     def copy_move_single(self, dest_path, *, is_move):
@@ -195,6 +239,11 @@ class FileResource(_Common, DAVNonCollection):
         # bare value in <D:getetag>; RFC 4918 §15.6 makes the property the header's value.
         if name == "{DAV:}getetag":
             return f'"{self.get_etag()}"'
+        if name == OC_CHECKSUMS:
+            prop = checksums_element(self.node.checksums)
+            if prop is None:
+                raise DAVError(HTTP_NOT_FOUND)  # written before checksums were kept
+            return prop
         return super().get_property_value(name)
 
     def support_ranges(self):
@@ -211,7 +260,12 @@ class FileResource(_Common, DAVNonCollection):
             content_type = None  # generic: guess from the name on GET instead
         progress = self.provider.upload_progress
         self._session = self.files.open_write(
-            self.path, expected_length=expected_length(self.environ), content_type=content_type, progress=progress
+            self.path,
+            expected_length=expected_length(self.environ),
+            content_type=content_type,
+            mtime=request_mtime(self.environ),
+            announced=announced_checksums(self.environ),
+            progress=progress,
         )
         return _SessionWriter(self._session)
 
@@ -226,6 +280,8 @@ class FileResource(_Common, DAVNonCollection):
             self.node = session.commit()
         except HfdavError as exc:
             raise to_dav_error(exc) from exc
+        if session.mtime is not None:
+            add_response_header(self.environ, OC_MTIME_HEADER, OC_MTIME_ACCEPTED)
         self._changed()
 
     @translated

@@ -47,6 +47,17 @@ WRITE_ERROR_WINDOW_S = 60
 
 
 @dataclass(frozen=True)
+class Checksums:
+    """Hex digests of a file's content, as sync clients compare them (None: not known)."""
+
+    md5: str | None = None
+    sha1: str | None = None
+
+
+NO_CHECKSUMS = Checksums()
+
+
+@dataclass(frozen=True)
 class Node:
     """A file or folder as the file service sees it."""
 
@@ -61,6 +72,8 @@ class Node:
     version_id: int | None
     size: int
     etag: str | None
+    #: digests of the content (files written before checksums were kept have none)
+    checksums: Checksums = NO_CHECKSUMS
 
 
 @dataclass(frozen=True)
@@ -188,6 +201,8 @@ _NODE_COLS = (
     nodes.c.version_id,
     versions.c.size,
     versions.c.etag,
+    versions.c.md5,
+    versions.c.sha1,
 )
 
 
@@ -226,7 +241,13 @@ def _to_node(row) -> Node:
         version_id=row.version_id,
         size=row.size or 0,
         etag=row.etag,
+        checksums=Checksums(row.md5, row.sha1),
     )
+
+
+def _checksum_fields(sums: Checksums) -> dict[str, str]:
+    """The journal fields of known checksums (absent ones are left out)."""
+    return {k: v for k, v in (("md5", sums.md5), ("sha1", sums.sha1)) if v}
 
 
 def split_path(path: str) -> tuple[str, str]:
@@ -495,11 +516,13 @@ class MetadataRepository:
             c.execute(delete(extents).where(extents.c.version_id.in_(batch)))
             c.execute(delete(versions).where(versions.c.id.in_(batch)))
 
-    def _insert_version(self, c: Connection, node_id: int, parts: Sequence[Extent], now: float) -> int:
+    def _insert_version(
+        self, c: Connection, node_id: int, parts: Sequence[Extent], now: float, sums: Checksums = NO_CHECKSUMS
+    ) -> int:
         size = sum(p.length for p in parts)
         etag = version_etag((p.object_id, p.object_offset, p.length) for p in parts)
         vid = c.execute(
-            insert(versions).values(node_id=node_id, size=size, etag=etag, created_at=now)
+            insert(versions).values(node_id=node_id, size=size, etag=etag, created_at=now, md5=sums.md5, sha1=sums.sha1)
         ).inserted_primary_key[0]
         if parts:
             c.execute(
@@ -538,6 +561,7 @@ class MetadataRepository:
     @db.retrying
     def mkdir(self, path: str, *, mtime: float | None = None) -> Node:
         now = self._clock()
+        mtime = now if mtime is None else mtime
         with self._write() as c:
             parent = self._parent_dir(c, path)
             if self._node_in(c, path) is not None:
@@ -545,11 +569,11 @@ class MetadataRepository:
             _, name = split_path(path)
             c.execute(
                 insert(nodes).values(
-                    parent_id=parent.id, name=name, path=path, is_dir=True, created_at=now, modified_at=mtime or now
+                    parent_id=parent.id, name=name, path=path, is_dir=True, created_at=now, modified_at=mtime
                 )
             )
             self._touch(c, parent.id, now)
-            self._journal(c, "mkdir", at=now, path=path, mtime=mtime or now)
+            self._journal(c, "mkdir", at=now, path=path, mtime=mtime)
             return self._node_in(c, path)
 
     def put_version(
@@ -561,12 +585,15 @@ class MetadataRepository:
         object_state: str = "committed",
         content_type: str | None = None,
         mtime: float | None = None,
+        checksums: Checksums = NO_CHECKSUMS,
         create_only: bool = False,
     ) -> Node:
         """Make ``parts`` the current content of the file at ``path``, in one transaction.
 
         Creates the file if needed (the parent must exist). The previous version, if any, is
         released. ``new_objects`` are registered first (existing ids are kept: dedup).
+        ``mtime``: the modification time the client set (None: now); ``checksums``: digests of
+        the content, stored with the version.
         Raises Conflict if ``path`` is a folder, AlreadyExists with ``create_only`` if it exists.
         Two writers creating the same new file race on the unique path; the loser retries once
         and then overwrites, as if it had come second (last writer wins, like an overwrite).
@@ -577,7 +604,9 @@ class MetadataRepository:
         try:
             for attempt in range(3):
                 try:
-                    return self._put_version(path, parts, new_objects, object_state, content_type, mtime, create_only)
+                    return self._put_version(
+                        path, parts, new_objects, object_state, content_type, mtime, checksums, create_only
+                    )
                 except AlreadyExists:
                     if create_only or attempt == 2:
                         raise
@@ -591,8 +620,11 @@ class MetadataRepository:
             raise
 
     @db.retrying
-    def _put_version(self, path, parts, new_objects, object_state, content_type, mtime, create_only) -> Node:
+    def _put_version(
+        self, path, parts, new_objects, object_state, content_type, mtime, checksums, create_only
+    ) -> Node:
         now = self._clock()
+        mtime = now if mtime is None else mtime
         with self._write() as c:
             node = self._node_in(c, path, lock=True)
             if node is not None and node.is_dir:
@@ -609,7 +641,7 @@ class MetadataRepository:
                         path=path,
                         is_dir=False,
                         created_at=now,
-                        modified_at=mtime or now,
+                        modified_at=mtime,
                         content_type=content_type,
                     )
                 ).inserted_primary_key[0]
@@ -617,8 +649,8 @@ class MetadataRepository:
             else:
                 node_id = node.id
             self._register_objects(c, new_objects, object_state, now)  # objects after nodes
-            vid = self._insert_version(c, node_id, parts, now)
-            values = {"version_id": vid, "modified_at": mtime or now}
+            vid = self._insert_version(c, node_id, parts, now, checksums)
+            values = {"version_id": vid, "modified_at": mtime}
             if content_type:
                 values["content_type"] = content_type
             c.execute(update(nodes).where(nodes.c.id == node_id).values(**values))
@@ -629,9 +661,10 @@ class MetadataRepository:
                 "put",
                 at=now,
                 path=path,
-                mtime=mtime or now,
+                mtime=mtime,
                 content_type=content_type,
                 extents=[[p.object_id, p.object_offset, p.length] for p in parts],
+                **_checksum_fields(checksums),
             )
             return self._node_in(c, path)
 
@@ -742,7 +775,7 @@ class MetadataRepository:
                             .order_by(extents.c.seq)
                         )
                     ]
-                    vid = self._insert_version(c, nid, parts, now)
+                    vid = self._insert_version(c, nid, parts, now, n.checksums)
                     c.execute(update(nodes).where(nodes.c.id == nid).values(version_id=vid))
                 props = c.execute(
                     select(properties.c.name, properties.c.value).where(properties.c.node_id == n.id)
@@ -1398,6 +1431,8 @@ class MetadataRepository:
             nodes.c.modified_at,
             nodes.c.content_type,
             versions.c.etag,
+            versions.c.md5,
+            versions.c.sha1,
             extents.c.object_id,
             extents.c.object_offset,
             extents.c.length,
@@ -1413,17 +1448,17 @@ class MetadataRepository:
             .order_by(nodes.c.path, extents.c.seq)
         )
         with self._read() as c:
-            current: list | None = None
+            current = None
             parts: list[tuple[str, int, int]] = []
             for r in c.execution_options(yield_per=2000).execute(stmt):
-                if current is None or r.path != current[0]:
+                if current is None or r.path != current.path:
                     if current is not None:
-                        yield TreeRecord(*current, tuple(parts))
-                    current, parts = [r.path, bool(r.is_dir), r.created_at, r.modified_at, r.content_type, r.etag], []
+                        yield _tree_record(current, parts)
+                    current, parts = r, []
                 if r.object_id is not None:
                     parts.append((r.object_id, int(r.object_offset), int(r.length)))
             if current is not None:
-                yield TreeRecord(*current, tuple(parts))
+                yield _tree_record(current, parts)
 
     def iter_object_records(self) -> Iterator[ObjectRecord]:
         """Objects a snapshot needs: referenced ones, packs, and every pack member."""
@@ -1488,7 +1523,14 @@ class MetadataRepository:
                 size = sum(length for _, _, length in rec.extents)
                 etag = rec.etag or version_etag(rec.extents)
                 vid = c.execute(
-                    insert(versions).values(node_id=nid, size=size, etag=etag, created_at=rec.created_at)
+                    insert(versions).values(
+                        node_id=nid,
+                        size=size,
+                        etag=etag,
+                        created_at=rec.created_at,
+                        md5=rec.checksums.md5,
+                        sha1=rec.checksums.sha1,
+                    )
                 ).inserted_primary_key[0]
                 offset = 0
                 rows = []
@@ -1636,6 +1678,21 @@ class TreeRecord:
     content_type: str | None
     etag: str | None
     extents: tuple[tuple[str, int, int], ...]
+    checksums: Checksums = NO_CHECKSUMS
+
+
+def _tree_record(r, parts: list[tuple[str, int, int]]) -> TreeRecord:
+    """A :meth:`MetadataRepository.iter_tree` row (the node's first) and its extents."""
+    return TreeRecord(
+        r.path,
+        bool(r.is_dir),
+        r.created_at,
+        r.modified_at,
+        r.content_type,
+        r.etag,
+        tuple(parts),
+        Checksums(r.md5, r.sha1),
+    )
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,9 @@ Invariants (checked by ``hfdav fsck``):
   root) and always equals the parent's path + ``/`` + ``name``.
 * A file node always has a version (a 0-byte file has a version of size 0 and no extents);
   a folder node never has one.
+* A version's ``md5``/``sha1``, when not NULL, are the digests of the concatenation of its
+  extents; a copy of a file carries them with its extents. (fsck does not check them: that
+  would read every byte.)
 * A version's extents, in ``seq`` order, cover ``[0, size)`` without gaps:
   ``extents.file_offset`` is the sum of the lengths before it.
 * ``objects.refcount`` equals the number of ``extents`` rows that name the object. An object
@@ -95,6 +98,14 @@ versions = Table(
     Column("size", BigInteger, nullable=False, comment="bytes; sum of the extents' lengths"),
     Column("etag", String(64), nullable=False, comment="strong etag, unquoted; derived from the extents"),
     Column("created_at", Float, nullable=False),
+    Column(
+        "md5",
+        String(32),
+        nullable=True,
+        comment="hex MD5 of the content, computed while it was written (sync clients compare it); "
+        "NULL: not known (written before checksums were kept)",
+    ),
+    Column("sha1", String(40), nullable=True, comment="hex SHA-1 of the content; NULL like md5"),
     Index("ix_versions_node", "node_id"),
     sqlite_autoincrement=True,
 )

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from gateway.errors import HfdavError
-from gateway.meta.repo import Extent, MetadataRepository, NewObject
+from gateway.meta.repo import Checksums, Extent, MetadataRepository, NewObject
 from gateway.sync.repofmt import Entry, JournalFile, PackRecord, SnapshotReader
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ def apply_change(repo: MetadataRepository, change: dict[str, Any]) -> None:
             object_state="committed",
             content_type=change.get("content_type"),
             mtime=change.get("mtime"),
+            checksums=Checksums(change.get("md5"), change.get("sha1")),
         )
     elif op == "mkdir":
         repo.mkdir(change["path"], mtime=change.get("mtime"))

@@ -27,13 +27,13 @@ import json
 import re
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 from gateway.crypto_keys import BLOB_MAGIC
 from gateway.errors import ConfigError
-from gateway.meta.repo import ObjectRecord, TreeRecord
+from gateway.meta.repo import Checksums, ObjectRecord, TreeRecord
 
 FORMAT_NAME = "hfdav-dataset-repo"
 #: Highest repo format version this code reads. Version 1: journal files and snapshots in clear;
@@ -270,6 +270,9 @@ def write_snapshot(
                     ]
                 },
             )
+            if t.checksums.md5 or t.checksums.sha1:
+                # a line of its own, right after its node: readers that predate it skip it
+                _line(out, {"h": [t.checksums.md5, t.checksums.sha1]})
             n += 1
         for o in objects:
             _line(out, {"o": [o.id, o.size, o.pack_id, o.pack_offset, o.is_pack]})
@@ -305,10 +308,24 @@ class SnapshotReader:
                     yield item[key]
 
     def tree(self) -> Iterator[TreeRecord]:
-        for path, is_dir, ctime, mtime, ctype, etag, parts in self._items("n"):
-            yield TreeRecord(
-                path, bool(is_dir), ctime, mtime, ctype, etag, tuple((o, int(a), int(b)) for o, a, b in parts)
-            )
+        """Nodes, each with the checksums of the ``h`` line that follows it, if any."""
+        pending: TreeRecord | None = None
+        with gzip.open(self.path, "rt", encoding="utf-8") as f:
+            f.readline()
+            for line in f:
+                item = json.loads(line)
+                if "n" in item:
+                    if pending is not None:
+                        yield pending
+                    path, is_dir, ctime, mtime, ctype, etag, parts = item["n"]
+                    pending = TreeRecord(
+                        path, bool(is_dir), ctime, mtime, ctype, etag, tuple((o, int(a), int(b)) for o, a, b in parts)
+                    )
+                elif "h" in item and pending is not None:
+                    md5, sha1 = item["h"][:2]
+                    pending = replace(pending, checksums=Checksums(md5, sha1))
+        if pending is not None:
+            yield pending
 
     def objects(self) -> Iterator[ObjectRecord]:
         for oid, size, pack, offset, is_pack in self._items("o"):

@@ -1,14 +1,14 @@
 """locks: parent column and indexes, so a request reads only the locks of its paths
 
-Revision ID: 0004_locks
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004_locks"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
