@@ -321,7 +321,7 @@ def start_gateway(workdir: Path, env: dict, log_name: str) -> u.Server:
 def store_status(srv: u.Server) -> dict:
     conn = srv.connect()
     try:
-        conn.request("GET", "/healthz")
+        conn.request("GET", "/healthz", headers={"Authorization": srv.auth})  # details need a login
         return json.loads(conn.getresponse().read())["checks"]["store"]
     finally:
         conn.close()

@@ -10,23 +10,22 @@ its requests are counted and logged like the others). It answers every request u
 * ``DELETE /.hfdav-admin/locks?path=/a/b`` (``&all=1``: and every lock below it): break the
   locks on a path; JSON ``{"broken": [...]}``.
 
-Credentials: HTTP Basic of a configured read-write user (401 without, 403 for a read-only one).
+Credentials: those of a configured read-write user, checked by the one authentication layer
+(:class:`gateway.dav.auth.Authenticator`: Basic or Digest, throttled and logged like every
+login; 401 without, 429 while blocked, 403 for a read-only user).
 The prefix starts with a dot and is outside any name a client is likely to create; the same
 operations are ``hfdav locks list|break|break-path`` on the command line.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import json
 import time
-from collections.abc import Mapping
 from urllib.parse import parse_qs, quote, unquote
 
 from wsgidav.lock_man.lock_manager import normalize_lock_root
 
+from gateway.dav.auth import ROLE_WRITE, Authenticator, Refusal
 from gateway.meta.repo import LockRow, MetadataRepository
 
 ADMIN_PREFIX = "/.hfdav-admin/"
@@ -53,23 +52,24 @@ def lock_info(lock: LockRow, now: float) -> dict:
 
 
 class AdminApi:
-    """``users`` maps user name → (password, can_write), as :func:`gateway.dav.auth.user_table`."""
+    """``auth`` checks the credentials of the admin requests (the WebDAV ones go on to ``app``)."""
 
-    def __init__(self, app, repo: MetadataRepository, users: Mapping[str, tuple[str, bool]], *, clock=time.time):
+    def __init__(self, app, repo: MetadataRepository, auth: Authenticator, *, clock=time.time):
         self.app = app
         self._repo = repo
-        self._users = dict(users)
+        self._auth = auth
         self._clock = clock
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO") or "/"
         if not (path + "/").startswith(ADMIN_PREFIX):
             return self.app(environ, start_response)
-        user = self._user(environ)
-        if user is None:
-            return _json(start_response, "401 Unauthorized", {"error": "credentials required"},
-                         [("WWW-Authenticate", 'Basic realm="hfdav"')])  # fmt: skip
-        if not self._users[user][1]:
+        client = environ.get("hfdav.client") or environ.get("REMOTE_ADDR") or "-"
+        verdict = self._auth.identify(environ, client)
+        if isinstance(verdict, Refusal):
+            return _json(start_response, verdict.status, {"error": verdict.body.decode().strip()}, verdict.headers)
+        environ["wsgidav.auth.user_name"] = verdict.user  # for the access log
+        if ROLE_WRITE not in verdict.roles:
             return _json(start_response, "403 Forbidden", {"error": "read-write users only"})
         method = environ.get("REQUEST_METHOD", "GET")
         if path == LOCKS_PATH and method == "GET":
@@ -90,20 +90,6 @@ class AdminApi:
             start_response("204 No Content", [("Content-Length", "0")])
             return []
         return _json(start_response, "404 Not Found", {"error": "unknown admin endpoint"})
-
-    def _user(self, environ) -> str | None:
-        """The user whose Basic credentials the request carries, or None."""
-        scheme, _, value = (environ.get("HTTP_AUTHORIZATION") or "").partition(" ")
-        if scheme.lower() != "basic":
-            return None
-        try:
-            name, sep, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return None
-        entry = self._users.get(name)
-        if not sep or entry is None or not hmac.compare_digest(entry[0].encode(), password.encode()):
-            return None
-        return name
 
 
 def _json(start_response, status: str, payload: dict, extra: list[tuple[str, str]] | None = None):

@@ -1,4 +1,4 @@
-"""Settings: built once from the environment (and command-line overrides), frozen, validated.
+r"""Settings: built once from the environment (and command-line overrides), frozen, validated.
 
 Nothing here runs at import time; :func:`load_settings` is called by the entry points and the
 result is passed down. :func:`load_settings` reports every problem at once in a
@@ -9,10 +9,18 @@ Environment variables (command-line flags of ``hfdav serve`` override them):
 ==========================  ==========================================================
 ``SYS_TOKEN``               password of user ``admin`` (read-write). Unset: generated once,
                             kept in ``<data dir>/admin-password`` and printed once.
-``HFDAV_USERS``             more users: ``name:password[:rw|ro]`` separated by ``,`` or
-                            newlines (default right ``rw``). Passwords may contain ``:``
-                            only if the right is given explicitly.
+``HFDAV_USERS``             more users: ``name:password[:rw|ro]`` separated by ``,``, ``;``
+                            or newlines (default right ``rw``; the right is case-insensitive).
+                            A ``\`` escapes the next character (``\:``, ``\,``, ``\;``,
+                            ``\\``); with three fields or more the last one must be the right,
+                            so ``name:pa:ss:rw`` also gives the password ``pa:ss``.
+``HFDAV_USERS_FILE``        more users from an htpasswd file (``htpasswd -B``: bcrypt hashes),
+                            one ``name:hash[:rw|ro]`` a line. These users log in with Basic only.
 ``HFDAV_ANONYMOUS``         ``none`` (default), ``ro`` or ``rw``: access without a password.
+``HFDAV_DIGEST``            ``on`` (default) or ``off``: offer and accept HTTP Digest besides Basic
+``HFDAV_TRUSTED_PROXIES``   addresses or networks whose ``X-Forwarded-For`` / ``X-Real-IP`` name
+                            the client (default ``127.0.0.0/8,::1``; ``none``: trust no header)
+``HFDAV_LOGIN_FAILURES``    failed logins per client address or user before 429 (default 10)
 ``HFDAV_HOST``              listen address (default ``127.0.0.1``)
 ``HFDAV_PORT``              listen port (default ``8000``)
 ``HFDAV_PREFIX``            URL prefix of the WebDAV share (default ``/``; ``/dav`` behind nginx)
@@ -65,6 +73,7 @@ Environment variables (command-line flags of ``hfdav serve`` override them):
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -102,11 +111,24 @@ def parse_size(text: str) -> int:
     return int(number * factor)
 
 
+#: The example value of ``SYS_TOKEN`` in ``.env.example`` and the example user passwords there:
+#: refused at start, a copied example file must not open the drive to anyone who read it.
+PLACEHOLDER_PASSWORDS = frozenset({"change-me-to-a-long-random-password", "alice-password", "guest-password"})
+#: Password hash formats of ``HFDAV_USERS_FILE`` (bcrypt, as ``htpasswd -B`` writes it).
+_BCRYPT_RE = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
+DEFAULT_TRUSTED_PROXIES = ("127.0.0.0/8", "::1/128")
+DEFAULT_LOGIN_FAILURES = 10
+
+
 @dataclass(frozen=True)
 class User:
+    """A user of the drive: a clear-text ``password`` (Basic and Digest) or a bcrypt
+    ``password_hash`` (Basic only)."""
+
     name: str
-    password: str = field(repr=False)
+    password: str | None = field(default=None, repr=False)
     can_write: bool = True
+    password_hash: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -124,6 +146,9 @@ class Settings:
     admin_password: str | None = field(default=None, repr=False)
     users: tuple[User, ...] = ()
     anonymous: str = "none"
+    digest: bool = True
+    trusted_proxies: tuple[str, ...] = DEFAULT_TRUSTED_PROXIES
+    login_failures: int = DEFAULT_LOGIN_FAILURES
     hf_token: str | None = field(default=None, repr=False)
     hf_dataset_repo: str | None = None
     hf_endpoint: str | None = None
@@ -156,31 +181,137 @@ class Settings:
         return replace(self, admin_password=password)
 
 
-def _parse_users(text: str, problems: list[str]) -> tuple[User, ...]:
+def _split_users(text: str) -> list[list[str]]:
+    """``HFDAV_USERS`` as entries of fields: ``,`` ``;`` and newlines end an entry, ``:`` ends
+    a field, ``\\`` makes the next character plain. Fields are trimmed; blank entries dropped.
+    A trailing lone ``\\`` is kept as is."""
+    entries: list[list[str]] = []
+    fields: list[str] = []
+    current: list[str] = []
+    chars = iter(text)
+    for ch in chars:
+        if ch == "\\":
+            current.append(next(chars, "\\"))
+        elif ch == ":":
+            fields.append("".join(current).strip())
+            current = []
+        elif ch in ",;\n":
+            fields.append("".join(current).strip())
+            entries.append(fields)
+            fields, current = [], []
+        else:
+            current.append(ch)
+    fields.append("".join(current).strip())
+    entries.append(fields)
+    return [e for e in entries if e != [""]]
+
+
+def _right(text: str) -> str | None:
+    """``rw`` or ``ro`` for a right written in any case, else None."""
+    right = text.strip().lower()
+    return right if right in ("rw", "ro") else None
+
+
+def _check_name(name: str, where: str, seen: set[str], problems: list[str]) -> bool:
+    """Whether ``name`` is a valid, new user name; a problem line otherwise. An invalid name is
+    not repeated in the message: it may be a password typed in the wrong place."""
+    if not _USER_NAME_RE.match(name):
+        problems.append(f"{where}: the user name is not valid (1-64 letters, digits, _ . @ -)")
+        return False
+    if name == "admin":
+        problems.append(f"{where}: the name 'admin' is reserved for the SYS_TOKEN user")
+        return False
+    if name in seen:
+        problems.append(f"{where}: user {name!r} is defined twice")
+        return False
+    seen.add(name)
+    return True
+
+
+def _parse_users(text: str, problems: list[str], seen: set[str]) -> list[User]:
+    """``HFDAV_USERS`` (see the module docstring). Problems never quote a password."""
     users: list[User] = []
-    seen: set[str] = set()
-    for raw in re.split(r"[,\n]", text):
-        entry = raw.strip()
-        if not entry:
+    for number, fields in enumerate(_split_users(text), 1):
+        where = f"HFDAV_USERS entry {number}"
+        if len(fields) < 2:
+            problems.append(f"{where}: no ':' between the user name and the password (use name:password[:rw|ro])")
             continue
-        parts = entry.split(":")
         right = "rw"
-        if len(parts) >= 3 and parts[-1] in ("rw", "ro"):
-            right = parts[-1]
-            parts = parts[:-1]
-        name, password = parts[0], ":".join(parts[1:])
-        if len(parts) < 2 or not password:
-            problems.append(f"HFDAV_USERS: entry for {name!r} has no password (use name:password[:rw|ro])")
+        if len(fields) >= 3:
+            right = _right(fields[-1])
+            if right is None:
+                problems.append(
+                    f"{where}: the last field is not a right (rw or ro); a password containing ':' "
+                    "is written with its right at the end (name:pa:ss:rw) or as \\:"
+                )
+                continue
+            fields = fields[:-1]
+        name, password = fields[0], ":".join(fields[1:])
+        if not _check_name(name, where, seen, problems):
             continue
-        if not _USER_NAME_RE.match(name):
-            problems.append(f"HFDAV_USERS: bad user name {name!r} (letters, digits, _ . @ -)")
+        if not password:
+            problems.append(f"{where}: user {name!r} has no password")
             continue
-        if name in seen or name == "admin":
-            problems.append(f"HFDAV_USERS: user {name!r} is defined twice (admin is SYS_TOKEN's)")
+        if password in PLACEHOLDER_PASSWORDS:
+            problems.append(f"{where}: user {name!r} has the example password of .env.example; choose a real one")
             continue
-        seen.add(name)
         users.append(User(name, password, right == "rw"))
-    return tuple(users)
+    return users
+
+
+def _read_users_file(path: Path, problems: list[str], seen: set[str]) -> list[User]:
+    """An htpasswd-style file: ``name:bcrypt-hash[:rw|ro]`` a line, ``#`` comments. Only bcrypt
+    (``$2y$`` as ``htpasswd -B`` writes it, ``$2a$``, ``$2b$``): the other htpasswd formats
+    (MD5 ``$apr1$``, SHA-1, crypt, clear text) are too weak or too slow to check safely."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(f"HFDAV_USERS_FILE={path}: cannot be read ({exc.__class__.__name__})")
+        return []
+    users: list[User] = []
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        where = f"HFDAV_USERS_FILE line {number}"
+        fields = line.split(":")
+        if len(fields) not in (2, 3) or (len(fields) == 3 and _right(fields[2]) is None):
+            problems.append(f"{where}: expected name:hash or name:hash:rw|ro")
+            continue
+        name, digest = fields[0].strip(), fields[1].strip()
+        if not _check_name(name, where, seen, problems):
+            continue
+        if not _BCRYPT_RE.match(digest):
+            problems.append(f"{where}: user {name!r} has no bcrypt hash (create the file with htpasswd -B)")
+            continue
+        right = _right(fields[2]) if len(fields) == 3 else "rw"
+        users.append(User(name, None, right == "rw", password_hash=digest))
+    return users
+
+
+def _parse_trusted_proxies(text: str | None, problems: list[str]) -> tuple[str, ...]:
+    """``HFDAV_TRUSTED_PROXIES``: addresses or networks separated by commas; ``none`` for none."""
+    if text is None:
+        return DEFAULT_TRUSTED_PROXIES
+    if text.lower() == "none":
+        return ()
+    networks = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            problems.append(f"HFDAV_TRUSTED_PROXIES: {item!r} is not an address or network (e.g. 10.0.0.0/8)")
+    return tuple(networks)
+
+
+def _check_admin_password(password: str | None, problems: list[str]) -> None:
+    if password in PLACEHOLDER_PASSWORDS:
+        problems.append(
+            "SYS_TOKEN is the example value of .env.example: set a long random password "
+            "(e.g. the output of `openssl rand -base64 24`), or leave it unset to have one generated"
+        )
 
 
 def int_setting(env: Mapping[str, str], name: str, default: int, lo: int, hi: int, problems: list[str]) -> int:
@@ -280,6 +411,14 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
         else size("HFDAV_CHUNK_SIZE", DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE, MAX_CHUNK_SIZE)
     )
 
+    admin_password = over.get("admin_password") or text("SYS_TOKEN")
+    _check_admin_password(admin_password, problems)
+    seen_users: set[str] = set()
+    users = _parse_users(env.get("HFDAV_USERS", ""), problems, seen_users)
+    users_file = text("HFDAV_USERS_FILE")
+    if users_file:
+        users += _read_users_file(Path(users_file).expanduser(), problems, seen_users)
+
     settings = Settings(
         data_dir=data_dir,
         database_url=database_url,
@@ -289,9 +428,12 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
         chunk_size=chunk_size,
         threads=over.get("threads") or integer("HFDAV_THREADS", 32, 1, 512),
         log_level=log_level,
-        admin_password=over.get("admin_password") or text("SYS_TOKEN"),
-        users=_parse_users(env.get("HFDAV_USERS", ""), problems),
+        admin_password=admin_password,
+        users=tuple(users),
         anonymous=choice("HFDAV_ANONYMOUS", "none", ("none", "ro", "rw")),
+        digest=choice("HFDAV_DIGEST", "on", ("on", "off")) == "on",
+        trusted_proxies=_parse_trusted_proxies(text("HFDAV_TRUSTED_PROXIES"), problems),
+        login_failures=integer("HFDAV_LOGIN_FAILURES", DEFAULT_LOGIN_FAILURES, 2, 1000),
         hf_token=token,
         hf_dataset_repo=repo,
         hf_endpoint=text("HF_ENDPOINT"),

@@ -2,17 +2,23 @@
 
 It does, for every request:
 
-* ``GET /healthz``: JSON with the state of each check (database, store, committer). 200 when
-  all are ok, 503 otherwise.
-  No credentials needed: platforms probe it. It names components and states, nothing secret.
+* ``GET /healthz``: 200 when every check (database, store, committer) is ok, 503 otherwise.
+  Without credentials (platforms probe it) the body says only ``{"status": "ok"}`` or
+  ``{"status": "degraded"}``; with the credentials of any user it is the JSON report of each
+  check (version, store kind, commits, byte counts, the Hub's errors). Wrong credentials
+  count as a failed login but still get the short answer.
 * ``GET /metrics``: every counter and gauge of :mod:`gateway.metrics` in the Prometheus text
-  format. Needs the credentials of any configured user (Basic) unless anonymous access is on.
+  format. Needs the credentials of any configured user unless anonymous access is on.
+* every other request goes to ``app``, where :class:`gateway.dav.auth.AuthGate` admits it
+  or answers 401/429 (counted and logged here like any other answer); the client address
+  (:func:`client_address`) is put in ``environ["hfdav.client"]`` for it and for the logs.
 * ``OPTIONS /`` and ``PROPFIND /`` when the share lives under a prefix (``/dav``): the Windows
   Mini-Redirector sends OPTIONS and PROPFIND to the root of the host before it maps a sub-path, so
   the root answers as a read-only collection whose only member is the share.
 * everything else goes to the WebDAV application; the request is counted
   (``hfdav_requests_total{method,status}``, ``hfdav_bytes_in_total``, ``hfdav_bytes_out_total``)
-  and logged in one line (logger ``hfdav.access``) once the response body is done.
+  and logged in one line (logger ``hfdav.access``) once the response body is done, with the
+  client's address (:func:`client_address`).
 
 ``/healthz`` and ``/metrics`` are answered for GET and HEAD only, so with the share at ``/`` a
 file of that name can still be written and listed, but not downloaded.
@@ -20,9 +26,7 @@ file of that name can still be written and listed, but not downloaded.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
+import ipaddress
 import json
 import logging
 import time
@@ -30,6 +34,7 @@ from collections.abc import Callable, Iterable, Mapping
 from html import escape
 
 from gateway import __version__, metrics
+from gateway.dav.auth import Authenticator, Identity, Refusal
 from gateway.server_io import direct_body_reader
 
 log = logging.getLogger(__name__)
@@ -116,38 +121,60 @@ def _should_drain(environ: Mapping[str, str], counting: _CountingInput) -> bool:
         return False
 
 
-def _basic_credentials(environ: Mapping[str, str]) -> tuple[str, str] | None:
-    header = environ.get("HTTP_AUTHORIZATION") or ""
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "basic":
-        return None
+Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        user, sep, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
-    except (binascii.Error, UnicodeDecodeError):
+        ip = ipaddress.ip_address(text.strip().strip("[]"))
+    except ValueError:
         return None
-    return (user, password) if sep else None
+    return getattr(ip, "ipv4_mapped", None) or ip
+
+
+def client_address(environ: Mapping[str, str], trusted: Networks) -> str:
+    """The address of the client that sent the request.
+
+    The TCP peer, unless the peer is a trusted proxy (``HFDAV_TRUSTED_PROXIES``, loopback by
+    default: the container's nginx): then the right-most address of ``X-Forwarded-For`` that is
+    not itself a trusted proxy, or ``X-Real-IP`` when there is no such header. A header that a
+    client sent past the proxies is never believed: each proxy appends the address it saw."""
+    peer = environ.get("REMOTE_ADDR") or ""
+    ip = _ip(peer)
+    if ip is None:
+        return peer[:64] or "-"
+    if not any(ip in net for net in trusted):
+        return str(ip)
+    forwarded = [a for a in (environ.get("HTTP_X_FORWARDED_FOR") or "").split(",") if a.strip()]
+    for text in reversed(forwarded):
+        hop = _ip(text)
+        if hop is None:
+            break
+        ip = hop
+        if not any(hop in net for net in trusted):
+            return str(hop)
+    if not forwarded:
+        ip = _ip(environ.get("HTTP_X_REAL_IP") or "") or ip
+    return str(ip)
 
 
 class WebFront:
-    """The middleware described in the module docstring.
-
-    ``users`` maps user name → (password, can_write), as :func:`gateway.dav.auth.user_table`
-    builds it; ``anonymous`` is ``none``, ``ro`` or ``rw``.
-    """
+    """The middleware described in the module docstring. ``trusted_proxies``: the networks
+    of :func:`client_address`."""
 
     def __init__(
         self,
         app,
         *,
         prefix: str,
-        users: Mapping[str, tuple[str, bool]],
-        anonymous: str,
+        auth: Authenticator,
+        trusted_proxies: Iterable[str] = ("127.0.0.0/8", "::1/128"),
         checks: Mapping[str, HealthCheck] | None = None,
     ):
         self.app = app
         self.prefix = prefix
-        self._users = dict(users)
-        self._anonymous = anonymous
+        self.auth = auth
+        self._trusted: Networks = tuple(ipaddress.ip_network(n, strict=False) for n in trusted_proxies)
         self._checks: dict[str, HealthCheck] = dict(checks or {})
 
     # -- dispatch ---------------------------------------------------------------------------
@@ -155,6 +182,7 @@ class WebFront:
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO") or "/"
         method = environ.get("REQUEST_METHOD", "GET")
+        environ["hfdav.client"] = client_address(environ, self._trusted)
         if method in ("GET", "HEAD"):
             if path == HEALTH_PATH:
                 return self._health(environ, start_response)
@@ -194,7 +222,7 @@ class WebFront:
             metrics.inc("hfdav_bytes_in_total", counting.count)
             metrics.inc("hfdav_bytes_out_total", sent)
             access_log.info(
-                "%s %s %s in=%d out=%d %.3fs user=%s",
+                "%s %s %s in=%d out=%d %.3fs user=%s client=%s",
                 method,
                 environ.get("PATH_INFO"),
                 status,
@@ -202,7 +230,12 @@ class WebFront:
                 sent,
                 time.monotonic() - started,
                 environ.get("wsgidav.auth.user_name") or "-",
+                environ["hfdav.client"],
             )
+
+    def _refuse(self, environ, start_response, refusal: Refusal) -> list[bytes]:
+        return self._reply(environ, start_response, refusal.status, refusal.body, "text/plain; charset=utf-8",
+                           refusal.headers)  # fmt: skip
 
     # -- /healthz ---------------------------------------------------------------------------
 
@@ -220,29 +253,28 @@ class WebFront:
             result["ms"] = round((time.monotonic() - started) * 1000, 1)
             healthy = healthy and bool(result.get("ok"))
             report[name] = result
-        return healthy, {"status": "ok" if healthy else "failing", "version": __version__, "checks": report}
+        return healthy, {"status": "ok" if healthy else "degraded", "version": __version__, "checks": report}
 
     def _health(self, environ, start_response):
         healthy, report = self.health()
+        if not (environ.get("HTTP_AUTHORIZATION") and self._identified(environ)):
+            report = {"status": report["status"]}
         body = json.dumps(report, sort_keys=True).encode() + b"\n"
         return self._reply(environ, start_response, "200 OK" if healthy else "503 Service Unavailable",
                            body, "application/json")
 
     # -- /metrics ---------------------------------------------------------------------------
 
-    def _allowed_to_scrape(self, environ) -> bool:
-        if self._anonymous != "none":
-            return True
-        creds = _basic_credentials(environ)
-        if creds is None:
-            return False
-        entry = self._users.get(creds[0])
-        return entry is not None and hmac.compare_digest(entry[0].encode(), creds[1].encode())
+    def _identified(self, environ) -> bool:
+        """Whether the request carries the credentials of a user (a failed try counts)."""
+        verdict = self.auth.identify(environ, environ["hfdav.client"])
+        return isinstance(verdict, Identity) and verdict.user is not None
 
     def _metrics(self, environ, start_response):
-        if not self._allowed_to_scrape(environ):
-            return self._reply(environ, start_response, "401 Unauthorized", b"credentials required\n",
-                               "text/plain", [("WWW-Authenticate", 'Basic realm="hfdav"')])
+        if self.auth.anonymous == "none":
+            verdict = self.auth.identify(environ, environ["hfdav.client"])
+            if isinstance(verdict, Refusal):
+                return self._refuse(environ, start_response, verdict)
         body = metrics.render().encode()
         return self._reply(environ, start_response, "200 OK", body, "text/plain; version=0.0.4; charset=utf-8")
 

@@ -153,7 +153,7 @@ class Server:
         return "/".join(self.url.split("/")[:3])
 
     def health(self) -> dict:
-        return requests.get(self.origin + "/healthz", timeout=10).json()
+        return requests.get(self.origin + "/healthz", auth=("admin", PASSWORD), timeout=10).json()
 
     def wait_synced(self, timeout: float = 120.0) -> dict:
         """Wait until nothing is staged, pending or uncommitted; returns the store's status."""

@@ -7,13 +7,13 @@ import logging
 
 from wsgidav.dir_browser import WsgiDavDirBrowser
 from wsgidav.error_printer import ErrorPrinter
-from wsgidav.http_authenticator import HTTPAuthenticator
 from wsgidav.mw.cors import Cors
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from gateway.admin_api import AdminApi
 from gateway.config import Settings
-from gateway.dav.auth import HfdavDomainController, user_table
+from gateway.dav.auth import Authenticator, AuthGate
+from gateway.dav.digest import load_key
 from gateway.dav.front import QuietBrokenBodies, RequestFront
 from gateway.dav.locks import DbLockStorage
 from gateway.dav.props import DbPropertyManager
@@ -58,15 +58,11 @@ def make_wsgi_app(settings: Settings, files: FileService):
     repo = files.repo
     config = {
         "provider_mapping": {settings.prefix: provider},
-        # WsgiDAV's stack, with our resolver last: it serves GET ranges and COPY/MOVE itself
-        "middleware_stack": [Cors, ErrorPrinter, HTTPAuthenticator, WsgiDavDirBrowser, RequestResolver],
-        "http_authenticator": {
-            "domain_controller": HfdavDomainController,
-            "accept_basic": True,
-            "accept_digest": True,
-            "default_to_digest": True,
-        },
-        "hfdav_dc": {"users": user_table(settings), "anonymous": settings.anonymous},
+        # WsgiDAV's stack, with our resolver last: it serves GET ranges and COPY/MOVE itself.
+        # Authentication happens in front of WsgiDAV, in gateway.dav.auth (one layer for WebDAV,
+        # the admin API, /metrics and /healthz: throttling, checked Digest nonces, logs), so
+        # WsgiDAV's own HTTPAuthenticator is left out.
+        "middleware_stack": [Cors, ErrorPrinter, WsgiDavDirBrowser, RequestResolver],
         "lock_storage": DbLockStorage(repo, share_path=lambda: provider.share_path),
         "property_manager": DbPropertyManager(repo, lambda: provider.share_path),
         "mutable_live_props": ["{DAV:}getlastmodified"],
@@ -92,10 +88,12 @@ def make_wsgi_app(settings: Settings, files: FileService):
     wsgidav_log.setLevel(logging.WARNING)
     logging.getLogger("wsgidav.request_server").addFilter(_QUIET_BROKEN_BODIES)
     checks = {"database": database_check(repo), "store": store_check(files.store), "committer": committer_check(files)}
+    auth = Authenticator.from_settings(settings, load_key(settings.data_dir) if settings.digest else None)
     return WebFront(
-        AdminApi(RequestFront(dav), repo, user_table(settings)),  # /.hfdav-admin/: list and break locks
+        # /.hfdav-admin/: list and break locks
+        AdminApi(RequestFront(AuthGate(dav, auth)), repo, auth),
         prefix=settings.prefix,
-        users=user_table(settings),
-        anonymous=settings.anonymous,
+        auth=auth,
+        trusted_proxies=settings.trusted_proxies,
         checks=checks,
     )

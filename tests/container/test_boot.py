@@ -72,7 +72,8 @@ def test_decoy_health_metrics_and_root_probe(booted):
     assert "nginx" not in missing.text.lower() and "nginx/" not in missing.headers.get("Server", "")
     assert requests.post(booted.base + "/", data=b"x", timeout=10).status_code in (403, 405)
 
-    health = requests.get(booted.base + "/healthz", timeout=10)
+    assert requests.get(booted.base + "/healthz", timeout=10).json() == {"status": "ok"}
+    health = requests.get(booted.base + "/healthz", auth=booted.auth, timeout=10)
     assert health.status_code == 200
     report = health.json()
     assert report["status"] == "ok" and report["checks"]["database"]["ok"] and report["checks"]["store"]["ok"]
@@ -317,7 +318,7 @@ def test_hub_mode_wiped_disk_restores_every_committed_file(tmp_path):
             for name, body in files.items():
                 got = requests.get(again.url_for(name), auth=again.auth, timeout=60)
                 assert got.status_code == 200 and got.content == body, name
-            health = requests.get(again.base + "/healthz", timeout=10).json()
+            health = requests.get(again.base + "/healthz", auth=again.auth, timeout=10).json()
             assert health["checks"]["committer"]["ok"], health
             assert health["checks"]["committer"]["pending_changes"] == 0, health
             metrics = requests.get(again.base + "/metrics", auth=again.auth, timeout=10).text
