@@ -50,6 +50,7 @@ declare -A TOOLS=(
     [dave]=libhttp-dav-perl
     [hdav]=hdav
     [davix-put]=davix
+    [htpasswd]=apache2-utils
 )
 
 have() { PATH="$PATH:/usr/sbin:/sbin" command -v "$1" >/dev/null 2>&1; }
