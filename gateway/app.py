@@ -197,6 +197,7 @@ def build_gateway(settings: Settings, *, refuse_lost_metadata: bool = True) -> G
         object_hasher=object_hasher,
         quota=settings.quota,
         trash=trash,
+        checksums=settings.checksums,
     )
     moved = free_reserved_name(repo)
     if moved:

@@ -18,6 +18,7 @@ Environment variables (command-line flags of ``hfdav serve`` override them):
                             one ``name:hash[:rw|ro]`` a line. These users log in with Basic only.
 ``HFDAV_ANONYMOUS``         ``none`` (default), ``ro`` or ``rw``: access without a password.
 ``HFDAV_DIGEST``            ``on`` (default) or ``off``: offer and accept HTTP Digest besides Basic
+``HFDAV_CHECKSUMS``         ``on`` (default) or ``off``: compute MD5 and SHA-1 of every upload for sync clients
 ``HFDAV_TRUSTED_PROXIES``   addresses or networks whose ``X-Forwarded-For`` / ``X-Real-IP`` name
                             the client (default ``127.0.0.0/8,::1``; ``none``: trust no header)
 ``HFDAV_LOGIN_FAILURES``    failed logins per client address or user before 429 (default 10)
@@ -147,6 +148,7 @@ class Settings:
     users: tuple[User, ...] = ()
     anonymous: str = "none"
     digest: bool = True
+    checksums: bool = True
     trusted_proxies: tuple[str, ...] = DEFAULT_TRUSTED_PROXIES
     login_failures: int = DEFAULT_LOGIN_FAILURES
     hf_token: str | None = field(default=None, repr=False)
@@ -432,6 +434,7 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
         users=tuple(users),
         anonymous=choice("HFDAV_ANONYMOUS", "none", ("none", "ro", "rw")),
         digest=choice("HFDAV_DIGEST", "on", ("on", "off")) == "on",
+        checksums=choice("HFDAV_CHECKSUMS", "on", ("on", "off")) == "on",
         trusted_proxies=_parse_trusted_proxies(text("HFDAV_TRUSTED_PROXIES"), problems),
         login_failures=integer("HFDAV_LOGIN_FAILURES", DEFAULT_LOGIN_FAILURES, 2, 1000),
         hf_token=token,

@@ -22,7 +22,7 @@ from alembic.config import Config
 from cheroot import wsgi
 
 from gateway.app import build_gateway
-from gateway.config import load_settings
+from gateway.config import ConfigError, load_settings
 from gateway.files import EMPTY_CHECKSUMS, FileService
 from gateway.meta import db
 from gateway.meta.repo import NO_CHECKSUMS, Checksums, MetadataRepository, TreeRecord
@@ -53,6 +53,22 @@ def test_a_put_stores_md5_and_sha1_of_its_content(files: FileService):
     # in the request thread only (no pool): the same digests
     files.digest_pool = None
     assert files.write_bytes("/inline.bin", data).checksums == sums_of(data)
+
+
+def test_with_checksums_off_uploads_get_none_and_announced_ones_are_not_checked(files: FileService):
+    files.checksums = False
+    data = os.urandom(MiB + 3)
+    assert files.write_bytes("/off.bin", data).checksums == Checksums(None, None)
+    session = files.open_write("/off2.bin", expected_length=3, announced=Checksums("0" * 32, None))
+    session.write(b"abc")
+    assert session.commit().size == 3  # nothing to compare the announced MD5 with
+
+
+def test_the_checksums_setting():
+    assert load_settings({"SYS_TOKEN": "a-long-test-password"}).checksums is True
+    assert load_settings({"SYS_TOKEN": "a-long-test-password", "HFDAV_CHECKSUMS": "off"}).checksums is False
+    with pytest.raises(ConfigError):
+        load_settings({"SYS_TOKEN": "a-long-test-password", "HFDAV_CHECKSUMS": "maybe"})
 
 
 def test_a_mutable_buffer_reused_by_the_caller_does_not_change_the_digest(files: FileService):
