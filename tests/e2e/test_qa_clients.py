@@ -10,9 +10,11 @@ import xml.etree.ElementTree as ET
 import pytest
 import requests
 
-from tests.e2e.support import SERVER_KINDS
+from tests.e2e.support import BOTH_KINDS, SERVER_KINDS
 
-pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("module_server", SERVER_KINDS, indirect=True)]
+pytestmark = pytest.mark.e2e
+#: Tests on the module's shared server, under cheroot and under gunicorn.
+ON_BOTH = pytest.mark.parametrize("module_server", SERVER_KINDS, indirect=True)
 
 D = "{DAV:}"
 
@@ -43,6 +45,7 @@ def _props(response: ET.Element, status: str = "200") -> dict[str, ET.Element]:
     return found
 
 
+@ON_BOTH
 def test_propfind_propname_lists_names_without_values(srv):
     requests.request("MKCOL", srv.url_for("propname"), auth=srv.auth, timeout=30)
     assert _put(srv, "propname/f.txt", b"hello") in (201, 204)
@@ -56,6 +59,7 @@ def test_propfind_propname_lists_names_without_values(srv):
     assert f"{D}resourcetype" in _props(responses["/propname/"])
 
 
+@ON_BOTH
 def test_propfind_allprop_with_include_adds_the_included(srv):
     """macOS and Windows ask for quota properties this way; allprop alone omits them."""
     body = ('<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:allprop/><D:include>'
@@ -64,3 +68,25 @@ def test_propfind_allprop_with_include_adds_the_included(srv):
     props = {**_props(root), **_props(root, "404")}
     assert f"{D}quota-used-bytes" in props and f"{D}quota-available-bytes" in props
     assert f"{D}resourcetype" in props and f"{D}getlastmodified" in props  # still allprop
+
+
+@ON_BOTH
+def test_quota_properties_are_numbers_or_absent(srv):
+    """RFC 4331 §3, §4: without a quota (and on a file) the properties are 404, never an empty
+    value, which Windows and Finder read as "0 bytes free" and refuse every copy."""
+    assert _put(srv, "quota.txt", b"12345") in (201, 204)
+    body = ('<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:prop>'
+            "<D:quota-available-bytes/><D:quota-used-bytes/></D:prop></D:propfind>")  # fmt: skip
+    for href, response in {**_propfind(srv, "", body), **_propfind(srv, "quota.txt", body)}.items():
+        for tag, el in _props(response).items():
+            assert (el.text or "").isdigit(), f"{href}: {tag} is {el.text!r} with 200"
+        assert f"{D}quota-available-bytes" in _props(response, "404"), href  # no HFDAV_QUOTA set
+    assert _props(_propfind(srv, "", body)["/"])[f"{D}quota-used-bytes"].text.isdigit()
+
+
+@BOTH_KINDS
+def test_quota_available_bytes_with_a_quota(server_factory, kind):
+    srv = server_factory.start(kind, env={"HFDAV_QUOTA": "10MiB"})
+    assert _put(srv, "q.bin", b"x" * 1000) == 201
+    body = '<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:prop><D:quota-available-bytes/></D:prop></D:propfind>'
+    assert _props(_propfind(srv, "", body)["/"])[f"{D}quota-available-bytes"].text == str(10 * (1 << 20) - 1000)
