@@ -177,3 +177,21 @@ def test_webdavclient3_round_trip(srv):
     client.copy(f"{base}/{NAMES[1]}", f"{base}/copy {NAMES[2]}")
     client.move(f"{base}/{NAMES[2]}", f"{base}/moved {NAMES[1]}")
     assert sorted(client.list(base)) == sorted({*NAMES, f"copy {NAMES[2]}", f"moved {NAMES[1]}"} - {NAMES[2]})
+
+
+@ON_BOTH
+@pytest.mark.requires_tool("cadaver")
+def test_cadaver_propnames_lists_dead_and_live_properties(srv, tmp_path):
+    """cadaver's ``propnames`` is a PROPFIND ``<propname/>``: it listed nothing before."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".netrc").write_text(f"machine {srv.host}\nlogin {srv.user}\npassword {srv.password}\n")
+    (home / ".netrc").chmod(0o600)
+    name = "it's [1] 100%.txt"
+    assert _put(srv, name, b"cadaver") in (201, 204)
+    script = f'propset "{name}" myprop "plain value"\npropnames "{name}"\nquit\n'
+    proc = subprocess.run(["cadaver", srv.url], input=script, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HOME": str(home)})  # fmt: skip
+    listed = proc.stdout.split("propnames", 1)[-1]
+    assert "DAV: getcontentlength" in listed and "DAV: getetag" in listed, proc.stdout
+    assert "http://webdav.org/cadaver/custom-properties/ myprop" in listed, proc.stdout
