@@ -195,3 +195,34 @@ def test_cadaver_propnames_lists_dead_and_live_properties(srv, tmp_path):
     listed = proc.stdout.split("propnames", 1)[-1]
     assert "DAV: getcontentlength" in listed and "DAV: getetag" in listed, proc.stdout
     assert "http://webdav.org/cadaver/custom-properties/ myprop" in listed, proc.stdout
+
+
+@ON_BOTH
+def test_head_of_a_folder_answers_as_get(srv):
+    """RFC 9110 §9.3.2: HEAD gets GET's status and headers. A folder named without its slash is
+    redirected by GET; HEAD answered 200, and lftp took the folder for a file."""
+    requests.request("MKCOL", srv.url_for("head dir #1"), auth=srv.auth, timeout=30)
+    statuses = []
+    for path in ("head dir #1", "head dir #1/"):
+        get = requests.get(srv.url_for(path), auth=srv.auth, allow_redirects=False, timeout=30)
+        head = requests.head(srv.url_for(path), auth=srv.auth, allow_redirects=False, timeout=30)
+        assert (head.status_code, head.headers.get("Location")) == (get.status_code, get.headers.get("Location")), path
+        assert head.headers.get("Content-Length") == get.headers.get("Content-Length"), path
+        assert head.headers.get("Content-Type") == get.headers.get("Content-Type"), path
+        assert head.content == b""
+        statuses.append(head.status_code)
+    assert statuses == [301, 200]
+
+
+@ON_BOTH
+@pytest.mark.requires_tool("lftp")
+def test_lftp_cd_then_put_lands_in_the_folder(srv, tmp_path):
+    (tmp_path / "f.txt").write_bytes(b"lftp cd")
+    folder = f"lftp cd {srv.kind} #1"
+    requests.request("MKCOL", srv.url_for(folder), auth=srv.auth, timeout=30)
+    script = f'set cmd:fail-exit yes; cd "{folder}"; put {tmp_path / "f.txt"} -o f.txt; bye'
+    proc = subprocess.run(["lftp", "-u", f"{srv.user},{srv.password}", "-e", script, srv.url],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert requests.get(srv.url_for(f"{folder}/f.txt"), auth=srv.auth, timeout=30).content == b"lftp cd"
+    assert requests.head(srv.url_for("f.txt"), auth=srv.auth, timeout=30).status_code == 404
