@@ -5,16 +5,18 @@ PyPI (skipped, with the reason, where they are not installed)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import subprocess
+import time
 import xml.etree.ElementTree as ET
 from email.utils import parsedate_to_datetime
 
 import pytest
 import requests
 
-from tests.e2e.support import BOTH_KINDS, SERVER_KINDS, propfind
+from tests.e2e.support import BOTH_KINDS, SERVER_KINDS, Rclone, propfind
 
 pytestmark = pytest.mark.e2e
 #: Tests on the module's shared server, under cheroot and under gunicorn.
@@ -226,3 +228,65 @@ def test_lftp_cd_then_put_lands_in_the_folder(srv, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert requests.get(srv.url_for(f"{folder}/f.txt"), auth=srv.auth, timeout=30).content == b"lftp cd"
     assert requests.head(srv.url_for("f.txt"), auth=srv.auth, timeout=30).status_code == 404
+
+
+@pytest.mark.slow
+@ON_BOTH
+@pytest.mark.requires_tool("rclone", "fusermount3")
+def test_rclone_mount_keeps_names_bytes_and_set_times(srv, tmp_path):
+    """``rclone mount --vfs-cache-mode writes`` (vendor owncloud): files written and given an
+    old time through the mount reach the server with both, and a new mount lists them so."""
+    if not os.path.exists("/dev/fuse"):
+        pytest.skip("rclone mount not usable: /dev/fuse is missing")
+    rclone = Rclone(srv, tmp_path / "rclone")
+    rclone.config.write_text(rclone.config.read_text().replace("vendor = other", "vendor = owncloud"))
+    folder = f"mount {srv.kind} #1"
+    requests.request("MKCOL", srv.url_for(folder), auth=srv.auth, timeout=30)
+    files = {name: f"mounted {name}\n".encode() * 50 for name in NAMES}
+
+    with _rclone_mount(rclone, folder, tmp_path / "mnt") as mnt:
+        for name, data in files.items():
+            (mnt / name).write_bytes(data)
+            os.utime(mnt / name, (OLD_MTIME, OLD_MTIME))
+        # uploads happen after the write-back delay; wait (bounded) until all arrived
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            listing = propfind(srv, folder)
+            if all(listing.get(f"{folder}/{n}", {}).get("getcontentlength") == str(len(d)) for n, d in files.items()):
+                break
+            time.sleep(0.5)
+    listing = propfind(srv, folder)
+    for name, data in files.items():
+        assert requests.get(srv.url_for(f"{folder}/{name}"), auth=srv.auth, timeout=30).content == data, name
+        assert parsedate_to_datetime(listing[f"{folder}/{name}"]["getlastmodified"]).timestamp() == OLD_MTIME, name
+
+    with _rclone_mount(rclone, folder, tmp_path / "mnt2") as mnt:
+        assert sorted(p.name for p in mnt.iterdir()) == sorted(NAMES)
+        for name, data in files.items():
+            assert (mnt / name).stat().st_mtime == OLD_MTIME, name
+            assert (mnt / name).read_bytes() == data, name
+
+
+@contextlib.contextmanager
+def _rclone_mount(rclone: Rclone, folder: str, mnt):
+    """``rclone mount`` of ``folder`` at ``mnt`` for the block, unmounted at its end."""
+    mnt.mkdir()
+    argv = [rclone.exe, "--config", str(rclone.config), "--cache-dir", str(rclone.workdir / "cache"), "mount",
+            f"{Rclone.REMOTE}{folder}", str(mnt), "--vfs-cache-mode", "writes", "--vfs-write-back", "1s",
+            "--dir-cache-time", "1s"]  # fmt: skip
+    proc = subprocess.Popen(argv, env=rclone.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.ismount(mnt):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                out = proc.communicate(timeout=10)[0] if proc.poll() is not None else ""
+                pytest.fail(f"rclone mount did not come up: {out}")
+            time.sleep(0.2)
+        yield mnt
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True, timeout=60)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
