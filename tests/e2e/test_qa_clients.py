@@ -290,3 +290,19 @@ def _rclone_mount(rclone: Rclone, folder: str, mnt):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+
+@ON_BOTH
+def test_a_name_xml_cannot_carry_is_refused_and_the_folder_stays_listable(srv):
+    """U+FFFE and U+FFFF are valid UTF-8 but not XML 1.0 characters: such a name was stored and
+    every PROPFIND of its folder failed with 500 from then on."""
+    requests.request("MKCOL", srv.url_for("xmlchars"), auth=srv.auth, timeout=30)
+    assert _put(srv, "xmlchars/ok \u0085 \ufffd.txt", b"ok") == 201
+    for bad in ("a\ufffeb.txt", "a\uffffb.txt"):
+        assert _put(srv, f"xmlchars/{bad}", b"x") == 400, repr(bad)
+        assert requests.request("MKCOL", srv.url_for(f"xmlchars/{bad}"), auth=srv.auth, timeout=30).status_code == 400
+        dest = {"Destination": srv.url_for(f"xmlchars/{bad}")}
+        moved = requests.request("MOVE", srv.url_for("xmlchars/ok \u0085 \ufffd.txt"), headers=dest, auth=srv.auth,
+                                 timeout=30)  # fmt: skip
+        assert moved.status_code == 400, repr(bad)
+    assert set(propfind(srv, "xmlchars")) == {"xmlchars", "xmlchars/ok \u0085 \ufffd.txt"}
