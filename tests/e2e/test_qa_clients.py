@@ -306,3 +306,100 @@ def test_a_name_xml_cannot_carry_is_refused_and_the_folder_stays_listable(srv):
                                  timeout=30)  # fmt: skip
         assert moved.status_code == 400, repr(bad)
     assert set(propfind(srv, "xmlchars")) == {"xmlchars", "xmlchars/ok \u0085 \ufffd.txt"}
+
+
+# -- desktop applications' request sequences (copied from what they send) ---------------------
+
+LOCKINFO = ('<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/>'
+            "</D:lockscope><D:locktype><D:write/></D:locktype><D:owner>{owner}</D:owner></D:lockinfo>")  # fmt: skip
+
+
+def _dav(srv, method: str, path: str, body: bytes | str | None = None, **headers) -> requests.Response:
+    data = body.encode() if isinstance(body, str) else body
+    return requests.request(method, srv.url_for(path), data=data, headers=headers, auth=srv.auth, timeout=30)
+
+
+def _timeout_of(r: requests.Response) -> int:
+    text = ET.fromstring(r.content).findtext(f".//{D}timeout")
+    assert text and text.startswith("Second-"), r.text
+    return int(text.removeprefix("Second-"))
+
+
+@ON_BOTH
+def test_libreoffice_lock_refresh_cycle(srv):
+    """LibreOffice locks a new document, saves under the lock and refreshes the lock with an
+    ``If`` header (tagged with the document's URL) and ``Timeout: Second-180`` until it closes."""
+    path = "office #1/report 100%.odt"
+    _dav(srv, "MKCOL", "office #1")
+    lock = _dav(srv, "LOCK", path, LOCKINFO.format(owner="LibreOffice - qa"), Timeout="Second-180")
+    assert lock.status_code == 201, lock.text
+    token = lock.headers["Lock-Token"].strip("<>")
+    assert _put(srv, path, b"v1", If=f"(<{token}>)") == 204
+    assert _put(srv, path, b"intruder") == 423
+    for if_header in (f"(<{token}>)", f"<{srv.url_for(path)}> (<{token}>)"):
+        refresh = _dav(srv, "LOCK", path, Timeout="Second-180", If=if_header)
+        assert refresh.status_code == 200, refresh.text
+        assert token in refresh.text and 170 <= _timeout_of(refresh) <= 180
+    assert _dav(srv, "LOCK", path, Timeout="Second-180").status_code == 400  # a refresh names its lock
+    assert _dav(srv, "LOCK", path, Timeout="Second-180", If="(<opaquelocktoken:other>)").status_code == 412
+    assert _dav(srv, "UNLOCK", path, **{"Lock-Token": f"<{token}>"}).status_code == 204
+    assert _put(srv, path, b"v2") == 204
+    assert requests.get(srv.url_for(path), auth=srv.auth, timeout=30).content == b"v2"
+
+
+@ON_BOTH
+def test_windows_mini_redirector_upload_sequence(srv):
+    """Explorer's copy to a mapped drive: PUT of 0 bytes, LOCK, PUT of the content, PROPPATCH of
+    the Win32 times and attributes, UNLOCK; then a listing with allprop and ``Translate: f``."""
+    hdr = {"User-Agent": "Microsoft-WebDAV-MiniRedir/10.0.19045", "Translate": "f"}
+    path = "win #1/Q3 report (final) 100%.docx"
+    _dav(srv, "MKCOL", "win #1", **hdr)
+    assert _dav(srv, "OPTIONS", "", **hdr).headers.get("MS-Author-Via") == "DAV"
+    assert _dav(srv, "PUT", path, b"", **hdr).status_code == 201
+    lock = _dav(srv, "LOCK", path, LOCKINFO.format(owner="<D:href>WORKGROUP\\user</D:href>"),
+                Timeout="Second-3600", **hdr)  # fmt: skip
+    assert lock.status_code == 200, lock.text
+    token = lock.headers["Lock-Token"].strip("<>")
+    assert _dav(srv, "PUT", path, b"docx bytes", If=f"(<{token}>)", **hdr).status_code == 204
+    win32 = ('<?xml version="1.0" encoding="utf-8" ?><D:propertyupdate xmlns:D="DAV:" '
+             'xmlns:Z="urn:schemas-microsoft-com:"><D:set><D:prop>'
+             "<Z:Win32CreationTime>Wed, 01 Jan 2020 10:00:00 GMT</Z:Win32CreationTime>"
+             "<Z:Win32LastAccessTime>Fri, 01 Jan 2010 00:00:00 GMT</Z:Win32LastAccessTime>"
+             "<Z:Win32LastModifiedTime>Fri, 01 Jan 2010 00:00:00 GMT</Z:Win32LastModifiedTime>"
+             "<Z:Win32FileAttributes>00000020</Z:Win32FileAttributes>"
+             "</D:prop></D:set></D:propertyupdate>")  # fmt: skip
+    patch = _dav(srv, "PROPPATCH", path, win32, If=f"(<{token}>)", **hdr)
+    assert patch.status_code == 207
+    assert {s.text for s in ET.fromstring(patch.content).iter(f"{D}status")} == {"HTTP/1.1 200 OK"}, patch.text
+    assert _dav(srv, "UNLOCK", path, **{"Lock-Token": f"<{token}>"}, **hdr).status_code == 204
+    listing = _dav(srv, "PROPFIND", "win #1", Depth="1", **hdr)
+    assert listing.status_code == 207
+    mine = {r.findtext(f"{D}href"): _props(r) for r in ET.fromstring(listing.content).iter(f"{D}response")}
+    props = mine["/win%20%231/Q3%20report%20(final)%20100%25.docx"]
+    assert props[f"{D}getcontentlength"].text == "10"
+    assert parsedate_to_datetime(props[f"{D}getlastmodified"].text).timestamp() == OLD_MTIME
+    assert requests.get(srv.url_for(path), headers=hdr, auth=srv.auth, timeout=30).content == b"docx bytes"
+
+
+@ON_BOTH
+def test_finder_copy_sequence(srv):
+    """Finder: LOCK of a new URL, PUT of 0 bytes, chunked PUT with X-Expected-Entity-Length, the
+    AppleDouble ``._`` file beside it, UNLOCK; it reads the quota of the share."""
+    hdr = {"User-Agent": "WebDAVFS/3.0.0 (03008000) Darwin/21.6.0 (x86_64)"}
+    path, data = "finder/Photo 1 é.jpg", os.urandom(300_000)
+    _dav(srv, "MKCOL", "finder", **hdr)
+    lock = _dav(srv, "LOCK", path, LOCKINFO.format(owner="<D:href>http://www.apple.com/webdav_fs/</D:href>"),
+                Timeout="Second-600", **hdr)  # fmt: skip
+    assert lock.status_code == 201, lock.text
+    token = lock.headers["Lock-Token"].strip("<>")
+    assert _dav(srv, "PUT", path, b"", If=f"(<{token}>)", **hdr).status_code == 204
+    pieces = (data[i : i + 65536] for i in range(0, len(data), 65536))  # a generator: sent chunked
+    put = _dav(srv, "PUT", path, pieces, If=f"(<{token}>)", **{"X-Expected-Entity-Length": str(len(data))}, **hdr)
+    assert put.status_code == 204
+    assert _dav(srv, "PUT", "finder/._Photo 1 é.jpg", b"\x00\x05\x16\x07appledouble", **hdr).status_code == 201
+    assert _dav(srv, "UNLOCK", path, **{"Lock-Token": f"<{token}>"}, **hdr).status_code == 204
+    assert requests.get(srv.url_for(path), auth=srv.auth, timeout=30).content == data
+    quota = ('<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:prop>'
+             "<D:quota-available-bytes/><D:quota-used-bytes/></D:prop></D:propfind>")  # fmt: skip
+    used = _props(_propfind(srv, "", quota)["/"])[f"{D}quota-used-bytes"]
+    assert int(used.text) >= len(data)
