@@ -3,6 +3,11 @@
 * GET/HEAD of a file: byte ranges as :mod:`gateway.dav.ranges` describes (WsgiDAV served only
   the last of several ranges, answered 416 when one of several was unsatisfiable, and 206 for
   an invalid ``bytes=10-5``). The body is streamed from the file's seekable reader, part by part.
+* GET/HEAD of a file also carry ``Content-Security-Policy: sandbox`` and
+  ``X-Content-Type-Options: nosniff`` (:data:`FILE_HEADERS`). A file is served with the type its
+  name or its uploader gave it, so an HTML or SVG file opened in a browser would run its script
+  in the share's origin, with the credentials the browser holds for the reader. WebDAV clients
+  ignore both headers; a browser still shows the page, without script.
 * PROPFIND: the body is read as RFC 4918 §9.1 has it. WsgiDAV looked for a ``<name/>`` element
   instead of ``<propname/>``, so a propname request got responses without any property, and it
   ignored ``<include/>``, so ``<allprop/>`` with included properties (quota, checksums) lacked
@@ -47,6 +52,10 @@ from gateway.dav.ranges import MAX_RANGES, ByteRange, Multipart, parse_range, re
 log = logging.getLogger(__name__)
 
 
+#: Sent with every file (see the module docstring)
+FILE_HEADERS = [("Content-Security-Policy", "sandbox"), ("X-Content-Type-Options", "nosniff")]
+
+
 def if_range_holds(value: str, etag: str, last_modified: float | None) -> bool:
     """RFC 9110 §13.1.5: an entity tag matches by strong comparison (a weak one never does),
     a date matches the exact Last-Modified second; anything else does not match."""
@@ -79,7 +88,7 @@ class HfdavRequestServer(RequestServer):
         etag = res.get_etag()
         modified = res.get_last_modified()
         ctype = res.get_content_type()
-        headers = [("Date", util.get_rfc1123_time()), ("ETag", f'"{etag}"'), ("Accept-Ranges", "bytes")]
+        headers = [("Date", util.get_rfc1123_time()), ("ETag", f'"{etag}"'), ("Accept-Ranges", "bytes"), *FILE_HEADERS]
         if modified is not None:
             headers.append(("Last-Modified", util.get_rfc1123_time(modified)))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import subprocess
 import time
 import xml.etree.ElementTree as ET
@@ -100,9 +101,8 @@ def test_quota_available_bytes_with_a_quota(server_factory, kind):
 
 # -- client programs and libraries -----------------------------------------------------------
 
-#: Awkward names every client below round-trips. (lftp reads folder listings from the HTML
-#: page, whose ``href="it&#39;s.txt"`` it does not decode, so ``'`` is left out for all.)
-NAMES = ["100% done.txt", "a#b.txt", "q?x.txt", "a+b&c=d.txt", "two  spaces .txt", "semi;colon.txt",
+#: Awkward names every client below round-trips
+NAMES = ["100% done.txt", "a#b.txt", "q?x.txt", "a+b&c=d.txt", "two  spaces .txt", "semi;colon.txt", "it's.txt",
          "中文 文件.txt", "emoji 😀.txt"]  # fmt: skip
 #: A time a sync must keep (whole seconds: what an HTTP date carries)
 OLD_MTIME = 1_262_304_000  # 2010-01-01T00:00:00Z
@@ -403,3 +403,39 @@ def test_finder_copy_sequence(srv):
              "<D:quota-available-bytes/><D:quota-used-bytes/></D:prop></D:propfind>")  # fmt: skip
     used = _props(_propfind(srv, "", quota)["/"])[f"{D}quota-used-bytes"]
     assert int(used.text) >= len(data)
+
+
+@ON_BOTH
+def test_stored_files_cannot_run_script_in_the_shares_origin(srv):
+    """A file is served with the type its name (or its uploader) gave it, so an uploaded HTML or
+    SVG page opened in a browser ran script in the share's origin, where the browser holds the
+    reader's credentials (it could list, change or delete the drive as the reader). Every file
+    is sent in a sandbox without content sniffing; WebDAV clients ignore both headers."""
+    page = b"<html><script>fetch('/', {method: 'DELETE'})</script></html>"
+    assert _put(srv, "page.html", page) in (201, 204)
+    assert _put(srv, "image.svg", b'<svg xmlns="http://www.w3.org/2000/svg"><script>1</script></svg>') in (201, 204)
+    assert _put(srv, "note.txt", page, **{"Content-Type": "text/html"}) in (201, 204)
+    for path in ("page.html", "image.svg", "note.txt"):
+        for method in ("GET", "HEAD"):
+            r = requests.request(method, srv.url_for(path), auth=srv.auth, timeout=30)
+            assert r.status_code == 200, path
+            assert r.headers.get("Content-Security-Policy") == "sandbox", (method, path)
+            assert r.headers.get("X-Content-Type-Options") == "nosniff", (method, path)
+    ranged = requests.get(srv.url_for("page.html"), headers={"Range": "bytes=0-5"}, auth=srv.auth, timeout=30)
+    assert ranged.status_code == 206 and ranged.headers.get("Content-Security-Policy") == "sandbox"
+    assert requests.get(srv.url_for("page.html"), auth=srv.auth, timeout=30).content == page
+
+
+@ON_BOTH
+def test_folder_page_links_carry_no_html_entities(srv):
+    """The folder page linked ``it's.txt`` as ``href="it&#39;s.txt"``, which lftp (it lists
+    folders from this page) does not decode: it asked for ``it&`` and skipped the file. The
+    page's office-edit link put the name unescaped into a ``'``-quoted attribute."""
+    _dav(srv, "MKCOL", "page")
+    for name in ("it's.txt", "Bob's plan.docx"):
+        assert _put(srv, f"page/{name}", b"x") in (201, 204)
+    page = requests.get(srv.url_for("page/"), auth=srv.auth, timeout=30).text
+    hrefs = re.findall(r"""href=["']([^"']*)""", page)
+    assert "it%27s.txt" in hrefs and "Bob%27s%20plan.docx" in hrefs, hrefs
+    assert not [h for h in hrefs if "&" in h], hrefs
+    assert "vnd.libreoffice.command:ofv|u|Bob%27s%20plan.docx" in hrefs, hrefs
