@@ -439,3 +439,23 @@ def test_folder_page_links_carry_no_html_entities(srv):
     assert "it%27s.txt" in hrefs and "Bob%27s%20plan.docx" in hrefs, hrefs
     assert not [h for h in hrefs if "&" in h], hrefs
     assert "vnd.libreoffice.command:ofv|u|Bob%27s%20plan.docx" in hrefs, hrefs
+
+
+@ON_BOTH
+def test_move_or_copy_onto_the_same_name_in_another_normal_form_loses_nothing(srv):
+    """Names are stored NFC, so ``café`` spelled NFD (macOS) and NFC is one resource. A MOVE
+    from one spelling to the other (what a client does that "fixes" NFD names) was taken for a
+    move onto another, existing resource: the destination, i.e. the source, was deleted first,
+    then the move failed with 409 and the file was gone."""
+    nfc, nfd = "caf\u00e9 normal.txt", "cafe\u0301 normal.txt"
+    folder_nfc, folder_nfd = "r\u00e9sum\u00e9s", "re\u0301sume\u0301s"
+    assert _put(srv, nfc, b"keep me") == 201
+    _dav(srv, "MKCOL", folder_nfc)
+    assert _put(srv, f"{folder_nfc}/inner.txt", b"keep me too") == 201
+    for method in ("MOVE", "COPY"):
+        r = _dav(srv, method, nfd, Destination=srv.url_for(nfc))
+        assert r.status_code == 403, (method, r.status_code)
+        r = _dav(srv, method, folder_nfd, Destination=srv.url_for(f"{folder_nfc}/sub"))
+        assert r.status_code == 403, (method, r.status_code)
+    assert requests.get(srv.url_for(nfc), auth=srv.auth, timeout=30).content == b"keep me"
+    assert requests.get(srv.url_for(f"{folder_nfc}/inner.txt"), auth=srv.auth, timeout=30).content == b"keep me too"
