@@ -15,9 +15,7 @@
 * COPY/MOVE: the destination is the path :mod:`gateway.dav.front` decoded from the
   ``Destination`` header (WsgiDAV decodes before splitting, so ``%3F`` or ``;`` in a name cut it
   short and the request hit another file). The algorithm is WsgiDAV's (RFC 4918 §9.8, §9.9),
-  written for a provider whose resources all move recursively in one step. Source and
-  destination are compared in their stored (NFC) form, so a MOVE of ``café`` from its NFD to
-  its NFC spelling is a move onto itself (403), not an overwrite that deletes the source.
+  written for a provider whose resources all move recursively in one step.
 
 Everything else (preconditions, lock checks, multi-status answers) is WsgiDAV's, through the
 helpers of :class:`~wsgidav.request_server.RequestServer`. :class:`RequestResolver` is the last
@@ -50,7 +48,6 @@ from wsgidav.request_server import RequestServer
 
 from gateway.dav.front import DESTINATION_KEY
 from gateway.dav.ranges import MAX_RANGES, ByteRange, Multipart, parse_range, resolve
-from gateway.paths import normalize
 
 log = logging.getLogger(__name__)
 
@@ -235,9 +232,7 @@ class HfdavRequestServer(RequestServer):
             self._check_write_permission(dest_parent, "0", environ)
         self._check_write_permission(dest_res, "infinity", environ)
 
-        # compared in the stored form: "café" in NFD and in NFC are one resource, and taking them
-        # for two would delete the destination, i.e. the source, before the move
-        if util.is_equal_or_child_uri(normalize(src_path) or "/", normalize(dest_path) or "/"):
+        if util.is_equal_or_child_uri(src_path, dest_path):
             self._fail(HTTP_FORBIDDEN, context_info="Cannot copy or move a resource onto or below itself")
         if dest_res is not None and not overwrite:
             self._fail(HTTP_PRECONDITION_FAILED, context_info="Destination exists and Overwrite is F")

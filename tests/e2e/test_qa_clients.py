@@ -459,3 +459,22 @@ def test_move_or_copy_onto_the_same_name_in_another_normal_form_loses_nothing(sr
         assert r.status_code == 403, (method, r.status_code)
     assert requests.get(srv.url_for(nfc), auth=srv.auth, timeout=30).content == b"keep me"
     assert requests.get(srv.url_for(f"{folder_nfc}/inner.txt"), auth=srv.auth, timeout=30).content == b"keep me too"
+
+
+@ON_BOTH
+def test_a_lock_holds_for_every_normal_form_of_the_name(srv):
+    """A file locked as ``café`` in NFC could be overwritten and deleted without the token
+    through its NFD spelling (macOS): the lock checks compared the raw request path."""
+    nfc, nfd = "lock caf\u00e9.txt", "lock cafe\u0301.txt"
+    assert _put(srv, nfc, b"locked") == 201
+    lock = _dav(srv, "LOCK", nfc, LOCKINFO.format(owner="qa"), Timeout="Second-60")
+    assert lock.status_code == 200, lock.text
+    token = lock.headers["Lock-Token"]
+    assert _put(srv, nfd, b"overwritten") == 423
+    assert _dav(srv, "DELETE", nfd).status_code == 423
+    assert _dav(srv, "MOVE", nfd, Destination=srv.url_for("lock elsewhere.txt")).status_code == 423
+    assert requests.get(srv.url_for(nfc), auth=srv.auth, timeout=30).content == b"locked"
+    assert _put(srv, nfd, b"with the token", If=f"({token})") == 204
+    assert _put(srv, nfc, b"tagged", If=f"<{srv.url_for(nfd)}> ({token})") == 204
+    assert _dav(srv, "UNLOCK", nfd, **{"Lock-Token": token}).status_code == 204
+    assert _put(srv, nfc, b"free") == 204
