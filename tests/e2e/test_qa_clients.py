@@ -91,6 +91,7 @@ def test_quota_properties_are_numbers_or_absent(srv):
     assert _props(_propfind(srv, "", body)["/"])[f"{D}quota-used-bytes"].text.isdigit()
 
 
+@pytest.mark.slow  # a server of its own: about 6 s with gunicorn's shutdown
 @BOTH_KINDS
 def test_quota_available_bytes_with_a_quota(server_factory, kind):
     srv = server_factory.start(kind, env={"HFDAV_QUOTA": "10MiB"})
