@@ -18,7 +18,9 @@ MAX_PATH_BYTES = 4096
 def normalize(path: str) -> str:
     """Validate ``path`` and return its normal form. Raises :class:`InvalidPath`.
 
-    Rejects ``.``/``..`` segments, NUL and other control characters, over-long names and paths.
+    Rejects ``.``/``..`` segments, NUL and other control characters, characters XML 1.0 cannot
+    carry (U+FFFE, U+FFFF, lone surrogates: a listing holding such a name could not be written, so
+    its whole folder would fail to list), over-long names and paths.
     Names are NFC-normalized so that macOS (NFD) and other clients agree on one spelling.
     """
     if "\x00" in path:
@@ -30,6 +32,8 @@ def normalize(path: str) -> str:
             raise InvalidPath(f"'{seg}' is not allowed in a path")
         if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in seg):
             raise InvalidPath("control character in a name")
+        if any(ch in "\ufffe\uffff" or "\ud800" <= ch <= "\udfff" for ch in seg):
+            raise InvalidPath("a name may not hold U+FFFE, U+FFFF or surrogates (not XML characters)")
         seg = unicodedata.normalize("NFC", seg)
         if len(seg.encode("utf-8")) > MAX_NAME_BYTES:
             raise InvalidPath(f"name longer than {MAX_NAME_BYTES} bytes")

@@ -15,7 +15,7 @@ from cheroot import wsgi
 
 from gateway.app import build_gateway
 from gateway.config import load_settings
-from gateway.dav.front import BadHeader, check_request, if_header_valid, parse_destination
+from gateway.dav.front import DESTINATION_KEY, BadHeader, check_request, if_header_valid, parse_destination
 from gateway.dav.ranges import MAX_RANGE_HEADER, ByteRange, Multipart, parse_range, resolve
 
 AUTH = ("admin", "pw")
@@ -143,6 +143,18 @@ def test_check_request(method, headers, expected):
         with pytest.raises(BadHeader) as err:
             check_request(environ)
         assert err.value.status == expected
+
+
+def test_paths_and_destinations_reach_wsgidav_in_nfc():
+    nfd, nfc = "cafe\u0301", "caf\u00e9"
+    wsgi = "/" + nfd.encode().decode("latin-1") + ".txt"  # as the server hands it over
+    environ = {"REQUEST_METHOD": "MOVE", "PATH_INFO": wsgi, "HTTP_HOST": HOST, "wsgi.url_scheme": "http",
+               "HTTP_DESTINATION": f"http://{HOST}/{quote(nfd)}/x.txt",
+               "HTTP_IF": f"<http://{HOST}/{quote(nfd)}> (Not <x:y>)"}  # fmt: skip
+    check_request(environ)
+    assert environ["PATH_INFO"].encode("latin-1").decode() == f"/{nfc}.txt"
+    assert environ[DESTINATION_KEY] == f"/{nfc}/x.txt"
+    assert f"/{quote(nfc)}" in environ["wsgidav.conditions.if"]
 
 
 # -- Range --------------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 
-from wsgidav.dir_browser import WsgiDavDirBrowser
 from wsgidav.error_printer import ErrorPrinter
 from wsgidav.mw.cors import Cors
 from wsgidav.wsgidav_app import WsgiDAVApp
@@ -13,6 +12,7 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 from gateway.admin_api import AdminApi
 from gateway.config import Settings
 from gateway.dav.auth import Authenticator, AuthGate
+from gateway.dav.browser import DirBrowser
 from gateway.dav.digest import load_key
 from gateway.dav.front import QuietBrokenBodies, RequestFront
 from gateway.dav.locks import DbLockStorage
@@ -62,7 +62,7 @@ def make_wsgi_app(settings: Settings, files: FileService):
         # Authentication happens in front of WsgiDAV, in gateway.dav.auth (one layer for WebDAV,
         # the admin API, /metrics and /healthz: throttling, checked Digest nonces, logs), so
         # WsgiDAV's own HTTPAuthenticator is left out.
-        "middleware_stack": [Cors, ErrorPrinter, WsgiDavDirBrowser, RequestResolver],
+        "middleware_stack": [Cors, ErrorPrinter, DirBrowser, RequestResolver],
         "lock_storage": DbLockStorage(repo, share_path=lambda: provider.share_path),
         "property_manager": DbPropertyManager(repo, lambda: provider.share_path),
         "mutable_live_props": ["{DAV:}getlastmodified"],

@@ -6,6 +6,12 @@ each such place loses data or drops the connection:
 
 * a request path that is not UTF-8 once percent-decoded (``/caf%e9.txt``) makes WsgiDAV raise
   while it re-encodes ``PATH_INFO``: the connection dropped without an answer. Here: 400.
+* names are stored in Unicode NFC (:mod:`gateway.paths`), so ``café`` spelled NFD (macOS) and
+  NFC is one resource; but WsgiDAV compares paths as given (lock checks, ``If`` tags, "onto
+  itself"): a file locked under one spelling could be overwritten or deleted under the other
+  without the token, and a MOVE from one spelling to the other deleted the file as an existing
+  destination, then failed. ``PATH_INFO``, the ``Destination`` path and the ``If`` tags are
+  brought to NFC here, so every layer behind sees one spelling.
 * ``Destination`` was percent-decoded *before* being split into path and query, so
   ``report%3F.txt`` became the path ``/report`` (COPY/MOVE overwrote an unrelated file), and a
   ``;`` cut the name as well. Here it is split first (RFC 3986), then only the path is decoded,
@@ -35,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from collections.abc import Iterable
 from urllib.parse import quote, unquote_to_bytes, urlsplit
 
@@ -136,7 +143,7 @@ def parse_destination(value: str, environ: dict) -> str:
     if not path.startswith("/"):
         raise BadHeader(400, "Destination must be an absolute URL or path")
     try:
-        return unquote_to_bytes(path.encode("latin-1")).decode("utf-8")
+        return unicodedata.normalize("NFC", unquote_to_bytes(path.encode("latin-1")).decode("utf-8"))
     except UnicodeError:
         raise BadHeader(400, "Destination is not UTF-8") from None
 
@@ -217,7 +224,10 @@ def parse_if_header(environ: dict) -> None:
 
 def check_request(environ: dict) -> None:
     """Validate the path and the URL- or list-valued headers; raises :class:`BadHeader`."""
-    wsgi_to_utf8(environ.get("PATH_INFO") or "", "request path")
+    path = wsgi_to_utf8(environ.get("PATH_INFO") or "", "request path")
+    nfc = unicodedata.normalize("NFC", path)
+    if nfc != path:
+        environ["PATH_INFO"] = nfc.encode("utf-8").decode("latin-1")
     if "HTTP_DEPTH" in environ:
         depth = environ["HTTP_DEPTH"] = environ["HTTP_DEPTH"].strip().lower()
         if depth not in _DEPTHS:

@@ -67,6 +67,10 @@ def expected_length(environ: dict) -> int | None:
     return None
 
 
+#: RFC 4331 quota properties and the methods that give their values (None: not defined here)
+QUOTA_PROPS = {"{DAV:}quota-used-bytes": "get_used_bytes", "{DAV:}quota-available-bytes": "get_available_bytes"}
+
+
 class _Common:
     node: Node
 
@@ -94,6 +98,14 @@ class _Common:
             self.files.set_mtime(dest_path, mtime)
             self._changed()
         return True
+
+    def get_property_value(self, name):
+        # WsgiDAV answers a quota property asked for by name with an empty value when there is
+        # none (a file, or no HFDAV_QUOTA); clients read that as "0 bytes free". RFC 4331 §3:
+        # a property the resource does not have is 404.
+        if name in QUOTA_PROPS and getattr(self, QUOTA_PROPS[name])() is None:
+            raise DAVError(HTTP_NOT_FOUND)
+        return super().get_property_value(name)
 
     def set_property_value(self, name, value, dry_run=False):
         if name == DAV_LASTMODIFIED:

@@ -3,6 +3,15 @@
 * GET/HEAD of a file: byte ranges as :mod:`gateway.dav.ranges` describes (WsgiDAV served only
   the last of several ranges, answered 416 when one of several was unsatisfiable, and 206 for
   an invalid ``bytes=10-5``). The body is streamed from the file's seekable reader, part by part.
+* GET/HEAD of a file also carry ``Content-Security-Policy: sandbox`` and
+  ``X-Content-Type-Options: nosniff`` (:data:`FILE_HEADERS`). A file is served with the type its
+  name or its uploader gave it, so an HTML or SVG file opened in a browser would run its script
+  in the share's origin, with the credentials the browser holds for the reader. WebDAV clients
+  ignore both headers; a browser still shows the page, without script.
+* PROPFIND: the body is read as RFC 4918 §9.1 has it. WsgiDAV looked for a ``<name/>`` element
+  instead of ``<propname/>``, so a propname request got responses without any property, and it
+  ignored ``<include/>``, so ``<allprop/>`` with included properties (quota, checksums) lacked
+  them. A ``<propfind/>`` naming none of the three is taken as allprop, like an empty body.
 * COPY/MOVE: the destination is the path :mod:`gateway.dav.front` decoded from the
   ``Destination`` header (WsgiDAV decodes before splitting, so ``%3F`` or ``;`` in a name cut it
   short and the request hit another file). The algorithm is WsgiDAV's (RFC 4918 §9.8, §9.9),
@@ -18,7 +27,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 
-from wsgidav import util
+from wsgidav import util, xml_tools
 from wsgidav.dav_error import (
     HTTP_BAD_GATEWAY,
     HTTP_BAD_REQUEST,
@@ -30,6 +39,7 @@ from wsgidav.dav_error import (
     HTTP_PRECONDITION_FAILED,
     HTTP_RANGE_NOT_SATISFIABLE,
     DAVError,
+    PRECONDITION_CODE_PropfindFiniteDepth,
     as_DAVError,
 )
 from wsgidav.mw.base_mw import BaseMiddleware
@@ -40,6 +50,10 @@ from gateway.dav.front import DESTINATION_KEY
 from gateway.dav.ranges import MAX_RANGES, ByteRange, Multipart, parse_range, resolve
 
 log = logging.getLogger(__name__)
+
+
+#: Sent with every file (see the module docstring)
+FILE_HEADERS = [("Content-Security-Policy", "sandbox"), ("X-Content-Type-Options", "nosniff")]
 
 
 def if_range_holds(value: str, etag: str, last_modified: float | None) -> bool:
@@ -74,7 +88,7 @@ class HfdavRequestServer(RequestServer):
         etag = res.get_etag()
         modified = res.get_last_modified()
         ctype = res.get_content_type()
-        headers = [("Date", util.get_rfc1123_time()), ("ETag", f'"{etag}"'), ("Accept-Ranges", "bytes")]
+        headers = [("Date", util.get_rfc1123_time()), ("ETag", f'"{etag}"'), ("Accept-Ranges", "bytes"), *FILE_HEADERS]
         if modified is not None:
             headers.append(("Last-Modified", util.get_rfc1123_time(modified)))
 
@@ -137,6 +151,51 @@ class HfdavRequestServer(RequestServer):
                     yield data
         finally:
             reader.close()
+
+    # -- PROPFIND -------------------------------------------------------------------------
+
+    def do_PROPFIND(self, environ, start_response):
+        """WsgiDAV's checks and answer, with the body read by :meth:`_propfind_request`."""
+        path = environ["PATH_INFO"]
+        res = self._davProvider.get_resource_inst(path, environ)
+        depth = environ.setdefault("HTTP_DEPTH", "infinity")  # RFC 4918 §9.1: the default
+        if depth not in ("0", "1", "infinity"):
+            self._fail(HTTP_BAD_REQUEST, context_info=f"Invalid Depth header: {depth!r}")
+        if depth == "infinity" and not self.allow_propfind_infinite:
+            self._fail(HTTP_FORBIDDEN, context_info="PROPFIND with Depth infinity is disabled",
+                       err_condition=PRECONDITION_CODE_PropfindFiniteDepth)  # fmt: skip
+        if res is None:
+            self._fail(HTTP_NOT_FOUND, context_info=path)
+        self._evaluate_if_headers(res, environ)
+        mode, names = self._propfind_request(environ)
+
+        multistatus = xml_tools.make_multistatus_el()
+        for child in res.get_descendants(depth=depth, add_self=True):
+            if mode == "allprop" and names:
+                listed = child.get_property_names(is_allprop=True)
+                props = child.get_properties("named", name_list=listed + [n for n in names if n not in listed])
+            else:
+                props = child.get_properties(mode, name_list=names if mode == "named" else None)
+            util.add_property_response(multistatus, child.get_href(), props)
+        return util.send_multi_status_response(environ, start_response, multistatus)
+
+    def _propfind_request(self, environ) -> tuple[str, list[str]]:
+        """``(mode, names)`` of the PROPFIND body: WsgiDAV's modes ``"allprop"`` (``names`` are
+        the included ones), ``"name"`` (propname) or ``"named"``. 400 for a body that is not a
+        propfind or that combines the modes."""
+        body = util.parse_xml_body(environ, allow_empty=True)
+        if body is None:
+            return "allprop", []
+        if body.tag != "{DAV:}propfind":
+            self._fail(HTTP_BAD_REQUEST, context_info="The PROPFIND body is not a DAV:propfind")
+        modes = {"{DAV:}allprop": "allprop", "{DAV:}propname": "name", "{DAV:}prop": "named"}
+        found = [modes[el.tag] for el in body if el.tag in modes]
+        if len(set(found)) > 1:
+            self._fail(HTTP_BAD_REQUEST, context_info="allprop, propname and prop are mutually exclusive")
+        mode = found[0] if found else "allprop"
+        wanted = {"allprop": "{DAV:}include", "named": "{DAV:}prop"}.get(mode)
+        names = [prop.tag for el in body if el.tag == wanted for prop in el if isinstance(prop.tag, str)]
+        return mode, names
 
     # -- COPY / MOVE ----------------------------------------------------------------------
 

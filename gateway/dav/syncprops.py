@@ -15,8 +15,8 @@ These follow ownCloud/Nextcloud, whose conventions rclone (vendors ``owncloud`` 
   does. Other algorithms (``ADLER32``) are not checked.
 * ``{http://owncloud.org/ns}checksums``: ``<oc:checksum>SHA1:<hex> MD5:<hex></oc:checksum>``,
   read by rclone (owncloud: MD5 and SHA-1; nextcloud: SHA-1) for ``check``/``md5sum`` and to
-  compare files in a ``sync``. Answered when asked for by name only (allprop lists RFC 4918
-  properties).
+  compare files in a ``sync``. Answered when asked for by name only (in ``<prop>``, or in the
+  ``<include>`` of an ``<allprop>``; allprop alone lists RFC 4918 properties).
 
 rclone with vendor ``other`` sends no time at all and reads no checksum: nothing a server can
 do makes it keep times (it compares sizes only).

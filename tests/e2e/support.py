@@ -49,6 +49,7 @@ TOOL_HINTS = {
     "mount.davfs": "apt-get install davfs2 (or scripts/test.sh as root)",
     "cadaver": "apt-get install cadaver (or scripts/test.sh as root)",
     "curl": "apt-get install curl",
+    "lftp": "apt-get install lftp (or scripts/test.sh as root)",
 }
 
 #: Environment variables of the gateway that must not leak from the caller into a test server.
