@@ -408,7 +408,9 @@ class StrictRequest(cheroot_request.Request):
         else:
             self.rfile = KnownLengthRFile(self.conn.rfile, int(self.inheaders.get(b"Content-Length", 0)))
         try:
-            self.server.gateway(self).respond()
+            gateway = self.server.gateway(self)
+            gateway.env[server_io.SOCKET_KEY] = self.conn.socket
+            gateway.respond()
             if self.ready:
                 self.ensure_headers_sent()
             if self.chunked_write:
