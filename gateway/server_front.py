@@ -315,11 +315,11 @@ class HeadGate(ConnectionManager):
 
 class _Headers(dict):
     """Request headers as cheroot's header reader fills them in; a repeated Content-Length
-    is an error (cheroot would keep the last one)."""
+    or Host is an error (cheroot would keep the last one; RFC 9112 §3.2, §6.3)."""
 
     def __setitem__(self, key, value):
-        if key == b"Content-Length" and key in self:
-            raise ValueError("more than one Content-Length")
+        if key in (b"Content-Length", b"Host") and key in self:
+            raise ValueError(f"more than one {key.decode()}")
         super().__setitem__(key, value)
 
 
