@@ -27,3 +27,37 @@ def test_the_root_cannot_be_deleted_moved_or_replaced(server_factory, kind, meth
     assert r.status_code == 403, (r.status_code, r.text[:200])
     assert s.get(server.url_for("f.txt"), timeout=30).content == b"kept"
     assert s.request("PROPFIND", server.url, headers={"Depth": "0"}, timeout=30).status_code == 207
+
+
+def _proppatch(props: dict[str, str]) -> str:
+    inner = "".join(f'<Z:{k} xmlns:Z="urn:qa">{v}</Z:{k}>' for k, v in props.items())
+    head = '<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:">'
+    return f"{head}<D:set><D:prop>{inner}</D:prop></D:set></D:propertyupdate>"
+
+
+def test_dead_properties_of_a_resource_are_bounded(server_factory):
+    """Dead properties live in the database, outside the quota, and every PROPFIND of the
+    resource (or of its folder) carries them: a user could store without limit beside a
+    one-byte file (four 900 KiB values were stored and answered). Beyond the bound the
+    PROPPATCH is answered 507 for the property (RFC 4918 §9.2.1) and nothing of it is stored."""
+    srv = server_factory.start("cheroot")
+    s = srv.session()
+    s.put(srv.url_for("f.txt"), data=b"x", timeout=30).raise_for_status()
+    big = _proppatch({"big": "v" * (900 * 1024)})
+    r = s.request("PROPPATCH", srv.url_for("f.txt"), data=big, timeout=30)
+    assert r.status_code == 207 and "507" in r.text, r.text[:300]
+    stored = 0
+    for i in range(200):  # many small ones, one request each: bounded in total as well
+        r = s.request("PROPPATCH", srv.url_for("f.txt"), data=_proppatch({f"p{i}": "v" * 2000}), timeout=30)
+        assert r.status_code == 207
+        stored += "507" not in r.text
+    assert 0 < stored < 200
+    listing = s.request("PROPFIND", srv.url_for("f.txt"), headers={"Depth": "0"}, timeout=30)
+    assert listing.status_code == 207
+    assert len(listing.content) < 200 * 1024, len(listing.content)
+    # removing makes room again
+    remove = ('<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:"><D:remove><D:prop>'
+              '<Z:p0 xmlns:Z="urn:qa"/></D:prop></D:remove></D:propertyupdate>')  # fmt: skip
+    assert "200" in s.request("PROPPATCH", srv.url_for("f.txt"), data=remove, timeout=30).text
+    r = s.request("PROPPATCH", srv.url_for("f.txt"), data=_proppatch({"again": "v" * 1000}), timeout=30)
+    assert "507" not in r.text and "200 OK" in r.text, r.text[:300]
