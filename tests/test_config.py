@@ -57,3 +57,11 @@ def test_max_xml_body(tmp_path):
     assert load_settings({"HFDAV_DATA_DIR": str(tmp_path), "HFDAV_MAX_XML_BODY": "4MiB"}).max_xml_body == 4 * MiB
     with pytest.raises(ConfigError, match="HFDAV_MAX_XML_BODY"):
         load_settings({"HFDAV_DATA_DIR": str(tmp_path), "HFDAV_MAX_XML_BODY": "1k"})
+
+
+def test_max_propfind_infinity(tmp_path):
+    env = {"HFDAV_DATA_DIR": str(tmp_path)}
+    assert load_settings(env).max_propfind_infinity == 10_000
+    assert load_settings({**env, "HFDAV_MAX_PROPFIND_INFINITY": "0"}).max_propfind_infinity == 0
+    with pytest.raises(ConfigError, match="HFDAV_MAX_PROPFIND_INFINITY"):
+        load_settings({**env, "HFDAV_MAX_PROPFIND_INFINITY": "-1"})

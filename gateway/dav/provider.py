@@ -32,12 +32,15 @@ class HfdavProvider(DAVProvider):
         upload_progress=None,
         read_only: bool = False,
         max_xml_body: int = DEFAULT_MAX_XML_BODY,
+        max_propfind_infinity: int = 10_000,
     ):
         super().__init__()
         self.files = files
         self.upload_progress = upload_progress
         self._read_only = read_only
         self.max_xml_body = max_xml_body
+        #: members a Depth-infinity PROPFIND may list (see HfdavRequestServer.do_PROPFIND)
+        self.max_propfind_infinity = max_propfind_infinity
 
     def is_readonly(self):
         return self._read_only

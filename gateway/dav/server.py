@@ -1,4 +1,4 @@
-"""WsgiDAV's request server with the two handlers it gets wrong for us replaced:
+"""WsgiDAV's request server with the two handlers it gets wrong for us replaced, and one bounded:
 
 * GET/HEAD of a file: byte ranges as :mod:`gateway.dav.ranges` describes (WsgiDAV served only
   the last of several ranges, answered 416 when one of several was unsatisfiable, and 206 for
@@ -7,6 +7,8 @@
   ``Destination`` header (WsgiDAV decodes before splitting, so ``%3F`` or ``;`` in a name cut it
   short and the request hit another file). The algorithm is WsgiDAV's (RFC 4918 §9.8, §9.9),
   written for a provider whose resources all move recursively in one step.
+* PROPFIND with Depth infinity (or no Depth): refused with 403 ``propfind-finite-depth`` over
+  ``HFDAV_MAX_PROPFIND_INFINITY`` members (its cost grows with the whole tree below it).
 
 Everything else (preconditions, lock checks, multi-status answers) is WsgiDAV's, through the
 helpers of :class:`~wsgidav.request_server.RequestServer`. :class:`RequestResolver` is the last
@@ -30,6 +32,7 @@ from wsgidav.dav_error import (
     HTTP_PRECONDITION_FAILED,
     HTTP_RANGE_NOT_SATISFIABLE,
     DAVError,
+    PRECONDITION_CODE_PropfindFiniteDepth,
     as_DAVError,
 )
 from wsgidav.mw.base_mw import BaseMiddleware
@@ -38,6 +41,7 @@ from wsgidav.request_server import RequestServer
 
 from gateway.dav.front import DESTINATION_KEY
 from gateway.dav.ranges import MAX_RANGES, ByteRange, Multipart, parse_range, resolve
+from gateway.paths import InvalidPath, normalize
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,24 @@ def if_range_holds(value: str, etag: str, last_modified: float | None) -> bool:
 
 class HfdavRequestServer(RequestServer):
     """See the module docstring."""
+
+    # -- PROPFIND ---------------------------------------------------------------------------
+
+    def do_PROPFIND(self, environ, start_response):
+        """Depth infinity (the default without a Depth header) costs in proportion to the whole
+        tree below: over the provider's ``max_propfind_infinity`` members it is refused with
+        403 propfind-finite-depth (RFC 4918 §9.1), before anything is listed."""
+        if environ.setdefault("HTTP_DEPTH", "infinity") == "infinity":
+            provider = self._davProvider
+            try:
+                key = normalize(environ["PATH_INFO"])
+            except InvalidPath:
+                key = None  # WsgiDAV answers a bad path itself
+            limit = provider.max_propfind_infinity
+            if key is not None and provider.files.repo.count_subtree(key, limit) > limit:
+                self._fail(HTTP_FORBIDDEN, context_info=f"Depth infinity lists at most {limit} members here; "
+                           "use Depth 1", err_condition=PRECONDITION_CODE_PropfindFiniteDepth)  # fmt: skip
+        return super().do_PROPFIND(environ, start_response)
 
     # -- GET / HEAD -----------------------------------------------------------------------
 
