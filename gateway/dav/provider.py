@@ -33,6 +33,7 @@ class HfdavProvider(DAVProvider):
         read_only: bool = False,
         max_xml_body: int = DEFAULT_MAX_XML_BODY,
         max_propfind_infinity: int = 10_000,
+        max_copy_members: int = 10_000,
     ):
         super().__init__()
         self.files = files
@@ -41,6 +42,8 @@ class HfdavProvider(DAVProvider):
         self.max_xml_body = max_xml_body
         #: members a Depth-infinity PROPFIND may list (see HfdavRequestServer.do_PROPFIND)
         self.max_propfind_infinity = max_propfind_infinity
+        #: members a COPY of a folder may copy (HfdavRequestServer._copy_or_move)
+        self.max_copy_members = max_copy_members
 
     def is_readonly(self):
         return self._read_only

@@ -8,7 +8,8 @@
   short and the request hit another file). The algorithm is WsgiDAV's (RFC 4918 §9.8, §9.9),
   written for a provider whose resources all move recursively in one step.
 * PROPFIND with Depth infinity (or no Depth): refused with 403 ``propfind-finite-depth`` over
-  ``HFDAV_MAX_PROPFIND_INFINITY`` members (its cost grows with the whole tree below it).
+  ``HFDAV_MAX_PROPFIND_INFINITY`` members (its cost grows with the whole tree below it); a
+  COPY of a folder over ``HFDAV_MAX_COPY_MEMBERS`` members likewise with 507.
 
 Everything else (preconditions, lock checks, multi-status answers) is WsgiDAV's, through the
 helpers of :class:`~wsgidav.request_server.RequestServer`. :class:`RequestResolver` is the last
@@ -27,6 +28,7 @@ from wsgidav.dav_error import (
     HTTP_CONFLICT,
     HTTP_CREATED,
     HTTP_FORBIDDEN,
+    HTTP_INSUFFICIENT_STORAGE,
     HTTP_NO_CONTENT,
     HTTP_NOT_FOUND,
     HTTP_PRECONDITION_FAILED,
@@ -175,6 +177,11 @@ class HfdavRequestServer(RequestServer):
             environ["wsgi.input"].read(util.get_content_length(environ))
             environ["wsgidav.all_input_read"] = 1
         depth = self._copy_depth(environ, src_res, is_move)
+        if not is_move and depth == "infinity":
+            # a row (and time) per member, and every COPY may double the tree: bounded
+            limit = provider.max_copy_members
+            if provider.files.repo.count_subtree(src_res.node.path, limit) > limit:
+                self._fail(HTTP_INSUFFICIENT_STORAGE, context_info=f"a COPY copies at most {limit} members")
 
         dest_path = self._share_path(environ, environ[DESTINATION_KEY])
         if src_res.is_collection:

@@ -83,3 +83,23 @@ def test_propfind_depth_infinity_is_bounded(server_factory):
     assert s.request("PROPFIND", srv.url_for("small"), headers={"Depth": "infinity"}, timeout=30).status_code == 207
     listing = s.request("PROPFIND", srv.url_for("big"), headers={"Depth": "1"}, timeout=30)
     assert listing.status_code == 207 and listing.text.count("<D:response") == 13
+
+
+def test_copy_of_a_tree_is_bounded(server_factory):
+    """COPY of a folder costs a database row (and time) per member: 4,000 files took 13 s,
+    and each COPY can double the tree, so a few requests grew the database without bound
+    (files of 0 bytes do not count towards the quota). Over HFDAV_MAX_COPY_MEMBERS members the
+    COPY is refused with 507 before anything is copied; a smaller one, and MOVE, still work."""
+    srv = server_factory.start("cheroot", env={"HFDAV_MAX_COPY_MEMBERS": "10"})
+    s = srv.session()
+    for folder, n in (("small", 3), ("big", 12)):
+        s.request("MKCOL", srv.url_for(folder), timeout=30).raise_for_status()
+        for i in range(n):
+            s.put(srv.url_for(f"{folder}/{i}.txt"), data=b"", timeout=30).raise_for_status()
+    r = s.request("COPY", srv.url_for("big"), headers={"Destination": srv.url_for("big2")}, timeout=30)
+    assert r.status_code == 507, (r.status_code, r.text[:200])
+    assert s.request("PROPFIND", srv.url_for("big2"), headers={"Depth": "0"}, timeout=30).status_code == 404
+    r = s.request("COPY", srv.url_for("small"), headers={"Destination": srv.url_for("small2")}, timeout=30)
+    assert r.status_code == 201
+    r = s.request("MOVE", srv.url_for("big"), headers={"Destination": srv.url_for("moved")}, timeout=30)
+    assert r.status_code == 201
