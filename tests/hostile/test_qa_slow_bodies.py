@@ -14,7 +14,7 @@ import time
 import pytest
 import requests
 
-from tests.e2e.support import BOTH_KINDS
+from tests.e2e.support import BOTH_KINDS, require_tool
 from tests.hostile.support import OTHER_CLIENT, closed_by_peer, connect
 
 pytestmark = pytest.mark.e2e
@@ -26,14 +26,9 @@ SLOW_BODIES = 40
 ANSWER_WITHIN_S = 10.0
 
 
-@pytest.mark.slow
-@BOTH_KINDS
-def test_trickled_bodies_without_credentials_do_not_hold_the_threads(server_factory, kind):
-    """40 unauthenticated PUTs announcing 1,000 bytes (small enough to be drained before the
-    401) that send one byte a second: a normal GET is answered, and the trickling connections
-    are closed by the server instead of being read for as long as they trickle."""
-    srv = server_factory.start(kind, env={"HFDAV_MAX_CONNECTIONS_PER_CLIENT": "0"})
-    requests.put(srv.url_for("f.txt"), data=b"hello", auth=srv.auth, timeout=30).raise_for_status()
+def _trickling(host: str, port: int, path: str):
+    """SLOW_BODIES unauthenticated PUTs under ``path`` that send a byte a second (from another
+    address than the normal client); returns the sockets and the event that stops them."""
     socks = []
     stop = threading.Event()
 
@@ -43,18 +38,33 @@ def test_trickled_bodies_without_credentials_do_not_hold_the_threads(server_fact
                 with contextlib.suppress(OSError):
                     s.send(b"x")
 
+    for i in range(SLOW_BODIES):
+        s = connect(host, port, source=OTHER_CLIENT)
+        s.sendall(f"PUT {path}slow{i} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n".encode())
+        socks.append(s)
+    threading.Thread(target=trickle, daemon=True).start()
+    time.sleep(2)  # every thread that took one of them is draining by now
+    return socks, stop
+
+
+def _answered_in_time(url: str, auth) -> None:
+    started = time.monotonic()
+    r = requests.get(url, auth=auth, timeout=ANSWER_WITHIN_S + 5)
+    assert r.status_code == 200
+    assert time.monotonic() - started < ANSWER_WITHIN_S
+
+
+@pytest.mark.slow
+@BOTH_KINDS
+def test_trickled_bodies_without_credentials_do_not_hold_the_threads(server_factory, kind):
+    """40 unauthenticated PUTs announcing 1,000 bytes (small enough to be drained before the
+    401) that send one byte a second: a normal GET is answered, and the trickling connections
+    are closed by the server instead of being read for as long as they trickle."""
+    srv = server_factory.start(kind, env={"HFDAV_MAX_CONNECTIONS_PER_CLIENT": "0"})
+    requests.put(srv.url_for("f.txt"), data=b"hello", auth=srv.auth, timeout=30).raise_for_status()
+    socks, stop = _trickling(srv.host, srv.port, "/")
     try:
-        for i in range(SLOW_BODIES):
-            s = connect(srv.host, srv.port, source=OTHER_CLIENT)
-            s.sendall(f"PUT /slow{i} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n".encode())
-            socks.append(s)
-        feeder = threading.Thread(target=trickle, daemon=True)
-        feeder.start()
-        time.sleep(2)  # every thread that took one of them is draining by now
-        started = time.monotonic()
-        r = requests.get(srv.url_for("f.txt"), auth=srv.auth, timeout=ANSWER_WITHIN_S + 5)
-        assert r.status_code == 200
-        assert time.monotonic() - started < ANSWER_WITHIN_S
+        _answered_in_time(srv.url_for("f.txt"), srv.auth)
         deadline = time.monotonic() + 30  # bounded; they would trickle for 1,000 s
         while sum(closed_by_peer(s) for s in socks) < SLOW_BODIES and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -63,3 +73,24 @@ def test_trickled_bodies_without_credentials_do_not_hold_the_threads(server_fact
         stop.set()
         for s in socks:
             s.close()
+
+
+@pytest.mark.slow
+def test_trickled_bodies_through_nginx_do_not_hold_the_threads(tmp_path):
+    """The container's path: nginx streams the trickle on to gunicorn, whose threads drained
+    it (all of them held by 40 such clients before)."""
+    require_tool("nginx")
+    from tests.container.support import start_boot
+
+    booted = start_boot(tmp_path)
+    try:
+        requests.put(booted.url_for("f.txt"), data=b"hello", auth=booted.auth, timeout=30).raise_for_status()
+        socks, stop = _trickling(booted.host, booted.port, "/dav/")
+        try:
+            _answered_in_time(booted.url_for("f.txt"), booted.auth)
+        finally:
+            stop.set()
+            for s in socks:
+                s.close()
+    finally:
+        assert booted.shutdown() == 0
