@@ -21,7 +21,8 @@ read and dropped for a moment, so that the client reads the answer instead of a 
 
 The request class is stricter about framing (RFC 9112 §6.3: Content-Length together with
 Transfer-Encoding, repeated or malformed Content-Length, malformed chunk sizes get 400 and the
-connection is closed) and answers ``Expect: 100-continue`` only when the application starts
+connection is closed), takes at most ``MAX_HEADER_FIELDS`` header lines (431 beyond; a
+repeated Host is a 400) and answers ``Expect: 100-continue`` only when the application starts
 reading the body, i.e. after authentication: a refused request gets its final answer first.
 """
 
@@ -53,6 +54,8 @@ MAX_CHUNK_LINE = 4096
 #: A body left unread before an answer is read and dropped up to this size to keep the
 #: connection; beyond it the connection is closed instead.
 MAX_BODY_DRAIN = 1 << 20
+#: Header lines of one request, at most (gunicorn's limit, see gateway.cli.gunicorn_command).
+MAX_HEADER_FIELDS = 100
 _RECV = 65536
 _HEAD_END = b"\r\n\r\n"
 _DIGITS = re.compile(rb"[0-9]{1,19}")
@@ -313,11 +316,23 @@ class HeadGate(ConnectionManager):
 # -- requests ---------------------------------------------------------------------------------
 
 
+class TooManyFields(ValueError):
+    """More than :data:`MAX_HEADER_FIELDS` header lines: answered 431."""
+
+
 class _Headers(dict):
     """Request headers as cheroot's header reader fills them in; a repeated Content-Length
-    or Host is an error (cheroot would keep the last one; RFC 9112 §3.2, §6.3)."""
+    or Host is an error (cheroot would keep the last one; RFC 9112 §3.2, §6.3), and so are more
+    than :data:`MAX_HEADER_FIELDS` lines (each costs parsing before any login)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines = 0
 
     def __setitem__(self, key, value):
+        self.lines += 1
+        if self.lines > MAX_HEADER_FIELDS:
+            raise TooManyFields(f"more than {MAX_HEADER_FIELDS} header fields")
         if key in (b"Content-Length", b"Host") and key in self:
             raise ValueError(f"more than one {key.decode()}")
         super().__setitem__(key, value)
@@ -382,6 +397,10 @@ class StrictRequest(cheroot_request.Request):
     def read_request_headers(self):
         try:
             self.header_reader(self.rfile, self.inheaders)
+        except TooManyFields as exc:
+            self.close_connection = True
+            self.simple_response("431 Request Header Fields Too Large", exc.args[0])
+            return False
         except ValueError as exc:
             self.simple_response("400 Bad Request", exc.args[0])
             return False
