@@ -14,7 +14,9 @@ blank line) has arrived, reading it without blocking in the manager's own thread
   (0: no per-client limit; behind a proxy every client has the proxy's address): a connection
   beyond them is answered 503 with ``Retry-After``.
 
-Only then does a request thread get the connection, with the head already in its read buffer;
+A complete head whose header lines are malformed (whitespace before the colon, obs-fold, a
+bare CR or a NUL: RFC 9112 §5) is refused with 400 there too. Only then does a request thread
+get the connection, with the head already in its read buffer;
 the body is read with ``body_timeout`` seconds allowed per socket read or write. Refusals are
 written without blocking, then the connection is half-closed and what the client still sends is
 read and dropped for a moment, so that the client reads the answer instead of a reset.
@@ -96,6 +98,17 @@ def _answer(status: str, extra: str = "") -> bytes:
 _BUSY = _answer("503 Service Unavailable", "Retry-After: 5\r\n")
 _TOO_LARGE = _answer("431 Request Header Fields Too Large")
 _TIMEOUT = _answer("408 Request Timeout")
+_BAD_FIELD = _answer("400 Bad Request")
+#: A header line (RFC 9112 §5, RFC 9110 §5.5): a token, a colon right after it, a value without
+#: control characters other than tab. Whitespace before the colon, a line folded onto the one
+#: before (obs-fold), a bare CR or a NUL are refused: a proxy in front may read them otherwise.
+_FIELD_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*")
+
+
+def well_formed_fields(head: bytes) -> bool:
+    """Whether every header line of a request head (without its blank line) is well formed."""
+    lines = head.lstrip(b"\r\n").split(b"\r\n")
+    return all(_FIELD_LINE.fullmatch(line) for line in lines[1:])
 
 
 class _Waiting:
@@ -197,6 +210,9 @@ class HeadGate(ConnectionManager):
             return True
         if end < 0:
             return False
+        if not well_formed_fields(bytes(head[:end])):
+            self._refuse(conn, _BAD_FIELD)
+            return True
         conn.rfile.unread(bytes(head))
         conn.socket.settimeout(self.limits.body_timeout)
         self.server.process_conn(conn)

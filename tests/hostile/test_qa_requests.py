@@ -53,3 +53,23 @@ def test_header_flood_is_refused(server_factory, kind):
     fine = "".join(f"X-{i}: a\r\n" for i in range(50))
     data = exchange(srv.host, srv.port, f"OPTIONS / HTTP/1.1\r\nHost: x\r\n{fine}{basic_header(srv)}\r\n\r\n".encode())
     assert status_of(data) == 200, data[:300]
+
+
+#: Header lines RFC 9112 §5 says to reject (or that carry a control character, RFC 9110 §5.5):
+#: a proxy in front may read them otherwise than the server, the ground of request smuggling.
+MALFORMED_FIELDS = {
+    "space before colon": "X-A : b",
+    "obs-fold": "X-A: b\r\n c",
+    "bare CR": "X-A: b\rc",
+    "NUL": "X-A: b\x00c",
+    "no colon": "X-A b",
+}
+
+
+@BOTH_KINDS
+@pytest.mark.parametrize("case", list(MALFORMED_FIELDS))
+def test_malformed_header_line_is_refused(server_factory, kind, case):
+    srv = server_factory.start(kind)
+    head = f"OPTIONS / HTTP/1.1\r\nHost: x\r\n{MALFORMED_FIELDS[case]}\r\n{basic_header(srv)}\r\n\r\n"
+    data = exchange(srv.host, srv.port, head.encode("latin-1"))
+    assert status_of(data) == 400, data[:300]
