@@ -48,6 +48,7 @@ from pathlib import Path
 from gateway.app import ensure_admin_password
 from gateway.cli import gunicorn_command
 from gateway.config import ConfigError, Settings, int_setting, load_settings
+from gateway.dav.auth import WRITE_METHODS
 from gateway.logs import setup_logging
 from gateway.sync.backup import BackupError, BackupKeyError, BackupLoop, MetadataBackup, sqlite_path
 
@@ -235,6 +236,16 @@ def open_files_limit() -> int:
     return MAX_WORKER_CONNECTIONS + NGINX_RESERVED_FILES if soft == resource.RLIM_INFINITY else soft
 
 
+def expect_challenge(anonymous: str) -> str:
+    """The map line of nginx.conf's ``$expect_needs_login``: which requests with ``Expect:
+    100-continue`` and no ``Authorization`` nginx answers 401 itself (all of them, the writing
+    methods with read-only anonymous access, none with read-write anonymous access)."""
+    if anonymous == "rw":
+        return ""
+    methods = "" if anonymous == "none" else "(" + "|".join(sorted(WRITE_METHODS)) + ")$"
+    return f'"~*^100-continue::{methods}" 1;'
+
+
 def render_nginx_conf(*, port: int, gateway: str, prefix: str, run_dir: Path, settings: Settings | None = None,
                       open_files: int = 1024) -> str:  # fmt: skip
     """nginx.conf with its placeholders filled in; the limits from ``settings`` (defaults if None)."""
@@ -251,6 +262,7 @@ def render_nginx_conf(*, port: int, gateway: str, prefix: str, run_dir: Path, se
         "LISTEN_PORT": str(port),
         "GATEWAY_ADDR": gateway,
         "PREFIX": prefix.rstrip("/"),
+        "EXPECT_CHALLENGE": expect_challenge(settings.anonymous),
         "RUN_DIR": str(run_dir),
         "SITE_DIR": str(SITE_DIR),
         # nginx switches workers to `nobody` when started as root; only root may say who to be

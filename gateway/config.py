@@ -62,6 +62,12 @@ Environment variables (command-line flags of ``hfdav serve`` override them):
                             beyond it get 507. Default: no quota.
 ``HFDAV_MAX_XML_BODY``      largest XML request body (PROPFIND, PROPPATCH, LOCK) accepted;
                             bigger ones get 413 before they are read (default ``1MiB``)
+``HFDAV_MAX_PROPFIND_INFINITY``
+                            members a PROPFIND with ``Depth: infinity`` (or without Depth)
+                            may list (default 10000; 0: always refused): over it, 403 with
+                            the ``propfind-finite-depth`` precondition (Depth 1 still works)
+``HFDAV_MAX_COPY_MEMBERS``  members a COPY of a folder may copy (default 10000; each is a
+                            database row, and the time of the request): over it, 507
 ``HFDAV_ENCRYPTION_KEY``    client-side encryption: 64 hex digits or base64 of a 32-byte key,
                             or ``passphrase:<text>`` (see gateway/crypto_keys.py and
                             docs/ENCRYPTION.md). Unset: no encryption.
@@ -167,6 +173,8 @@ class Settings:
     trash_days: float = 7
     quota: int | None = None
     max_xml_body: int = 1 * MiB
+    max_propfind_infinity: int = 10_000
+    max_copy_members: int = 10_000
     max_header_bytes: int = 64 * KiB
     header_timeout: int = 20
     idle_timeout: int = 60
@@ -453,6 +461,8 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
         trash_days=integer("HFDAV_TRASH_DAYS", 7, 0, 3650),
         quota=size("HFDAV_QUOTA", 0, 0, 1 << 60) or None,
         max_xml_body=size("HFDAV_MAX_XML_BODY", 1 * MiB, 4 * KiB, 16 * MiB),
+        max_propfind_infinity=integer("HFDAV_MAX_PROPFIND_INFINITY", 10_000, 0, 10_000_000),
+        max_copy_members=integer("HFDAV_MAX_COPY_MEMBERS", 10_000, 1, 10_000_000),
         max_header_bytes=size("HFDAV_MAX_HEADER_BYTES", 64 * KiB, 4 * KiB, 1 * MiB),
         header_timeout=integer("HFDAV_HEADER_TIMEOUT", 20, 1, 3600),
         idle_timeout=integer("HFDAV_IDLE_TIMEOUT", 60, 1, 24 * 3600),

@@ -14,14 +14,17 @@ blank line) has arrived, reading it without blocking in the manager's own thread
   (0: no per-client limit; behind a proxy every client has the proxy's address): a connection
   beyond them is answered 503 with ``Retry-After``.
 
-Only then does a request thread get the connection, with the head already in its read buffer;
+A complete head whose header lines are malformed (whitespace before the colon, obs-fold, a
+bare CR or a NUL: RFC 9112 §5) is refused with 400 there too. Only then does a request thread
+get the connection, with the head already in its read buffer;
 the body is read with ``body_timeout`` seconds allowed per socket read or write. Refusals are
 written without blocking, then the connection is half-closed and what the client still sends is
 read and dropped for a moment, so that the client reads the answer instead of a reset.
 
 The request class is stricter about framing (RFC 9112 §6.3: Content-Length together with
 Transfer-Encoding, repeated or malformed Content-Length, malformed chunk sizes get 400 and the
-connection is closed) and answers ``Expect: 100-continue`` only when the application starts
+connection is closed), takes at most ``MAX_HEADER_FIELDS`` header lines (431 beyond; a
+repeated Host is a 400) and answers ``Expect: 100-continue`` only when the application starts
 reading the body, i.e. after authentication: a refused request gets its final answer first.
 """
 
@@ -53,6 +56,8 @@ MAX_CHUNK_LINE = 4096
 #: A body left unread before an answer is read and dropped up to this size to keep the
 #: connection; beyond it the connection is closed instead.
 MAX_BODY_DRAIN = 1 << 20
+#: Header lines of one request, at most (gunicorn's limit, see gateway.cli.gunicorn_command).
+MAX_HEADER_FIELDS = 100
 _RECV = 65536
 _HEAD_END = b"\r\n\r\n"
 _DIGITS = re.compile(rb"[0-9]{1,19}")
@@ -93,6 +98,17 @@ def _answer(status: str, extra: str = "") -> bytes:
 _BUSY = _answer("503 Service Unavailable", "Retry-After: 5\r\n")
 _TOO_LARGE = _answer("431 Request Header Fields Too Large")
 _TIMEOUT = _answer("408 Request Timeout")
+_BAD_FIELD = _answer("400 Bad Request")
+#: A header line (RFC 9112 §5, RFC 9110 §5.5): a token, a colon right after it, a value without
+#: control characters other than tab. Whitespace before the colon, a line folded onto the one
+#: before (obs-fold), a bare CR or a NUL are refused: a proxy in front may read them otherwise.
+_FIELD_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*")
+
+
+def well_formed_fields(head: bytes) -> bool:
+    """Whether every header line of a request head (without its blank line) is well formed."""
+    lines = head.lstrip(b"\r\n").split(b"\r\n")
+    return all(_FIELD_LINE.fullmatch(line) for line in lines[1:])
 
 
 class _Waiting:
@@ -194,6 +210,9 @@ class HeadGate(ConnectionManager):
             return True
         if end < 0:
             return False
+        if not well_formed_fields(bytes(head[:end])):
+            self._refuse(conn, _BAD_FIELD)
+            return True
         conn.rfile.unread(bytes(head))
         conn.socket.settimeout(self.limits.body_timeout)
         self.server.process_conn(conn)
@@ -313,13 +332,25 @@ class HeadGate(ConnectionManager):
 # -- requests ---------------------------------------------------------------------------------
 
 
+class TooManyFields(ValueError):
+    """More than :data:`MAX_HEADER_FIELDS` header lines: answered 431."""
+
+
 class _Headers(dict):
     """Request headers as cheroot's header reader fills them in; a repeated Content-Length
-    is an error (cheroot would keep the last one)."""
+    or Host is an error (cheroot would keep the last one; RFC 9112 §3.2, §6.3), and so are more
+    than :data:`MAX_HEADER_FIELDS` lines (each costs parsing before any login)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines = 0
 
     def __setitem__(self, key, value):
-        if key == b"Content-Length" and key in self:
-            raise ValueError("more than one Content-Length")
+        self.lines += 1
+        if self.lines > MAX_HEADER_FIELDS:
+            raise TooManyFields(f"more than {MAX_HEADER_FIELDS} header fields")
+        if key in (b"Content-Length", b"Host") and key in self:
+            raise ValueError(f"more than one {key.decode()}")
         super().__setitem__(key, value)
 
 
@@ -382,6 +413,10 @@ class StrictRequest(cheroot_request.Request):
     def read_request_headers(self):
         try:
             self.header_reader(self.rfile, self.inheaders)
+        except TooManyFields as exc:
+            self.close_connection = True
+            self.simple_response("431 Request Header Fields Too Large", exc.args[0])
+            return False
         except ValueError as exc:
             self.simple_response("400 Bad Request", exc.args[0])
             return False
@@ -408,7 +443,9 @@ class StrictRequest(cheroot_request.Request):
         else:
             self.rfile = KnownLengthRFile(self.conn.rfile, int(self.inheaders.get(b"Content-Length", 0)))
         try:
-            self.server.gateway(self).respond()
+            gateway = self.server.gateway(self)
+            gateway.env[server_io.SOCKET_KEY] = self.conn.socket
+            gateway.respond()
             if self.ready:
                 self.ensure_headers_sent()
             if self.chunked_write:

@@ -34,6 +34,14 @@ from cheroot.makefile import MakeFile, StreamReader, StreamWriter
 from cheroot.server import HTTPConnection, KnownLengthRFile
 from wsgidav.dav_error import HTTP_BAD_REQUEST, DAVError
 
+#: environ key: the connection's socket (cheroot; gunicorn has its own key for it).
+SOCKET_KEY = "hfdav.socket"
+
+
+def request_socket(environ) -> socket.socket | None:
+    """The socket a request came on, under either server (None if the server does not say)."""
+    return environ.get(SOCKET_KEY) or environ.get("gunicorn.socket")
+
 
 class MalformedBody(DAVError, ValueError):
     """Raised by a body read when the request body's framing is broken (a malformed chunk):

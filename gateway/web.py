@@ -26,16 +26,19 @@ file of that name can still be written and listed, but not downloaded.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from html import escape
 
 from gateway import __version__, metrics
 from gateway.dav.auth import Authenticator, Identity, Refusal
-from gateway.server_io import direct_body_reader
+from gateway.server_io import direct_body_reader, request_socket
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("hfdav.access")
@@ -51,6 +54,8 @@ MAX_ROOT_BODY = 64 * 1024
 #: client's next request on it fails; Windows' WebClient also gives up on a 401 to a PUT whose
 #: body was not read. Bigger bodies are not read only to be thrown away.
 MAX_ERROR_DRAIN = 1 << 20
+#: ... and for this long at most: beyond, the connection is closed after the answer.
+MAX_ERROR_DRAIN_S = 2.0
 
 #: One check: returns a JSON-able dict that has at least ``"ok": bool``; may raise.
 HealthCheck = Callable[[], Mapping[str, object]]
@@ -70,9 +75,18 @@ class _CountingInput:
         self.count = 0
         self._direct = direct_body_reader(raw)
 
-    def drain(self, limit: int) -> None:
-        """Read and drop what is left of the body, at most ``limit`` bytes. A client that went
-        away ends the draining (the servers raise OSError or ValueError for a broken body)."""
+    def drain(self, limit: int, seconds: float, sock: socket.socket | None = None) -> None:
+        """Read and drop what is left of the body, at most ``limit`` bytes and ``seconds`` in
+        all. A client that went away ends the draining (the servers raise OSError or
+        ValueError for a broken body). A client that trickles its body is cut off when the
+        time is up: the read side of its socket (``sock``, the server's) is shut, so the read
+        under way returns at once and the server closes the connection after the answer
+        instead of reading on (a per-read timeout would let a byte a second hold this
+        thread for as long as the body announced)."""
+        cutoff = threading.Timer(seconds, _shut_reading, (sock,)) if sock is not None else None
+        if cutoff is not None:
+            cutoff.daemon = True
+            cutoff.start()
         left = limit
         try:
             while left > 0:
@@ -82,6 +96,9 @@ class _CountingInput:
                 left -= len(piece)
         except (OSError, ValueError):
             return
+        finally:
+            if cutoff is not None:
+                cutoff.cancel()
 
     def _add(self, data: bytes) -> bytes:
         self.count += len(data)
@@ -104,6 +121,11 @@ class _CountingInput:
     def __iter__(self):
         for line in self._raw:
             yield self._add(line)
+
+
+def _shut_reading(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RD)
 
 
 def _should_drain(environ: Mapping[str, str], counting: _CountingInput) -> bool:
@@ -205,7 +227,7 @@ class WebFront:
             code = status.split(" ", 1)[0]
             status_holder["status"] = code
             if code >= "400" and _should_drain(environ, counting):
-                counting.drain(MAX_ERROR_DRAIN)
+                counting.drain(MAX_ERROR_DRAIN, MAX_ERROR_DRAIN_S, request_socket(environ))
             return start_response(status, headers, exc_info)
 
         sent = 0

@@ -57,3 +57,19 @@ def test_max_xml_body(tmp_path):
     assert load_settings({"HFDAV_DATA_DIR": str(tmp_path), "HFDAV_MAX_XML_BODY": "4MiB"}).max_xml_body == 4 * MiB
     with pytest.raises(ConfigError, match="HFDAV_MAX_XML_BODY"):
         load_settings({"HFDAV_DATA_DIR": str(tmp_path), "HFDAV_MAX_XML_BODY": "1k"})
+
+
+def test_max_propfind_infinity(tmp_path):
+    env = {"HFDAV_DATA_DIR": str(tmp_path)}
+    assert load_settings(env).max_propfind_infinity == 10_000
+    assert load_settings({**env, "HFDAV_MAX_PROPFIND_INFINITY": "0"}).max_propfind_infinity == 0
+    with pytest.raises(ConfigError, match="HFDAV_MAX_PROPFIND_INFINITY"):
+        load_settings({**env, "HFDAV_MAX_PROPFIND_INFINITY": "-1"})
+
+
+def test_max_copy_members(tmp_path):
+    env = {"HFDAV_DATA_DIR": str(tmp_path)}
+    assert load_settings(env).max_copy_members == 10_000
+    assert load_settings({**env, "HFDAV_MAX_COPY_MEMBERS": "50"}).max_copy_members == 50
+    with pytest.raises(ConfigError, match="HFDAV_MAX_COPY_MEMBERS"):
+        load_settings({**env, "HFDAV_MAX_COPY_MEMBERS": "0"})

@@ -54,7 +54,13 @@ class _ResourceHeaders:
 
 
 def make_wsgi_app(settings: Settings, files: FileService):
-    provider = HfdavProvider(files, upload_progress=_progress, max_xml_body=settings.max_xml_body)
+    provider = HfdavProvider(
+        files,
+        upload_progress=_progress,
+        max_xml_body=settings.max_xml_body,
+        max_propfind_infinity=settings.max_propfind_infinity,
+        max_copy_members=settings.max_copy_members,
+    )
     repo = files.repo
     config = {
         "provider_mapping": {settings.prefix: provider},

@@ -20,6 +20,10 @@ each such place loses data or drops the connection:
   fragment, a relative one, or a malformed one is a 400; one on another scheme, host or port
   is a 502 (RFC 4918 §9.8.5). A ``user:password@`` in it is ignored, as Apache mod_dav does
   (git http-push sends it).
+* an HTTP/1.1 request needs exactly one well-formed ``Host`` (RFC 9112 §3.2): the one a
+  Destination is checked against.
+* a path must start with ``/``; ``OPTIONS *`` is answered as an OPTIONS of the share's root
+  (gunicorn passes the bare ``*`` on, on which WsgiDAV fails an assertion: a 500).
 * ``Depth`` and ``Overwrite`` must be one of their few values (RFC 4918 §10.2, §10.6), ``Timeout``
   of a LOCK a list of ``Second-N``/``Infinite`` (§10.7), ``Lock-Token`` of an UNLOCK a coded URL
   (§10.5): a 400 otherwise.
@@ -66,6 +70,9 @@ _IF_TOKEN = re.compile(
     r'\s*(?:(?P<url><[^<>\s]+>)|(?P<open>\()|(?P<close>\))|(?P<etag>\[(?:W/)?"[^"]*"\])|(?P<not>(?i:not)))'
 )
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+#: A Host header (RFC 9112 §3.2): a host name, IPv4 or bracketed IPv6 address, and a port; no
+#: list (a second Host line is joined to the first with a comma by cheroot).
+_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%!$&'()*+;=-]*)(?::[0-9]*)?")
 
 
 class BadHeader(Exception):
@@ -224,10 +231,22 @@ def parse_if_header(environ: dict) -> None:
 
 def check_request(environ: dict) -> None:
     """Validate the path and the URL- or list-valued headers; raises :class:`BadHeader`."""
-    path = wsgi_to_utf8(environ.get("PATH_INFO") or "", "request path")
+    path = environ.get("PATH_INFO") or ""
+    if path == "*" and environ.get("REQUEST_METHOD") == "OPTIONS":
+        # OPTIONS * (RFC 9110 §9.3.7) asks about the server: answered as for the share's root
+        # (cheroot turns the target into a path itself, gunicorn passes the bare "*" on)
+        environ["PATH_INFO"] = path = ""
+    elif path and not path.startswith("/"):
+        raise BadHeader(400, "request target must be an absolute path")
+    path = wsgi_to_utf8(path, "request path")
     nfc = unicodedata.normalize("NFC", path)
     if nfc != path:
         environ["PATH_INFO"] = nfc.encode("utf-8").decode("latin-1")
+    if "HTTP_HOST" not in environ:
+        if environ.get("SERVER_PROTOCOL") == "HTTP/1.1":
+            raise BadHeader(400, "an HTTP/1.1 request needs a Host")
+    elif not _HOST.fullmatch(environ["HTTP_HOST"]):
+        raise BadHeader(400, "malformed Host (or more than one)")
     if "HTTP_DEPTH" in environ:
         depth = environ["HTTP_DEPTH"] = environ["HTTP_DEPTH"].strip().lower()
         if depth not in _DEPTHS:

@@ -32,12 +32,18 @@ class HfdavProvider(DAVProvider):
         upload_progress=None,
         read_only: bool = False,
         max_xml_body: int = DEFAULT_MAX_XML_BODY,
+        max_propfind_infinity: int = 10_000,
+        max_copy_members: int = 10_000,
     ):
         super().__init__()
         self.files = files
         self.upload_progress = upload_progress
         self._read_only = read_only
         self.max_xml_body = max_xml_body
+        #: members a Depth-infinity PROPFIND may list (see HfdavRequestServer.do_PROPFIND)
+        self.max_propfind_infinity = max_propfind_infinity
+        #: members a COPY of a folder may copy (HfdavRequestServer._copy_or_move)
+        self.max_copy_members = max_copy_members
 
     def is_readonly(self):
         return self._read_only
@@ -101,6 +107,8 @@ class HfdavProvider(DAVProvider):
                 raise DAVError(HTTP_FORBIDDEN, context_info="read-only access")
         if method in XML_METHODS:
             read_xml_body(environ, self.max_xml_body)
+        if method in ("DELETE", "MOVE") and _is_root(environ.get("PATH_INFO", "")):
+            raise DAVError(HTTP_FORBIDDEN, context_info="the share's root cannot be deleted or moved")
         if method in ("PUT", "MKCOL", "MOVE", "COPY"):
             self._check_target(environ, method)
         if method == "PUT":
@@ -116,6 +124,8 @@ class HfdavProvider(DAVProvider):
             share = self.share_path or ""
             if share and (raw == share or raw.startswith(share + "/")):
                 raw = raw[len(share) :]
+            if DESTINATION_KEY in environ and _is_root(raw):
+                raise DAVError(HTTP_FORBIDDEN, context_info="the share's root cannot be replaced")
         try:
             self.files.check_writable(normalize(raw))
         except InvalidPath:
@@ -177,3 +187,9 @@ def _refusal(environ, start_response, err: DAVError):
     start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
     if environ.get("REQUEST_METHOD") != "HEAD":
         yield body
+
+
+def _is_root(path: str) -> bool:
+    """Whether a share-relative path names the share's root (which has no parent: WsgiDAV's
+    DELETE, MOVE and COPY handlers fail on it with a 500)."""
+    return not path.strip("/")

@@ -1,4 +1,4 @@
-"""WsgiDAV's request server with the two handlers it gets wrong for us replaced:
+"""WsgiDAV's request server with the two handlers it gets wrong for us replaced, and one bounded:
 
 * GET/HEAD of a file: byte ranges as :mod:`gateway.dav.ranges` describes (WsgiDAV served only
   the last of several ranges, answered 416 when one of several was unsatisfiable, and 206 for
@@ -16,6 +16,9 @@
   ``Destination`` header (WsgiDAV decodes before splitting, so ``%3F`` or ``;`` in a name cut it
   short and the request hit another file). The algorithm is WsgiDAV's (RFC 4918 §9.8, §9.9),
   written for a provider whose resources all move recursively in one step.
+* PROPFIND with Depth infinity (or no Depth): refused with 403 ``propfind-finite-depth`` over
+  ``HFDAV_MAX_PROPFIND_INFINITY`` members (its cost grows with the whole tree below it); a
+  COPY of a folder over ``HFDAV_MAX_COPY_MEMBERS`` members likewise with 507.
 
 Everything else (preconditions, lock checks, multi-status answers) is WsgiDAV's, through the
 helpers of :class:`~wsgidav.request_server.RequestServer`. :class:`RequestResolver` is the last
@@ -34,6 +37,7 @@ from wsgidav.dav_error import (
     HTTP_CONFLICT,
     HTTP_CREATED,
     HTTP_FORBIDDEN,
+    HTTP_INSUFFICIENT_STORAGE,
     HTTP_NO_CONTENT,
     HTTP_NOT_FOUND,
     HTTP_PRECONDITION_FAILED,
@@ -48,6 +52,7 @@ from wsgidav.request_server import RequestServer
 
 from gateway.dav.front import DESTINATION_KEY
 from gateway.dav.ranges import MAX_RANGES, ByteRange, Multipart, parse_range, resolve
+from gateway.paths import InvalidPath, normalize
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +73,23 @@ def if_range_holds(value: str, etag: str, last_modified: float | None) -> bool:
 
 class HfdavRequestServer(RequestServer):
     """See the module docstring."""
+
+    # -- PROPFIND ---------------------------------------------------------------------------
+
+    def _refuse_big_infinity(self, environ) -> None:
+        """Depth infinity (the default without a Depth header) costs in proportion to the whole
+        tree below: over the provider's ``max_propfind_infinity`` members it is refused with
+        403 propfind-finite-depth (RFC 4918 §9.1), before anything is listed."""
+        if environ.setdefault("HTTP_DEPTH", "infinity") == "infinity":
+            provider = self._davProvider
+            try:
+                key = normalize(environ["PATH_INFO"])
+            except InvalidPath:
+                key = None  # WsgiDAV answers a bad path itself
+            limit = provider.max_propfind_infinity
+            if key is not None and provider.files.repo.count_subtree(key, limit) > limit:
+                self._fail(HTTP_FORBIDDEN, context_info=f"Depth infinity lists at most {limit} members here; "
+                           "use Depth 1", err_condition=PRECONDITION_CODE_PropfindFiniteDepth)  # fmt: skip
 
     # -- GET / HEAD -----------------------------------------------------------------------
 
@@ -156,6 +178,7 @@ class HfdavRequestServer(RequestServer):
 
     def do_PROPFIND(self, environ, start_response):
         """WsgiDAV's checks and answer, with the body read by :meth:`_propfind_request`."""
+        self._refuse_big_infinity(environ)
         path = environ["PATH_INFO"]
         res = self._davProvider.get_resource_inst(path, environ)
         depth = environ.setdefault("HTTP_DEPTH", "infinity")  # RFC 4918 §9.1: the default
@@ -212,6 +235,11 @@ class HfdavRequestServer(RequestServer):
             environ["wsgi.input"].read(util.get_content_length(environ))
             environ["wsgidav.all_input_read"] = 1
         depth = self._copy_depth(environ, src_res, is_move)
+        if not is_move and depth == "infinity":
+            # a row (and time) per member, and every COPY may double the tree: bounded
+            limit = provider.max_copy_members
+            if provider.files.repo.count_subtree(src_res.node.path, limit) > limit:
+                self._fail(HTTP_INSUFFICIENT_STORAGE, context_info=f"a COPY copies at most {limit} members")
 
         dest_path = self._share_path(environ, environ[DESTINATION_KEY])
         if src_res.is_collection:

@@ -464,6 +464,12 @@ class MetadataRepository:
             rows = c.execute(_node_select().where(self._subtree(path)).order_by(nodes.c.path))
             return [_to_node(r) for r in rows]
 
+    def count_subtree(self, path: str, limit: int) -> int:
+        """Nodes at ``path`` and below it, counted up to ``limit + 1`` at most (a bounded scan)."""
+        with self._read() as c:
+            found = select(nodes.c.id).where(self._subtree(path)).limit(limit + 1).subquery()
+            return int(c.execute(select(func.count()).select_from(found)).scalar())
+
     def count_nodes(self) -> int:
         with self._read() as c:
             return int(c.execute(select(func.count()).select_from(nodes)).scalar())

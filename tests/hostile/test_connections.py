@@ -318,3 +318,40 @@ def test_socket_helpers_see_a_reset(server_factory):
         assert closed_by_peer(s)
     with socket.create_connection((srv.host, srv.port)) as s:
         assert not closed_by_peer(s)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("anonymous", ["none", "ro"])
+def test_expect_continue_through_nginx_is_not_answered_before_authentication(tmp_path, anonymous):
+    """The container's path: nginx sends "100 Continue" itself once it streams a body to the
+    gateway, so it answers an Expect without credentials 401 (Basic challenge) on its own;
+    with read-only anonymous access only for writing methods. With credentials the 100 comes
+    and the upload lands."""
+    require_tool("nginx")
+    from tests.container.support import start_boot
+
+    booted = start_boot(tmp_path, env={"HFDAV_ANONYMOUS": anonymous})
+    try:
+        with connect(booted.host, booted.port) as s:
+            s.sendall(_head(booted, "PUT /dav/big.bin HTTP/1.1", "Content-Length: 100000000", "Expect: 100-continue"))
+            data = read_response(s, timeout=10)
+        assert statuses_of(data)[:1] == [401], data[:300]
+        assert b'www-authenticate: basic realm="hfdav"' in data.lower()
+
+        body = b'<?xml version="1.0"?><propfind xmlns="DAV:"><allprop/></propfind>'
+        propfind = _head(booted, "PROPFIND /dav/ HTTP/1.1", "Depth: 0", f"Content-Length: {len(body)}",
+                         "Expect: 100-continue")  # fmt: skip
+        first = statuses_of(exchange(booted.host, booted.port, propfind + body))[:1]
+        assert first == ([401] if anonymous == "none" else [100]), first
+
+        with connect(booted.host, booted.port) as s:
+            s.sendall(_head(booted, "PUT /dav/ok.bin HTTP/1.1", basic_header(booted), "Content-Length: 5",
+                            "Expect: 100-continue"))  # fmt: skip
+            s.settimeout(10)
+            interim = s.recv(65536)
+            assert statuses_of(interim) == [100], interim
+            s.sendall(b"hello")
+            assert statuses_of(read_response(s, timeout=10))[-1:] == [201]
+        assert requests.get(booted.url_for("ok.bin"), auth=booted.auth, timeout=10).content == b"hello"
+    finally:
+        assert booted.shutdown() == 0
