@@ -450,3 +450,29 @@ def test_write_errors_for_a_full_disk_are_insufficient_storage(files, monkeypatc
     monkeypatch.undo()
     assert files.read_bytes("/x") == b"old"
     assert files.tmp_files() == []
+
+
+def test_a_refused_lock_never_releases_a_lock_granted_to_another_meanwhile(gw, monkeypatch):
+    # A LOCK refused with 423 took back every lock on its path that was not there when it
+    # started: another client's lock, granted in between (another worker process), was released
+    # and a third client was granted an exclusive lock too (two winners under four workers)
+    from gateway.dav.provider import HfdavProvider
+
+    assert call(gw.wsgi_app, "PUT", "/contended.txt", b"c")[0] == 201
+    original = HfdavProvider.exists
+    granted: list[int] = []
+    started: list[bool] = []
+
+    def exists_while_another_locks(self, path, environ):
+        if not started:  # once: the other client's LOCK lands after this request looked
+            started.append(True)
+            t = threading.Thread(target=lambda: granted.append(
+                call(gw.wsgi_app, "LOCK", "/contended.txt", LOCKINFO, headers={"Timeout": "Second-60"})[0]))
+            t.start()
+            t.join()
+        return original(self, path, environ)
+
+    monkeypatch.setattr(HfdavProvider, "exists", exists_while_another_locks)
+    status = call(gw.wsgi_app, "LOCK", "/contended.txt", LOCKINFO, headers={"Timeout": "Second-60"})[0]
+    assert granted == [200] and status == 423
+    assert len(gw.repo.all_locks()) == 1, "the other client's lock was released"

@@ -159,9 +159,16 @@ class DbLockStorage:
     def begin_request(self) -> None:
         """Called at the start of every request: lock lists are read afresh."""
         self._local.cache = _RequestLocks()
+        self._local.created = []
 
     def end_request(self) -> None:
         self._local.cache = None
+        self._local.created = None
+
+    def created_in_request(self) -> list[str]:
+        """Tokens of the locks this thread's current request was granted (a LOCK whose answer
+        fails takes back these, and never a lock another request was granted meanwhile)."""
+        return list(getattr(self._local, "created", None) or ())
 
     def _cache(self) -> _RequestLocks:
         """The request's locks; outside a request, a fresh set for each question."""
@@ -257,6 +264,9 @@ class DbLockStorage:
             raise DAVError(HTTP_INSUFFICIENT_STORAGE, context_info=str(exc)) from exc
         finally:
             self._forget()
+        created = getattr(self._local, "created", None)
+        if created is not None:
+            created.append(row.token)
         return lock
 
     @translated

@@ -157,16 +157,19 @@ class HfdavProvider(DAVProvider):
         the lock back, and the empty file it created for an unmapped URL: nobody received the
         token, so nobody could ever release it."""
         path = environ.get("PATH_INFO", "")
-        url = quote((self.share_path or "") + path)  # as WsgiDAV names lock roots (get_ref_url)
-        before = {lock["token"] for lock in self.lock_manager.get_url_lock_list(url)}
+        storage = getattr(self.lock_manager, "storage", None)
         existed = self.exists(path, environ)
         try:
             yield from default_handler(environ, start_response)
         except BaseException:
-            for lock in self.lock_manager.get_url_lock_list(url):
-                if lock["token"] not in before:
-                    self.lock_manager.release(lock["token"])
-            if not existed:
+            # only the locks this request was granted: another client's lock granted meanwhile
+            # (a refused LOCK raises too) is not this request's to take back
+            created = storage.created_in_request() if hasattr(storage, "created_in_request") else []
+            for token in created:
+                self.lock_manager.release(token)
+            url = quote((self.share_path or "") + path)  # as WsgiDAV names lock roots (get_ref_url)
+            # the empty file of an unmapped URL, unless it is another client's locked one by now
+            if not existed and (created or not self.lock_manager.get_url_lock_list(url)):
                 self._remove_created(path)
             raise
 
