@@ -27,7 +27,8 @@ import struct
 import time
 from functools import partial
 
-from gunicorn.http.body import ChunkedReader
+from gunicorn.http import wsgi as gunicorn_wsgi
+from gunicorn.http.body import ChunkedReader, LengthReader
 from gunicorn.http.errors import NoMoreData, ParseException
 from gunicorn.workers import gthread
 
@@ -103,10 +104,35 @@ class _ChunkedBody:
         return self._checked(self._body.__next__)
 
 
+class _Response(gunicorn_wsgi.Response):
+    """gunicorn's response, closing the connection after an error answered before the request
+    body was read to its end. gunicorn would keep it open and, for the next request, first
+    discard the rest of the body: but a client (nginx, which streams bodies) that got the early
+    answer stops sending that body, so its next request on the connection was read as the old
+    body's rest, and the connection then failed (nginx answered 502)."""
+
+    def start_response(self, status, headers, exc_info=None):
+        if str(status)[:1] in ("4", "5") and not _body_done(self.req.body):
+            self.force_close()  # answered with "Connection: close": nobody reuses it
+        return super().start_response(status, headers, exc_info)
+
+
+def _body_done(body) -> bool:
+    reader = getattr(body, "reader", None)
+    if isinstance(body, _ChunkedBody):
+        reader = getattr(body._body, "reader", None)
+    if isinstance(reader, LengthReader):
+        return reader.length <= 0 and not body.buf.getbuffer().nbytes
+    return reader is None  # a chunked body's end is not known before it is read: close
+
+
 class ThreadWorker(gthread.ThreadWorker):
     """The worker described in the module docstring (``--worker-class``)."""
 
     def init_process(self):
+        # the responses of this worker process are :class:`_Response` (gunicorn builds them in
+        # ``gunicorn.http.wsgi.create`` from this module-level name)
+        gunicorn_wsgi.Response = _Response
         settings = load_settings()
         self.max_header_bytes = settings.max_header_bytes
         self.header_timeout = settings.header_timeout
