@@ -546,10 +546,12 @@ class FileService:
         return max(0, self.quota - self.used_bytes())
 
     # -- writes -----------------------------------------------------------------------------
-    def check_quota(self, incoming: int | None, replacing: int = 0) -> None:
+    def check_quota(self, incoming: int | None, replacing: int = 0, *, used: int | None = None) -> None:
+        """QuotaExceeded if ``incoming`` bytes replacing ``replacing`` would pass the quota;
+        ``used``: the bytes in use, when the caller has already counted them."""
         if self.quota is None or incoming is None:
             return
-        if self.used_bytes() - replacing + incoming > self.quota:
+        if (self.used_bytes() if used is None else used) - replacing + incoming > self.quota:
             raise QuotaExceeded(f"storing {incoming} bytes would exceed the quota of {self.quota} bytes")
 
     def check_space(self, incoming: int) -> None:
@@ -590,8 +592,9 @@ class FileService:
         if node is not None and node.is_dir:
             raise Conflict(f"{path!r} is a folder")
         replacing = node.size if node else 0
-        self.check_quota(expected_length, replacing)
-        limit = None if self.quota is None else max(0, self.quota - self.used_bytes() + replacing)
+        used = None if self.quota is None else self.used_bytes()  # counted once for both
+        self.check_quota(expected_length, replacing, used=used)
+        limit = None if used is None else max(0, self.quota - used + replacing)
         return WriteSession(
             self,
             path,
