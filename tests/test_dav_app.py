@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 
 import pytest
 import requests
-from cheroot import wsgi
 from requests.auth import HTTPDigestAuth
 
-from gateway.app import build_gateway
-from gateway.config import load_settings
+from tests.inprocess import served_gateway
 
 MiB = 1 << 20
 AUTH = ("admin", "pw")
@@ -20,24 +17,14 @@ AUTH = ("admin", "pw")
 
 @pytest.fixture
 def server(tmp_path):
-    settings = load_settings(
-        {
-            "HFDAV_DATA_DIR": str(tmp_path / "data"),
-            "SYS_TOKEN": "pw",
-            "HFDAV_USERS": "reader:rpw:ro",
-            "HFDAV_CHUNK_SIZE": "1MiB",
-        }
-    )
-    gw = build_gateway(settings)
-    httpd = wsgi.Server(("127.0.0.1", 0), gw.wsgi_app, numthreads=8)
-    httpd.prepare()
-    thread = threading.Thread(target=httpd.serve, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{httpd.bind_addr[1]}"
-    yield base, gw
-    httpd.stop()
-    thread.join(5)
-    gw.close()
+    env = {
+        "HFDAV_DATA_DIR": str(tmp_path / "data"),
+        "SYS_TOKEN": "pw",
+        "HFDAV_USERS": "reader:rpw:ro",
+        "HFDAV_CHUNK_SIZE": "1MiB",
+    }
+    with served_gateway(env, threads=8) as served:
+        yield served
 
 
 def dav(method, url, auth=AUTH, **kw):
@@ -190,18 +177,9 @@ def test_lock_unmapped_creates_empty_file(server):
 
 @pytest.fixture
 def quota_server(tmp_path):
-    settings = load_settings(
-        {"HFDAV_DATA_DIR": str(tmp_path / "q"), "SYS_TOKEN": "pw", "HFDAV_QUOTA": "3MiB", "HFDAV_CHUNK_SIZE": "1MiB"}
-    )
-    gw = build_gateway(settings)
-    httpd = wsgi.Server(("127.0.0.1", 0), gw.wsgi_app, numthreads=4)
-    httpd.prepare()
-    thread = threading.Thread(target=httpd.serve, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.bind_addr[1]}", gw
-    httpd.stop()
-    thread.join(5)
-    gw.close()
+    env = {"HFDAV_DATA_DIR": str(tmp_path / "q"), "SYS_TOKEN": "pw", "HFDAV_QUOTA": "3MiB", "HFDAV_CHUNK_SIZE": "1MiB"}
+    with served_gateway(env) as served:
+        yield served
 
 
 def test_quota_properties_and_507(quota_server):

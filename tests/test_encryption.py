@@ -8,12 +8,10 @@ import hashlib
 import json
 import os
 import random
-import threading
 from pathlib import Path
 
 import pytest
 import requests
-from cheroot import wsgi
 
 from gateway.app import ENCRYPTION_SETTING, build_gateway
 from gateway.config import load_settings
@@ -31,6 +29,7 @@ from gateway.files import FileService
 from gateway.meta.repo import MetadataRepository
 from gateway.store.encrypted import HEADER_BYTES, EncryptedStore, ciphertext_length
 from gateway.store.local import LocalStore
+from tests.inprocess import serving
 
 SEG = 4096
 #: One chunk size that is not a multiple of the segment size, one that is.
@@ -697,26 +696,24 @@ def test_segment_size_comes_from_the_record(tmp_path):
 # -- whole stack ------------------------------------------------------------------------------
 def test_http_range_get_on_encrypted_gateway(tmp_path):
     gw = start(tmp_path / "data", new_key())
-    httpd = wsgi.Server(("127.0.0.1", 0), gw.wsgi_app, numthreads=4)
-    httpd.prepare()
-    thread = threading.Thread(target=httpd.serve, daemon=True)
-    thread.start()
     try:
-        base = f"http://127.0.0.1:{httpd.bind_addr[1]}"
-        data = os.urandom(3 * (1 << 20) + 12345)
-        r = requests.put(base + "/big.bin", data=data, auth=("admin", "pw"), timeout=60)
-        assert r.status_code == 201
-        for start_at, end in ((0, 0), (65535, 65536), ((1 << 20) - 3, (1 << 20) + 3), (len(data) - 10, len(data) - 1)):
-            r = requests.get(
-                base + "/big.bin", headers={"Range": f"bytes={start_at}-{end}"}, auth=("admin", "pw"), timeout=60
-            )
-            assert r.status_code == 206
-            assert r.content == data[start_at : end + 1]
-        assert requests.get(base + "/big.bin", auth=("admin", "pw"), timeout=60).content == data
+        with serving(gw.wsgi_app) as base:
+            _range_gets_round_trip(base)
     finally:
-        httpd.stop()
-        thread.join(5)
         gw.close()
+
+
+def _range_gets_round_trip(base: str) -> None:
+    data = os.urandom(3 * (1 << 20) + 12345)
+    r = requests.put(base + "/big.bin", data=data, auth=("admin", "pw"), timeout=60)
+    assert r.status_code == 201
+    for start_at, end in ((0, 0), (65535, 65536), ((1 << 20) - 3, (1 << 20) + 3), (len(data) - 10, len(data) - 1)):
+        r = requests.get(
+            base + "/big.bin", headers={"Range": f"bytes={start_at}-{end}"}, auth=("admin", "pw"), timeout=60
+        )
+        assert r.status_code == 206
+        assert r.content == data[start_at : end + 1]
+    assert requests.get(base + "/big.bin", auth=("admin", "pw"), timeout=60).content == data
 
 
 def test_store_errors_are_store_errors(enc, tmp_path):

@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import shutil
-import threading
 import time
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -19,9 +18,7 @@ import requests
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-from cheroot import wsgi
 
-from gateway.app import build_gateway
 from gateway.config import ConfigError, load_settings
 from gateway.files import EMPTY_CHECKSUMS, FileService
 from gateway.meta import db
@@ -30,6 +27,7 @@ from gateway.sync import repofmt
 from gateway.sync.replay import ReplayClock, Replayer
 from tests.hub_emulator import HubEmulator
 from tests.hub_fixtures import emulator_fixture, hub_env, hub_sync, in_process_gateway  # noqa: F401
+from tests.inprocess import served_gateway
 
 MiB = 1 << 20
 AUTH = ("admin", "pw")
@@ -214,16 +212,9 @@ def test_a_rebuild_from_the_hub_repo_keeps_times_and_checksums(emulator: HubEmul
 # -- over HTTP: headers and properties -------------------------------------------------------
 @pytest.fixture
 def base(tmp_path):
-    settings = load_settings({"HFDAV_DATA_DIR": str(tmp_path / "data"), "SYS_TOKEN": "pw", "HFDAV_CHUNK_SIZE": "1MiB"})
-    gw = build_gateway(settings)
-    httpd = wsgi.Server(("127.0.0.1", 0), gw.wsgi_app, numthreads=4)
-    httpd.prepare()
-    thread = threading.Thread(target=httpd.serve, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.bind_addr[1]}", gw
-    httpd.stop()
-    thread.join(5)
-    gw.close()
+    env = {"HFDAV_DATA_DIR": str(tmp_path / "data"), "SYS_TOKEN": "pw", "HFDAV_CHUNK_SIZE": "1MiB"}
+    with served_gateway(env) as served:
+        yield served
 
 
 def dav(method, url, **kw):

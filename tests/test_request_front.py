@@ -5,18 +5,15 @@ malformed value must be a 400 and never a 500."""
 
 from __future__ import annotations
 
-import threading
 import xml.etree.ElementTree as ET
 from urllib.parse import quote, unquote
 
 import pytest
 import requests
-from cheroot import wsgi
 
-from gateway.app import build_gateway
-from gateway.config import load_settings
 from gateway.dav.front import DESTINATION_KEY, BadHeader, check_request, if_header_valid, parse_destination
 from gateway.dav.ranges import MAX_RANGE_HEADER, ByteRange, Multipart, parse_range, resolve
+from tests.inprocess import served_gateway
 
 AUTH = ("admin", "pw")
 HOST = "dav.example:8080"
@@ -215,27 +212,17 @@ def test_multipart_length_matches_the_body():
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    settings = load_settings(
-        {
-            "HFDAV_DATA_DIR": str(tmp_path_factory.mktemp("front") / "data"),
-            "SYS_TOKEN": "pw",
-            "HFDAV_CHUNK_SIZE": "1MiB",
-        }
-    )
-    gw = build_gateway(settings)
-    httpd = wsgi.Server(("127.0.0.1", 0), gw.wsgi_app, numthreads=4)
-    httpd.prepare()
-    thread = threading.Thread(target=httpd.serve, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{httpd.bind_addr[1]}"
-    for path in ("/t", "/t/coll", "/t/coll/sub"):
-        requests.request("MKCOL", url + path, auth=AUTH, timeout=10)
-    for path in ("/t/f.txt", "/t/coll/a.txt", "/t/coll/sub/b.txt"):
-        requests.put(url + path, data=b"0123456789", auth=AUTH, timeout=10)
-    yield url
-    httpd.stop()
-    thread.join(5)
-    gw.close()
+    env = {
+        "HFDAV_DATA_DIR": str(tmp_path_factory.mktemp("front") / "data"),
+        "SYS_TOKEN": "pw",
+        "HFDAV_CHUNK_SIZE": "1MiB",
+    }
+    with served_gateway(env) as (url, _gw):
+        for path in ("/t", "/t/coll", "/t/coll/sub"):
+            requests.request("MKCOL", url + path, auth=AUTH, timeout=10)
+        for path in ("/t/f.txt", "/t/coll/a.txt", "/t/coll/sub/b.txt"):
+            requests.put(url + path, data=b"0123456789", auth=AUTH, timeout=10)
+        yield url
 
 
 def dav(method, url, **kw):

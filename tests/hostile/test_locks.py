@@ -4,17 +4,14 @@ lock floods, and the cost of many stored locks for every other request."""
 from __future__ import annotations
 
 import re
-import threading
 import time
 import tracemalloc
 
 import pytest
 import requests
-from cheroot import wsgi
 
-from gateway.app import build_gateway
-from gateway.config import load_settings
 from gateway.meta.repo import LockRow
+from tests.inprocess import served_gateway
 
 ADMIN = ("admin", "pw")
 BOB = ("bob", "bpw")
@@ -33,23 +30,14 @@ def lock_body(owner: str = "me", scope: str = "exclusive") -> str:
 def server(tmp_path, monkeypatch, request):
     for name, value in getattr(request, "param", {}).items():
         monkeypatch.setenv(name, value)
-    settings = load_settings(
-        {
-            "HFDAV_DATA_DIR": str(tmp_path / "data"),
-            "SYS_TOKEN": "pw",
-            "HFDAV_USERS": "bob:bpw:rw,reader:rpw:ro",
-            **getattr(request, "param", {}),
-        }
-    )
-    gw = build_gateway(settings)
-    httpd = wsgi.Server(("127.0.0.1", 0), gw.wsgi_app, numthreads=8)
-    httpd.prepare()
-    thread = threading.Thread(target=httpd.serve, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.bind_addr[1]}", gw
-    httpd.stop()
-    thread.join(5)
-    gw.close()
+    env = {
+        "HFDAV_DATA_DIR": str(tmp_path / "data"),
+        "SYS_TOKEN": "pw",
+        "HFDAV_USERS": "bob:bpw:rw,reader:rpw:ro",
+        **getattr(request, "param", {}),
+    }
+    with served_gateway(env, threads=8) as served:
+        yield served
 
 
 def dav(method, url, auth=ADMIN, **kw):
