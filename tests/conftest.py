@@ -3,8 +3,10 @@ a local store, a file service."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
@@ -34,19 +36,29 @@ def db_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'meta.sqlite3'}"
         return
+    with pg_schema_url("t_") as url:
+        yield url
+
+
+@contextlib.contextmanager
+def pg_schema_url(prefix: str) -> Iterator[str]:
+    """The URL of a fresh PostgreSQL schema (dropped afterwards); skips the test, saying why,
+    when PostgreSQL cannot be reached."""
     reason = _pg_available()
     if reason:
         pytest.skip(reason)
     import psycopg
 
-    schema = "t_" + uuid.uuid4().hex[:12]
+    schema = prefix + uuid.uuid4().hex[:12]
     base = PG_URL.replace("postgresql+psycopg", "postgresql")
     with psycopg.connect(base, autocommit=True) as c:
         c.execute(f"CREATE SCHEMA {schema}")
     sep = "&" if "?" in PG_URL else "?"
-    yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    with psycopg.connect(base, autocommit=True) as c:
-        c.execute(f"DROP SCHEMA {schema} CASCADE")
+    try:
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(base, autocommit=True) as c:
+            c.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 @pytest.fixture

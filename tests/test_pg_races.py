@@ -11,13 +11,12 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
-from tests.conftest import PG_URL, _pg_available
+from tests.conftest import pg_schema_url
 from tests.test_multiprocess import _free_port
 
 AUTH = ("admin", "pw")
@@ -30,19 +29,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def pg_schema():
-    reason = _pg_available()
-    if reason:
-        pytest.skip(reason)
-    import psycopg
-
-    schema = "r_" + uuid.uuid4().hex[:12]
-    base = PG_URL.replace("postgresql+psycopg", "postgresql")
-    with psycopg.connect(base, autocommit=True) as c:
-        c.execute(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in PG_URL else "?"
-    yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    with psycopg.connect(base, autocommit=True) as c:
-        c.execute(f"DROP SCHEMA {schema} CASCADE")
+    with pg_schema_url("r_") as url:
+        yield url
 
 
 def _start(tmp_path, db_url, name):
