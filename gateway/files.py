@@ -389,10 +389,8 @@ class VersionReader(ReadStream):
         self._stream_end = part.file_offset + part.length
         if inner == 0 and i + 1 < len(self._parts):
             # a sequential read: a remote store may start fetching the next extent now
-            prefetch = getattr(self._store, "prefetch", None)
-            if prefetch is not None:
-                nxt = self._parts[i + 1]
-                prefetch(nxt.object_id, nxt.object_offset, nxt.length)
+            nxt = self._parts[i + 1]
+            self._store.prefetch(nxt.object_id, nxt.object_offset, nxt.length)
 
     def _refresh(self, pos: int) -> bool:
         """The object under ``pos`` is missing: it may just have been moved into a pack. Look up

@@ -356,10 +356,10 @@ def store_check(store) -> HealthCheck:
     commits there), else just its kind: a local store that opened is usable."""
 
     def check() -> dict:
-        status = getattr(store, "status", None)
+        status = store.status()
         if status is None:
             return {"ok": True, "kind": type(store).__name__}
-        return {"kind": type(store).__name__, **status()}
+        return {"kind": type(store).__name__, **status}
 
     return check
 

@@ -719,3 +719,54 @@ def _range_gets_round_trip(base: str) -> None:
 def test_store_errors_are_store_errors(enc, tmp_path):
     with pytest.raises(StoreError):
         enc.open_range("cd" * 32, 0, 10).read(10)
+
+
+# -- optional store capabilities pass through the encryption layer ------------------------------
+class HintedStore(RecordingStore):
+    """A RecordingStore that also records read-ahead hints and reports a status, as the Hub
+    backend's write-back store does."""
+
+    def __init__(self, root: Path):
+        super().__init__(root)
+        self.hints: list[tuple[str, int, int]] = []
+
+    def prefetch(self, object_id, offset, length):
+        self.hints.append((object_id, offset, length))
+
+    def status(self):
+        return {"ok": True, "staged_bytes": 123, "pending_changes": 0}
+
+
+def test_read_ahead_hints_reach_the_store_under_encryption(meta, ring, tmp_path):
+    inner = HintedStore(tmp_path / "objects")
+    enc = EncryptedStore(inner, ring)
+    files = file_service(meta, enc, tmp_path, CHUNK_ODD)
+    data = os.urandom(3 * CHUNK_ODD)
+    files.write_bytes("/big.bin", data)
+    chunks = [e.object_id for e in meta.get_with_extents("/big.bin")[1]]
+    inner.hints.clear()
+    assert files.read_bytes("/big.bin") == data
+    stored = ciphertext_length(CHUNK_ODD, SEG)
+    # a sequential read hints the second and third chunks, each as its whole stored object
+    assert inner.hints == [(oid, 0, stored) for oid in chunks[1:]]
+
+
+def test_read_ahead_hint_maps_a_mid_object_range_to_its_segments(ring, tmp_path):
+    inner = HintedStore(tmp_path / "objects")
+    enc = EncryptedStore(inner, ring)
+    enc.prefetch("ab" * 32, 5 * SEG + 10, SEG)  # touches segments 5 and 6 (its first 10 bytes)
+    assert inner.hints == [("ab" * 32, enc.segment_offset(5), SEG + TAG_BYTES + 10 + TAG_BYTES)]
+
+
+def test_store_status_shows_through_encryption(ring, tmp_path):
+    from gateway.store.writeback import WriteBackStore
+    from gateway.web import store_check
+
+    wb = WriteBackStore(LocalStore(tmp_path / "remote"), tmp_path / "wb", staging_limit=1 << 26, cache_size=0)
+    enc = EncryptedStore(wb, ring)
+    data = os.urandom(2 * SEG + 1)
+    put_object(enc, tmp_path, data)
+    report = store_check(enc)()
+    assert report["staged_bytes"] == ciphertext_length(len(data), SEG), report
+    assert report["kind"] == "EncryptedStore"
+    wb.close()

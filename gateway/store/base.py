@@ -67,6 +67,16 @@ class ObjectStore(ABC):
                 return size
         return None
 
+    # -- optional capabilities: every store has them, a decorator forwards them ---------------
+    def prefetch(self, object_id: str, offset: int, length: int) -> None:  # noqa: B027 - optional
+        """Read-ahead hint: a reader is about to need ``length`` bytes of the object from
+        ``offset``. A remote store may start fetching them now. Default: nothing."""
+
+    def status(self) -> dict | None:
+        """Health details for ``/healthz`` (uploads, commits, local areas), or None when the
+        store has nothing to report beyond having opened. Default: None."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook, deliberately not abstract
         """Release resources (threads, connections). Default: nothing."""
 

@@ -74,8 +74,10 @@ def ciphertext_length(plain_len: int, segment_size: int) -> int:
 class EncryptedStore(ObjectStore):
     """Encrypts on :meth:`adopt`, decrypts and verifies on :meth:`open_range`; delegates the rest.
 
-    Only the :class:`ObjectStore` contract is forwarded: a capability of the inner store that
-    takes plaintext must be added here explicitly, never reached around this class.
+    The whole :class:`ObjectStore` contract is forwarded, the optional capabilities included
+    (:meth:`prefetch` with its range mapped to the stored segments, :meth:`status` as is); a
+    capability of the inner store that takes plaintext must be added here explicitly, never
+    reached around this class.
     """
 
     def __init__(self, inner: ObjectStore, keyring: Keyring):
@@ -175,6 +177,22 @@ class EncryptedStore(ObjectStore):
             self.inner.open_range(object_id, 0, 0).close()
             return io.BytesIO(b"")
         return _DecryptingReader(self, object_id, offset, length)
+
+    def prefetch(self, object_id: str, offset: int, length: int) -> None:
+        """Forward the read-ahead hint for the stored segments that hold ``[offset, offset+length)``."""
+        if offset < 0 or length <= 0:
+            return
+        seg = self.segment_size
+        end = offset + length
+        first, last = offset // seg, (end - 1) // seg
+        start = 0 if first == 0 else self.segment_offset(first)  # the first segment needs the header
+        # up to the last byte's tag: exact when the range ends the object, which a hint of a
+        # whole chunk does; a shorter range's last segment is read whole anyway
+        stop = self.segment_offset(last) + (end - last * seg) + TAG_BYTES
+        self.inner.prefetch(object_id, start, stop - start)
+
+    def status(self) -> dict | None:
+        return self.inner.status()
 
     def known_size(self, object_id: str) -> int | None:
         with self._sizes_lock:
