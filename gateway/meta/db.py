@@ -177,9 +177,15 @@ def make_engine(url: str, *, pool_size: int = 16) -> Engine:
 def _on_error(ctx) -> None:
     """A SQLite connection that answers "readonly database" was opened while the file could not
     be written: treat it like a lost connection, so the pool drops it instead of handing it out
-    again (every later write on it would fail the same way)."""
+    again (every later write on it would fail the same way).
+
+    The pool's idle connections are closed too: the connections of one process share one WAL
+    index, opened read-only while any read-only connection stays open, so a connection opened
+    after the file became writable again would still be read-only next to them."""
     if _sqlite_readonly(getattr(ctx, "original_exception", None)):
         ctx.is_disconnect = True
+        if ctx.engine is not None:
+            ctx.engine.dispose()
 
 
 @contextmanager
