@@ -101,8 +101,16 @@ if have podman && [ "$(id -u)" = 0 ] && [ -x "$PODMAN_HERE" ]; then
 fi
 
 # -- tests ----------------------------------------------------------------------------------
-say "running: python -m pytest -rs $*"
-.venv/bin/python -m pytest -rs "$@"
+# Two pytest workers by default (HFDAV_TEST_WORKERS=0 runs in one process): most tests wait on
+# servers, clients and subprocesses, so two workers halve the run on a 2-core machine. Every
+# test takes its own ports, folders and PostgreSQL schema, so the workers never collide.
+WORKERS="${HFDAV_TEST_WORKERS:-2}"
+PARALLEL=()
+if [ "$WORKERS" != 0 ]; then
+    PARALLEL=(-n "$WORKERS")
+fi
+say "running: python -m pytest -rs ${PARALLEL[*]} $*"
+.venv/bin/python -m pytest -rs "${PARALLEL[@]}" "$@"
 status=$?
 say "pytest exit code: $status"
 exit "$status"
