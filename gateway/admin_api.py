@@ -31,7 +31,7 @@ from wsgidav.lock_man.lock_manager import normalize_lock_root
 
 from gateway.dav.auth import ROLE_WRITE, Authenticator, Refusal
 from gateway import operations as ops
-from gateway.errors import ConfigError, HfdavError
+from gateway.errors import ConfigError, HfdavError, NotFound
 from gateway.meta.repo import LockRow, MetadataRepository
 from gateway.operations import OperationRefused
 from gateway.progress import parse_duration
@@ -107,6 +107,8 @@ class AdminApi:
             return _json(start_response, "200 OK", operation(self._gateway, query))
         except (OperationRefused, ConfigError, ValueError) as exc:
             return _json(start_response, "400 Bad Request", {"error": str(exc)})
+        except NotFound as exc:
+            return _json(start_response, "404 Not Found", {"error": f"not found: {exc}"})
         except HfdavError as exc:
             return _json(start_response, "409 Conflict", {"error": str(exc)})
         except Exception as exc:

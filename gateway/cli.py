@@ -173,8 +173,11 @@ def _dispatch(args: argparse.Namespace, settings) -> int:
     missing = _no_drive(settings)
     if missing and args.command != "rebuild":
         return _fail(missing)
-    if args.command == "gc" and args.squash and not _confirm_squash(settings, args.yes):
-        return 2
+    if args.command == "gc" and args.squash:
+        if not settings.hub_enabled:
+            return _fail("--squash needs the Hub backend (HF_DATASET_REPO)")
+        if not _confirm_squash(settings, args.yes):
+            return 2
     return _maintain(args, settings)
 
 
@@ -265,6 +268,7 @@ def _maintain(args: argparse.Namespace, settings) -> int:
     """Run the command through the server's admin API when a server serves the data dir, else
     on the data dir in this process (the Hub backend's lock refuses a second process)."""
     from gateway.admin_client import ServerRefused, find_server
+    from gateway.errors import AlreadyExists, NotFound
     from gateway.operations import OperationRefused
 
     server = find_server(settings)
@@ -277,8 +281,8 @@ def _maintain(args: argparse.Namespace, settings) -> int:
         else:
             result = _with_gateway(settings, args, lambda gw: _direct(args, gw))
     except ServerRefused as exc:
-        return _fail(str(exc), 2 if exc.status in (400, 401, 403, 404) else 1)
-    except OperationRefused as exc:
+        return _fail(str(exc), 2 if exc.status < 500 else 1)  # 4xx: a mistake in the command
+    except (OperationRefused, NotFound, AlreadyExists) as exc:
         return _fail(str(exc))
     return _show(args, result)
 

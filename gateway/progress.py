@@ -109,7 +109,7 @@ class Progress:
             self.done += n
             if self._bar is not None:
                 self._bar.update(n)
-            elif self._cadence.due(self.done):
+            elif (not self.total or self.done < self.total) and self._cadence.due(self.done):
                 log.info("%s: %s", self.label, describe(self.done, self.total, self._cadence.elapsed))
 
     def close(self) -> None:
@@ -139,7 +139,7 @@ def upload_reporter(clock=time.monotonic) -> Callable[[str, int, int | None, int
             if cadence is None or chunk == 1:
                 cadence = uploads[path] = _Cadence(total, clock)
             finished = chunks is not None and chunk >= chunks
-            due = cadence.due(done) or finished
+            due = (cadence.due(done) or finished) and chunks != 1  # one chunk: the access log says it
             if finished:
                 uploads.pop(path, None)
         if due:
