@@ -10,7 +10,7 @@ import dataclasses
 import time
 from pathlib import Path
 
-from gateway.errors import ConfigError, HfdavError
+from gateway.errors import HfdavError
 from gateway.fsck import Fsck, FsckReport
 from gateway.progress import Progress
 
@@ -163,7 +163,7 @@ def rebuild_into(gateway, target: Path) -> dict:
 
     sync = hub_sync(gateway)
     if sync is None:
-        raise ConfigError(["rebuild needs the Hub backend: set HF_DATASET_REPO and HF_TOKEN"])
+        raise OperationRefused("rebuild needs the Hub backend: set HF_DATASET_REPO and HF_TOKEN")
     target = Path(target).expanduser().resolve()
     if target == gateway.settings.data_dir:
         raise OperationRefused(f"{target} is the running drive's data dir; give a new one")
