@@ -287,7 +287,8 @@ def test_maintenance_of_the_live_hub_drive_with_podman_exec(podman, image, tmp_p
         try:
             s = requests.Session()
             s.auth = c.auth
-            body = make_random_file(tmp_path / "big.bin", 3 * MiB).read_bytes()
+            make_random_file(tmp_path / "big.bin", 3 * MiB)
+            body = (tmp_path / "big.bin").read_bytes()
             assert s.put(c.url_for("big.bin"), data=body).status_code == 201
             assert s.put(c.url_for("note.txt"), data=b"keep me").status_code == 201
             assert s.delete(c.url_for("note.txt")).status_code == 204
