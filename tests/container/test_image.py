@@ -282,7 +282,8 @@ def test_maintenance_of_the_live_hub_drive_with_podman_exec(podman, image, tmp_p
         c = Container(podman, port=free_port(), env=env)
 
         def hfdav(*args: str):
-            return podman.call("exec", c.name, "hfdav", *args, check=False, timeout=300)
+            # uid:gid, not the name: podman looks names up in the rootfs, mounted in another namespace here
+            return podman.call("exec", "--user", "1000:1000", c.name, "hfdav", *args, check=False, timeout=300)
 
         try:
             s = requests.Session()
@@ -313,7 +314,7 @@ def test_maintenance_of_the_live_hub_drive_with_podman_exec(podman, image, tmp_p
             assert s.get(c.url_for("big.bin")).content == body
             assert s.put(c.url_for("after.txt"), data=b"new").status_code == 201
 
-            home = podman.call("exec", c.name, "ls", "/home/user/data", check=False)
+            home = podman.call("exec", "--user", "1000:1000", c.name, "ls", "/home/user/data", check=False)
             assert home.returncode != 0  # no second data dir next to /data
             logs = c.logs()
             for endpoint in ("stats", "fsck", "trash/restore", "gc"):
