@@ -250,7 +250,7 @@ def _direct(args: argparse.Namespace, gateway) -> dict:
     if c == "verify":
         return ops.verify(gateway, sample=args.sample, tty=tty)
     if c == "gc":
-        return ops.gc(gateway, grace_s=args.grace, repack=not args.no_repack, squash=args.squash)
+        return ops.gc(gateway, grace_s=args.grace, repack=not args.no_repack, squash=args.squash, tty=tty)
     if c == "trash":
         if args.action == "list":
             return ops.trash_list(gateway)
@@ -259,8 +259,6 @@ def _direct(args: argparse.Namespace, gateway) -> dict:
         return ops.trash_purge(gateway, everything=args.all)
     if c == "sync":
         return ops.sync_status(gateway)
-    if c == "backup":
-        return ops.backup_now(gateway.settings)
     raise AssertionError(c)
 
 
@@ -278,6 +276,10 @@ def _maintain(args: argparse.Namespace, settings) -> int:
             result = server.call(*_call(args))
         elif args.command == "rebuild":
             result = _rebuild_into(settings, args.into)
+        elif args.command == "backup":  # the database file alone: no gateway to open
+            from gateway import operations as ops
+
+            result = ops.backup_now(settings, tty=sys.stderr.isatty())
         else:
             result = _with_gateway(settings, args, lambda gw: _direct(args, gw))
     except ServerRefused as exc:
@@ -575,8 +577,13 @@ def _backup_target(settings):
 
 
 def _restore(settings, force: bool) -> int:
+    from gateway.progress import Progress
     from gateway.sync.backup import BackupError
 
+    from gateway.admin_client import find_server
+
+    if (server := find_server(settings)) is not None:
+        return _fail(f"a server serves {settings.data_dir} at {server.url}: stop it before restoring its database")
     backup = _backup_target(settings)
     if backup is None:
         return 2
@@ -584,6 +591,7 @@ def _restore(settings, force: bool) -> int:
         if backup.db_path.exists() and not force:
             print(f"hfdav: {backup.db_path} exists; stop the server and pass --force to replace it", file=sys.stderr)
             return 1
+        backup.folder.progress = lambda label, total: Progress(label, total)
         gen = backup.restore_latest()
         if gen is None:
             print("hfdav: the backup folder holds no generation", file=sys.stderr)

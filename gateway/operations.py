@@ -86,21 +86,24 @@ def _bar(tty: bool):
     return lambda label, total: Progress(label, total, tty=tty)
 
 
-def gc(gateway, *, grace_s: float | None = None, repack: bool = True, squash: bool = False) -> dict:
+def gc(gateway, *, grace_s: float | None = None, repack: bool = True, squash: bool = False, tty: bool = False) -> dict:
     from gateway.maintenance import collect
 
     kwargs = {} if grace_s is None else {"grace_s": grace_s}
     sync = hub_sync(gateway)
     if squash and sync is None:
         raise OperationRefused("--squash needs the Hub backend (HF_DATASET_REPO)")
-    r = collect(gateway, repack=repack, **kwargs)
-    out = {"trash_purged": r.trash_purged, "packed": r.packed, "repacked": r.repacked,
-           "objects_deleted": r.objects_deleted}  # fmt: skip
-    if sync is not None:
-        from gateway.sync.hubgc import hub_maintenance
+    steps = 2 + (gateway.packer is not None) * (1 + repack) + (sync is not None)
+    with Progress("gc", steps, tty=tty, unit="step") as bar:
+        r = collect(gateway, repack=repack, step=bar.step, **kwargs)
+        out = {"trash_purged": r.trash_purged, "packed": r.packed, "repacked": r.repacked,
+               "objects_deleted": r.objects_deleted}  # fmt: skip
+        if sync is not None:
+            from gateway.sync.hubgc import hub_maintenance
 
-        h = hub_maintenance(sync, squash=squash)
-        out.update(repo_orphans_deleted=h.orphans_queued, committed=h.drained, squashed=h.squashed)
+            bar.step("repo orphans, pending commits" + (", history squash" if squash else ""))
+            h = hub_maintenance(sync, squash=squash)
+            out.update(repo_orphans_deleted=h.orphans_queued, committed=h.drained, squashed=h.squashed)
     return out
 
 
@@ -137,12 +140,13 @@ def sync_status(gateway) -> dict:
     return {"backend": "hub", "repo": sync.client.repo_id, **sync.status()}
 
 
-def backup_now(settings) -> dict:
+def backup_now(settings, *, tty: bool = False) -> dict:
     from gateway.sync.backup import BackupError, MetadataBackup
 
     backup = MetadataBackup.from_settings(settings)
     if backup is None:
         raise OperationRefused("nothing to do: WEBDAV_URL is not set, or the database is not SQLite")
+    backup.folder.progress = _bar(tty)
     try:
         gen = backup.backup_once()
     except BackupError as exc:

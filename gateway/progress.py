@@ -54,13 +54,16 @@ def parse_duration(text: str) -> float:
     return float(m.group(1)) * _DURATION_FACTORS[m.group(2).lower()]
 
 
-def describe(done: int, total: int | None, elapsed: float) -> str:
-    """``"1.0 GiB of 10.0 GiB (10%), 50.0 MiB/s, 3m04s left"``."""
+def describe(done: int, total: int | None, elapsed: float, unit: str = "B") -> str:
+    """``"1.0 GiB of 10.0 GiB (10%), 50.0 MiB/s, 3m04s left"`` (``unit`` other than bytes:
+    ``"2 of 5 steps (40%), 3m04s left"``)."""
     rate = done / elapsed if elapsed > 0 else 0.0
-    text = human_size(done)
+    count = human_size if unit == "B" else str
+    text = count(done)
     if total:
-        text += f" of {human_size(total)} ({100 * done // total}%)"
-    text += f", {human_size(rate)}/s"
+        text += f" of {count(total)}{'' if unit == 'B' else ' ' + unit + 's'} ({100 * done // total}%)"
+    if unit == "B":
+        text += f", {human_size(rate)}/s"
     if total and rate > 0 and done < total:
         text += f", {human_duration((total - done) / rate)} left"
     return text
@@ -91,9 +94,11 @@ class _Cadence:
 class Progress:
     """``with Progress("verifying", total) as p: p.update(n)``; thread-safe."""
 
-    def __init__(self, label: str, total: int | None, *, tty: bool | None = None, clock=time.monotonic):
+    def __init__(self, label: str, total: int | None, *, tty: bool | None = None, unit: str = "B",
+                 clock=time.monotonic):  # fmt: skip
         self.label = label
         self.total = total
+        self.unit = unit
         self.done = 0
         self._lock = threading.Lock()
         self._cadence = _Cadence(total, clock)
@@ -101,8 +106,17 @@ class Progress:
         if sys.stderr.isatty() if tty is None else tty:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1024,
+            scaled = unit == "B"
+            self._bar = tqdm(total=total, desc=label, unit=unit, unit_scale=scaled, unit_divisor=1024,
                              file=sys.stderr, leave=True, dynamic_ncols=True)  # fmt: skip
+
+    def step(self, what: str) -> None:
+        """One step of work counted in steps: names it on the bar (or in a log line), counts it."""
+        if self._bar is not None:
+            self._bar.set_postfix_str(what, refresh=False)
+        else:
+            log.info("%s: %s", self.label, what)
+        self.update(1)
 
     def update(self, n: int) -> None:
         with self._lock:
@@ -110,7 +124,7 @@ class Progress:
             if self._bar is not None:
                 self._bar.update(n)
             elif (not self.total or self.done < self.total) and self._cadence.due(self.done):
-                log.info("%s: %s", self.label, describe(self.done, self.total, self._cadence.elapsed))
+                log.info("%s: %s", self.label, describe(self.done, self.total, self._cadence.elapsed, self.unit))
 
     def close(self) -> None:
         with self._lock:
@@ -118,7 +132,7 @@ class Progress:
                 self._bar.close()
                 self._bar = None
             else:
-                log.info("%s: done, %s", self.label, describe(self.done, self.total, self._cadence.elapsed))
+                log.info("%s: done, %s", self.label, describe(self.done, self.total, self._cadence.elapsed, self.unit))
 
     def __enter__(self) -> Progress:
         return self

@@ -61,8 +61,11 @@ def test_gc_packs_small_files(env, capsys):
     for i in range(5):
         gw.files.write_bytes(f"/s{i}", bytes([i]) * 100)
     gw.close()
+    capsys.readouterr()
     assert main(["gc"]) == 0
-    assert "small objects packed: 5" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "small objects packed: 5" in out
+    assert "gc: packing small objects" in err and "gc: done, 4 of 4 steps (100%)" in err  # progress off a tty
     gw = _gateway()
     assert [gw.files.read_bytes(f"/s{i}") for i in range(5)] == [bytes([i]) * 100 for i in range(5)]
     gw.close()
