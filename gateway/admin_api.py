@@ -1,20 +1,37 @@
-"""The administration API: list and break WebDAV locks over HTTP, for read-write users.
+"""The administration API: maintenance of the running drive over HTTP, for read-write users.
 
 A WSGI middleware in front of the WebDAV application (inside :class:`gateway.web.WebFront`, so
 its requests are counted and logged like the others). It answers every request under
-:data:`ADMIN_PREFIX` and hands the rest on:
+:data:`ADMIN_PREFIX` (on the server's own address, not under the share prefix) and hands the
+rest on. Answers are JSON; errors ``{"error": "..."}`` with 400 (a bad request or an operation
+that cannot run here), 404, 409 (a refusal, e.g. restoring over an existing file, or another
+maintenance operation still running) or 500.
 
-* ``GET /.hfdav-admin/locks``: JSON ``{"locks": [...]}``, every live lock with its token, path
-  (decoded), depth, scope, user, owner XML and the seconds it has left.
-* ``DELETE /.hfdav-admin/locks/<token>``: break one lock (204; 404 if there is none).
-* ``DELETE /.hfdav-admin/locks?path=/a/b`` (``&all=1``: and every lock below it): break the
-  locks on a path; JSON ``{"broken": [...]}``.
+Locks:
+
+* ``GET locks``: ``{"locks": [...]}``, every live lock with its token, path (decoded), depth,
+  scope, user, owner XML and the seconds it has left.
+* ``DELETE locks/<token>``: break one lock (204; 404 if there is none).
+* ``DELETE locks?path=/a/b`` (``&all=1``: and every lock below it): ``{"broken": [...]}``.
+
+Maintenance (:mod:`gateway.operations`; the same dicts ``hfdav ... --json`` prints):
+
+* ``GET stats``; ``GET sync`` (Hub backend status); ``GET trash``
+* ``POST fsck?repair=1&verify=SHARE``; ``POST verify?sample=SHARE`` (read back from the repo)
+* ``POST gc?grace=6h&no_repack=1&squash=1``
+* ``POST trash/restore?path=<trash path>&to=<dest>``; ``POST trash/purge?all=1``
+* ``POST backup`` (metadata backup to ``WEBDAV_URL`` now)
+* ``POST rebuild?into=<new data dir>`` (read only: the repo and the live drive are untouched)
+
+The operations run synchronously in the request, one at a time (a second one gets 409 while
+the first runs); long ones log their progress in the server's log. ``hfdav`` calls them when a
+server serves the data dir: it finds the server by :data:`SERVER_RECORD`, written when the
+server starts (:mod:`gateway.admin_client`).
 
 Credentials: those of a configured read-write user, checked by the one authentication layer
 (:class:`gateway.dav.auth.Authenticator`: Basic or Digest, throttled and logged like every
-login; 401 without, 429 while blocked, 403 for a read-only user).
-The prefix starts with a dot and is outside any name a client is likely to create; the same
-operations are ``hfdav locks list|break|break-path`` on the command line.
+login; 401 without, 429 while blocked, 403 for a read-only user). The prefix starts with a dot
+and is outside any name a client is likely to create.
 """
 
 from __future__ import annotations
@@ -29,8 +46,8 @@ from urllib.parse import parse_qs, quote, unquote
 
 from wsgidav.lock_man.lock_manager import normalize_lock_root
 
-from gateway.dav.auth import ROLE_WRITE, Authenticator, Refusal
 from gateway import operations as ops
+from gateway.dav.auth import ROLE_WRITE, Authenticator, Refusal
 from gateway.errors import ConfigError, HfdavError, NotFound
 from gateway.meta.repo import LockRow, MetadataRepository
 from gateway.operations import OperationRefused

@@ -401,7 +401,8 @@ def _show_trash(action: str, r: dict) -> None:
             print("trash is empty")
         for e in r["entries"]:
             kind = "folder" if e["is_dir"] else "file"
-            print(f"{e['deleted_at']}  {kind:6} {human_size(e['size']):>10}  {e['original_path']}  ->  {e['trash_path']}")
+            size = human_size(e["size"])
+            print(f"{e['deleted_at']}  {kind:6} {size:>10}  {e['original_path']}  ->  {e['trash_path']}")
     elif action == "restore":
         print(f"restored to {r['restored_to']}")
     else:
@@ -577,10 +578,9 @@ def _backup_target(settings):
 
 
 def _restore(settings, force: bool) -> int:
+    from gateway.admin_client import find_server
     from gateway.progress import Progress
     from gateway.sync.backup import BackupError
-
-    from gateway.admin_client import find_server
 
     if (server := find_server(settings)) is not None:
         return _fail(f"a server serves {settings.data_dir} at {server.url}: stop it before restoring its database")

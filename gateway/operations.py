@@ -79,7 +79,8 @@ def verify(gateway, *, sample: float = 1.0, tty: bool = False) -> dict:
     view = EncryptedStore(remote, gateway.store.keyring) if isinstance(gateway.store, EncryptedStore) else remote
     checker = Fsck(gateway.repo, view, object_hasher=gateway.files.object_hasher, bar=_bar(tty))
     report = checker.verify_only(sample)
-    return report_dict(report, copy=f"hub:{sync.client.repo_id}@{remote.head[:12]}", skipped_not_committed=checker.skipped)
+    copy = f"hub:{sync.client.repo_id}@{remote.head[:12]}"
+    return report_dict(report, copy=copy, skipped_not_committed=checker.skipped)
 
 
 def _bar(tty: bool):

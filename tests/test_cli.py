@@ -227,7 +227,8 @@ def test_admin_api_maintenance_needs_a_read_write_user(env, monkeypatch):
     monkeypatch.setenv("HFDAV_USERS", "reader:reader-password:ro")
     with served_gateway(dict(os.environ)) as (base, _gw):
         assert requests.get(base + "/.hfdav-admin/stats", timeout=10).status_code == 401
-        assert requests.post(base + "/.hfdav-admin/gc", auth=("reader", "reader-password"), timeout=10).status_code == 403
+        reader = ("reader", "reader-password")
+        assert requests.post(base + "/.hfdav-admin/gc", auth=reader, timeout=10).status_code == 403
         r = requests.post(base + "/.hfdav-admin/fsck", params={"verify": "2"}, auth=("admin", PASSWORD), timeout=10)
         assert r.status_code == 400 and "between 0 and 1" in r.json()["error"]
         r = requests.post(base + "/.hfdav-admin/gc", params={"squash": "1"}, auth=("admin", PASSWORD), timeout=10)

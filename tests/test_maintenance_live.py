@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hub_fixtures import MiB, PASSWORD, REPO, ROOT, emulator_fixture, hub_env, served  # noqa: F401
+from tests.hub_fixtures import PASSWORD, REPO, ROOT, MiB, emulator_fixture, hub_env, served  # noqa: F401
 
 pytestmark = pytest.mark.slow
 

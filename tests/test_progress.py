@@ -60,11 +60,11 @@ def test_one_chunk_uploads_log_nothing(caplog):
 def test_progress_logs_off_a_terminal(caplog, monkeypatch):
     clock = Clock()
     monkeypatch.setattr(progress, "LOG_EVERY_S", 10.0)
-    with caplog.at_level(logging.INFO, logger="hfdav.progress"):
-        with Progress("verifying", 100 * MiB, tty=False, clock=clock) as p:
-            for _ in range(100):
-                clock.now += 1
-                p.update(MiB)
+    with caplog.at_level(logging.INFO, logger="hfdav.progress"), Progress("verifying", 100 * MiB, tty=False,
+                                                                          clock=clock) as p:  # fmt: skip
+        for _ in range(100):
+            clock.now += 1
+            p.update(MiB)
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 10  # nine tenths while running, and the last line
     assert lines[0] == "verifying: 10.0 MiB of 100.0 MiB (10%), 1.0 MiB/s, 1m30s left"
