@@ -14,7 +14,6 @@ import pytest
 
 from tests.hub_fixtures import PASSWORD, REPO, ROOT, MiB, emulator_fixture, hub_env, served  # noqa: F401
 
-pytestmark = pytest.mark.slow
 
 
 def hfdav(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -23,6 +22,7 @@ def hfdav(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedPro
                           capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_cli_maintains_the_running_hub_drive_through_the_admin_api(emulator, tmp_path: Path):
     data_dir = tmp_path / "data"
     cwd = tmp_path / "elsewhere"
@@ -86,3 +86,17 @@ def test_cli_maintains_the_running_hub_drive_through_the_admin_api(emulator, tmp
         assert f"/.hfdav-admin/{endpoint}" in log, endpoint  # every command went through the server
     assert not (cwd / "data").exists()  # no second drive (and writer) next to the live one
     assert not (data_dir / "server.json").exists()  # the server removed its record when it stopped
+
+    # with no server, the same commands open the data dir themselves
+    direct = hfdav(env, "verify", "--json", cwd=cwd)
+    assert direct.returncode == 0, direct.stderr
+    assert json.loads(direct.stdout)["copy"].startswith(f"hub:{REPO}@")
+    assert json.loads(hfdav(env, "stats", "--json", cwd=cwd).stdout)["bytes_in_files"] == len(big) + 7 + 3
+
+
+def test_upload_to_the_hub_logs_at_every_tenth():
+    from gateway.sync.hubsync import _reported_chunk
+
+    assert [i for i in range(1, 401) if _reported_chunk(i, 400)] == [*range(40, 400, 40), 400]
+    assert [i for i in range(1, 5) if _reported_chunk(i, 4)] == [1, 2, 3, 4]
+    assert [i for i in range(1, 60) if _reported_chunk(i, None)] == [1, 26, 51]

@@ -430,8 +430,8 @@ class HubSync:
 
 
 def _reported_chunk(index: int, total: int | None) -> bool:
-    """Whether the upload of chunk ``index`` of ``total`` is logged: the last one and the first
-    of each tenth (every 25th when the total is unknown)."""
+    """Whether the upload of chunk ``index`` of ``total`` is logged: the last one and the one
+    that reaches each tenth (every 25th when the total is unknown)."""
     if total is None:
         return index % 25 == 1
     return index >= total or 10 * index // total > 10 * (index - 1) // total
