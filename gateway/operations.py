@@ -58,8 +58,24 @@ def report_dict(report: FsckReport, **extra) -> dict:
     }
 
 
+def _object_counter(tty: bool):
+    """A ``Fsck(progress=...)`` callback: the objects checked, as a bar or log lines."""
+    bars: dict[str, Progress] = {}
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if phase != "checking objects" or not total:
+            return
+        bar = bars.get(phase) or bars.setdefault(phase, Progress(phase, total, tty=tty, unit="object"))
+        bar.update(done - bar.done)
+        if done >= total:
+            bar.close()
+
+    return progress
+
+
 def fsck(gateway, *, repair: bool = False, verify: float = 0.0, tty: bool = False) -> dict:
-    checker = Fsck(gateway.repo, gateway.store, object_hasher=gateway.files.object_hasher, bar=_bar(tty))
+    checker = Fsck(gateway.repo, gateway.store, object_hasher=gateway.files.object_hasher, bar=_bar(tty),
+                   progress=_object_counter(tty))  # fmt: skip
     return report_dict(checker.run(repair=repair, verify=verify), copy="local")
 
 

@@ -100,6 +100,7 @@ class Progress:
         self.total = total
         self.unit = unit
         self.done = 0
+        self._closed = False
         self._lock = threading.Lock()
         self._cadence = _Cadence(total, clock)
         self._bar = None
@@ -128,6 +129,9 @@ class Progress:
 
     def close(self) -> None:
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
             if self._bar is not None:
                 self._bar.close()
                 self._bar = None

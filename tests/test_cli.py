@@ -180,8 +180,12 @@ def test_fsck_json_exit_code_reflects_problems(env, capsys):
     gw = _gateway()
     gw.files.write_bytes("/f", b"hello")
     gw.close()
+    capsys.readouterr()
     assert main(["fsck", "--verify", "1", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["findings"] == []
+    out, err = capsys.readouterr()
+    assert json.loads(out)["findings"] == []
+    assert "checking objects: done, 1 of 1 objects (100%)" in err  # progress off a terminal
+    assert "verifying: done, 5 B of 5 B (100%)" in err
     next(p for p in (env / "d" / "objects").rglob("*") if p.is_file()).write_bytes(b"HELLO")
     assert main(["verify", "--json"]) == 1
     report = json.loads(capsys.readouterr().out)

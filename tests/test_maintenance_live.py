@@ -15,7 +15,6 @@ import pytest
 from tests.hub_fixtures import PASSWORD, REPO, ROOT, MiB, emulator_fixture, hub_env, served  # noqa: F401
 
 
-
 def hfdav(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess:
     full = {**os.environ, **env, "PYTHONPATH": str(ROOT), "HFDAV_LOG_LEVEL": "WARNING"}
     return subprocess.run([sys.executable, "-m", "gateway.cli", *args], env=full, cwd=cwd,
