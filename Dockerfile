@@ -34,7 +34,9 @@ COPY nginx.conf boot.py /app/
 COPY fake_site /app/fake_site
 
 USER user
-ENV HOME=/home/user
+# HFDAV_DATA_DIR: the drive lives in /data, for the server and for `podman exec … hfdav stats` alike
+ENV HOME=/home/user \
+    HFDAV_DATA_DIR=/data
 WORKDIR /home/user
 EXPOSE 7860
 HEALTHCHECK --interval=30s --timeout=10s --start-period=120s \

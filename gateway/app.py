@@ -216,4 +216,6 @@ def build_gateway(settings: Settings, *, refuse_lost_metadata: bool = True) -> G
             store.close()
             repo.close()
             raise
-    return Gateway(settings, repo, store, files, app, background=background, packer=packer)
+    gateway = Gateway(settings, repo, store, files, app, background=background, packer=packer)
+    app.admin.attach(gateway)  # the admin API's maintenance operations run on it
+    return gateway

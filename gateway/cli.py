@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 from gateway import __version__
 from gateway.config import ConfigError, load_settings, parse_size
 from gateway.errors import HfdavError
+from gateway.progress import human_size, parse_duration
 
 log = logging.getLogger("hfdav")
 
@@ -22,6 +25,23 @@ def _size(text: str) -> int:
         return parse_size(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"not a share between 0 and 1: {text!r} (examples: 0.05, 0.5, 1)")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,24 +66,31 @@ def _parser() -> argparse.ArgumentParser:
 
     gc = sub.add_parser("gc", help="purge old trash, pack small files, repack, delete unreferenced objects")
     gc.add_argument("--data-dir")
-    gc.add_argument("--grace", type=float, default=None, help="seconds an orphan is kept (default 6 h)")
+    gc.add_argument("--grace", type=_duration, default=None,
+                    help="how long an unreferenced object is kept, e.g. 3600, 90m, 6h, 2d (default 6h)")  # fmt: skip
     gc.add_argument(
         "--squash", action="store_true", help="Hub backend: also squash the repo history (frees deleted files' quota)"
     )
+    gc.add_argument("--yes", action="store_true", help="--squash: do not ask for confirmation")
+    gc.add_argument("--no-repack", action="store_true", help="do not rewrite sparse packs")
 
     rebuild = sub.add_parser("rebuild", help="rebuild the metadata database from the dataset repo alone")
     rebuild.add_argument("--data-dir")
     rebuild.add_argument("--force", action="store_true", help="replace an existing database (stop the server first)")
-    gc.add_argument("--no-repack", action="store_true", help="do not rewrite sparse packs")
+    rebuild.add_argument("--into", metavar="DIR",
+                         help="build a new data dir DIR instead (works while the server runs)")  # fmt: skip
 
     fsck = sub.add_parser("fsck", help="check the metadata against itself and the store")
     fsck.add_argument("--data-dir")
     fsck.add_argument("--repair", action="store_true", help="repair what can be repaired")
-    fsck.add_argument("--verify", type=float, default=0.0, metavar="SHARE",
-                      help="read and hash this share of the objects (0…1; 1 = all)")  # fmt: skip
-    verify = sub.add_parser("verify", help="fsck --verify 1: read and hash every object")
+    fsck.add_argument("--verify", type=_share, default=0.0, metavar="SHARE",
+                      help="also read and hash this share of the local objects (0 to 1; 1 = all)")  # fmt: skip
+    fsck.add_argument("--json", action="store_true", help="machine-readable output")
+    verify = sub.add_parser("verify", help="read objects back from the dataset repo (or local store) and hash them")
     verify.add_argument("--data-dir")
-    verify.add_argument("--sample", type=float, default=1.0, help="share of objects to read (default 1)")
+    verify.add_argument("--sample", type=_share, default=1.0, metavar="SHARE",
+                        help="share of objects to read (0 to 1; default 1 = all)")  # fmt: skip
+    verify.add_argument("--json", action="store_true", help="machine-readable output")
 
     trash = sub.add_parser("trash", help="list, restore or purge deleted files")
     trash.add_argument("--data-dir")
@@ -71,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     trash.add_argument("path", nargs="?", help="restore: the trash path shown by 'list'")
     trash.add_argument("--to", help="restore: another destination")
     trash.add_argument("--all", action="store_true", help="purge: everything, whatever its age")
+    trash.add_argument("--json", action="store_true", help="machine-readable output")
 
     locks = sub.add_parser("locks", help="list or break WebDAV locks (works while the server runs)")
     locks.add_argument("--data-dir")
@@ -81,6 +109,12 @@ def _parser() -> argparse.ArgumentParser:
 
     stats = sub.add_parser("stats", help="print counts and sizes")
     stats.add_argument("--data-dir")
+    stats.add_argument("--json", action="store_true", help="machine-readable output (sizes in bytes)")
+
+    sync = sub.add_parser("sync", help="Hub backend: what waits for an upload or a commit")
+    sync.add_argument("action", choices=("status",))
+    sync.add_argument("--data-dir")
+    sync.add_argument("--json", action="store_true", help="machine-readable output")
 
     backup = sub.add_parser("backup", help="back the metadata database up to WEBDAV_URL now")
     backup.add_argument("--data-dir")
@@ -126,24 +160,253 @@ def _dispatch(args: argparse.Namespace, settings) -> int:
         return 0
     if args.command == "serve":
         return _serve(settings, args.server)
-    if args.command == "gc":
-        return _gc(settings, args.grace, not args.no_repack, args.squash)
-    if args.command in ("fsck", "verify"):
-        share = args.sample if args.command == "verify" else args.verify
-        return _fsck(settings, getattr(args, "repair", False), share)
-    if args.command == "trash":
-        return _trash(settings, args)
-    if args.command == "stats":
-        return _stats(settings)
-    if args.command == "locks":
-        return _locks(settings, args)
-    if args.command == "rebuild":
-        return _rebuild(settings, args.force)
-    if args.command == "backup":
-        return _backup(settings, args.list)
     if args.command == "restore":
         return _restore(settings, args.force)
-    return 2
+    if args.command == "backup" and args.list:
+        return _backup_list(settings)
+    if args.command == "rebuild" and not args.into:
+        return _rebuild_here(settings, args.force)
+    if args.command == "locks":
+        if args.action == "list" and (missing := _no_drive(settings)):
+            return _fail(missing)
+        return _locks(settings, args)
+    missing = _no_drive(settings)
+    if missing and args.command != "rebuild":
+        return _fail(missing)
+    if args.command == "gc" and args.squash:
+        if not settings.hub_enabled:
+            return _fail("--squash needs the Hub backend (HF_DATASET_REPO)")
+        if not _confirm_squash(settings, args.yes):
+            return 2
+    return _maintain(args, settings)
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"hfdav: {message}", file=sys.stderr)
+    return code
+
+
+def _no_drive(settings) -> str | None:
+    """Why the data dir holds no drive (None: it does, or its database is elsewhere)."""
+    where = settings.data_dir
+    if not where.is_dir():
+        return f"no drive in {where} (no such directory; the data dir is HFDAV_DATA_DIR or --data-dir)"
+    prefix = "sqlite:///"
+    url = settings.database_url
+    if url.startswith(prefix) and not os.path.exists(url[len(prefix) :]):
+        return f"no drive in {where} (no database {url[len(prefix):]}; the data dir is HFDAV_DATA_DIR or --data-dir)"
+    return None
+
+
+def _confirm_squash(settings, yes: bool) -> bool:
+    what = f"squash the history of {settings.hf_dataset_repo or 'the dataset repo'} into one commit"
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        print(f"hfdav: gc --squash would {what}: pass --yes to confirm (no terminal to ask on)", file=sys.stderr)
+        return False
+    answer = input(f"{what} (older revisions are gone for good)? [y/N] ").strip().lower()
+    if answer not in ("y", "yes"):
+        print("hfdav: not squashed", file=sys.stderr)
+        return False
+    return True
+
+
+def _call(args: argparse.Namespace) -> tuple[str, str, dict]:
+    """The admin API call of a maintenance command: (method, endpoint, query)."""
+    c = args.command
+    if c == "stats":
+        return "GET", "stats", {}
+    if c == "fsck":
+        return "POST", "fsck", {"repair": int(args.repair), "verify": args.verify}
+    if c == "verify":
+        return "POST", "verify", {"sample": args.sample}
+    if c == "gc":
+        return "POST", "gc", {"grace": args.grace, "no_repack": int(args.no_repack), "squash": int(args.squash)}
+    if c == "trash":
+        if args.action == "list":
+            return "GET", "trash", {}
+        if args.action == "restore":
+            return "POST", "trash/restore", {"path": args.path or "", "to": args.to}
+        return "POST", "trash/purge", {"all": int(args.all)}
+    if c == "sync":
+        return "GET", "sync", {}
+    if c == "backup":
+        return "POST", "backup", {}
+    if c == "rebuild":
+        return "POST", "rebuild", {"into": str(Path(args.into).expanduser().resolve())}
+    raise AssertionError(c)
+
+
+def _direct(args: argparse.Namespace, gateway) -> dict:
+    """The same operation as :func:`_call`, on the open gateway of this process."""
+    from gateway import operations as ops
+
+    c, tty = args.command, sys.stderr.isatty()
+    if c == "stats":
+        return ops.stats(gateway)
+    if c == "fsck":
+        return ops.fsck(gateway, repair=args.repair, verify=args.verify, tty=tty)
+    if c == "verify":
+        return ops.verify(gateway, sample=args.sample, tty=tty)
+    if c == "gc":
+        return ops.gc(gateway, grace_s=args.grace, repack=not args.no_repack, squash=args.squash, tty=tty)
+    if c == "trash":
+        if args.action == "list":
+            return ops.trash_list(gateway)
+        if args.action == "restore":
+            return ops.trash_restore(gateway, args.path or "", args.to)
+        return ops.trash_purge(gateway, everything=args.all)
+    if c == "sync":
+        return ops.sync_status(gateway)
+    raise AssertionError(c)
+
+
+def _maintain(args: argparse.Namespace, settings) -> int:
+    """Run the command through the server's admin API when a server serves the data dir, else
+    on the data dir in this process (the Hub backend's lock refuses a second process)."""
+    from gateway.admin_client import ServerRefused, find_server
+    from gateway.errors import AlreadyExists, NotFound
+    from gateway.operations import OperationRefused
+
+    server = find_server(settings)
+    try:
+        if server is not None:
+            log.debug("a server serves %s at %s: asking it", settings.data_dir, server.url)
+            result = server.call(*_call(args))
+        elif args.command == "rebuild":
+            result = _rebuild_into(settings, args.into)
+        elif args.command == "backup":  # the database file alone: no gateway to open
+            from gateway import operations as ops
+
+            result = ops.backup_now(settings, tty=sys.stderr.isatty())
+        else:
+            result = _with_gateway(settings, args, lambda gw: _direct(args, gw))
+    except ServerRefused as exc:
+        return _fail(str(exc), 2 if exc.status < 500 else 1)  # 4xx: a mistake in the command
+    except (OperationRefused, NotFound, AlreadyExists) as exc:
+        return _fail(str(exc))
+    return _show(args, result)
+
+
+def _with_gateway(settings, args, work):
+    from gateway.app import build_gateway
+
+    # a report may look at a data dir whose database lost its contents; a repair may not (it
+    # would register every stored object as unreferenced, and the collector would delete them)
+    refuse_lost = not (args.command in ("fsck", "verify", "stats") and not getattr(args, "repair", False))
+    gateway = build_gateway(settings, refuse_lost_metadata=refuse_lost)
+    try:
+        return work(gateway)
+    finally:
+        gateway.close()
+
+
+def _rebuild_into(settings, into: str) -> dict:
+    import dataclasses
+
+    from gateway.rebuild import rebuild
+
+    target = Path(into).expanduser().resolve()
+    if (target / "meta.sqlite3").exists():
+        from gateway.operations import OperationRefused
+
+        raise OperationRefused(f"{target / 'meta.sqlite3'} exists; give an empty or new directory")
+    new = dataclasses.replace(settings, data_dir=target, database_url=f"sqlite:///{target / 'meta.sqlite3'}")
+    r = rebuild(new)
+    return {"data_dir": str(target), "nodes": r.nodes, "files": r.files, "bytes": r.bytes}
+
+
+def _rebuild_here(settings, force: bool) -> int:
+    from gateway.admin_client import find_server
+    from gateway.rebuild import rebuild
+
+    server = find_server(settings)
+    if server is not None:
+        return _fail(f"a server serves {settings.data_dir} at {server.url}: rebuild into a new data dir "
+                     "with --into DIR, or stop the server first")  # fmt: skip
+    r = rebuild(settings, force=force)
+    print(f"rebuilt from the dataset repo: {r.nodes} files and folders ({r.files} files, {human_size(r.bytes)})")
+    return 0
+
+
+# -- output --------------------------------------------------------------------------------
+
+
+def _show(args: argparse.Namespace, result: dict) -> int:
+    problems = result.get("unrepaired", 0)
+    if getattr(args, "json", False):
+        print(json.dumps(result, indent=2, sort_keys=True))
+        return 1 if problems else 0
+    c = args.command
+    if c == "stats":
+        _show_stats(result)
+    elif c in ("fsck", "verify"):
+        _show_report(result)
+    elif c == "gc":
+        _show_gc(result)
+    elif c == "trash":
+        _show_trash(args.action, result)
+    elif c == "sync":
+        for key, value in sorted(result.items()):
+            print(f"{key}: {value}")
+    elif c == "backup":
+        print(f"backed up as {result['generation']}" if result["generation"] else "unchanged since the newest backup")
+    elif c == "rebuild":
+        print(f"rebuilt {result['data_dir']} from the dataset repo: {result['nodes']} files and folders "
+              f"({result['files']} files, {human_size(result['bytes'])})")  # fmt: skip
+    return 1 if problems else 0
+
+
+def _show_stats(r: dict) -> None:
+    print(f"data dir: {r['data_dir']} ({r['backend']}{': ' + r['repo'] if r.get('repo') else ''})")
+    print(f"files and folders: {r['nodes']}")
+    print(f"in files: {human_size(r['bytes_in_files'])} ({r['bytes_in_files']} bytes)")
+    print(f"in stored objects: {human_size(r['bytes_in_objects'])} ({r['bytes_in_objects']} bytes)")
+    if r.get("quota_bytes"):
+        print(f"quota: {human_size(r['quota_bytes'])}")
+    if r.get("trash_entries") is not None:
+        print(f"in the trash: {r['trash_entries']}")
+
+
+def _show_report(r: dict) -> None:
+    for f in r["findings"]:
+        state = "repaired" if f["repaired"] else "NOT repaired"
+        affected = f" affects: {', '.join(f['files'])}" if f["files"] else ""
+        print(f"{f['kind']}: {f['subject']}: {f['detail']} ({state}){affected}")
+    skipped = r.get("skipped_not_committed")
+    print(
+        f"{r['copy']}: checked {r['objects_checked']} objects, hashed {r['objects_hashed']} "
+        f"({human_size(r['bytes_hashed'])}); {len(r['findings'])} findings, {r['unrepaired']} not repaired"
+        + (f"; {skipped} not committed yet, skipped" if skipped else "")
+    )
+
+
+def _show_gc(r: dict) -> None:
+    print(
+        f"trash folders purged: {r['trash_purged']}; small objects packed: {r['packed']}; "
+        f"packs rewritten: {r['repacked']}; unreferenced objects deleted: {r['objects_deleted']}"
+    )
+    if "committed" in r:
+        print(
+            f"repo objects unknown to the metadata, deleted: {r['repo_orphans_deleted']}; "
+            f"everything committed: {'yes' if r['committed'] else 'no'}; "
+            f"history squashed: {'yes' if r['squashed'] else 'no'}"
+        )
+
+
+def _show_trash(action: str, r: dict) -> None:
+    if action == "list":
+        if not r["entries"]:
+            print("trash is empty")
+        for e in r["entries"]:
+            kind = "folder" if e["is_dir"] else "file"
+            size = human_size(e["size"])
+            print(f"{e['deleted_at']}  {kind:6} {size:>10}  {e['original_path']}  ->  {e['trash_path']}")
+    elif action == "restore":
+        print(f"restored to {r['restored_to']}")
+    else:
+        print(f"purged {r['purged']} trash folders")
 
 
 def _announce_password(settings, generated: bool) -> None:
@@ -228,6 +491,7 @@ def _serve(settings, server: str) -> int:
         print(f"hfdav serving {url} (gunicorn)", file=sys.stderr, flush=True)
         os.execve(sys.executable, argv, env)
 
+    from gateway.admin_api import remove_server_record, server_url, write_server_record
     from gateway.server_front import Limits, Server
 
     limits = _within_open_files(Limits.from_settings(settings))
@@ -246,116 +510,12 @@ def _serve(settings, server: str) -> int:
     httpd.prepare()
     host, port = httpd.bind_addr[:2]
     print(f"hfdav serving http://{host}:{port}{settings.prefix.rstrip('/')}/ (cheroot)", file=sys.stderr, flush=True)
+    write_server_record(settings.data_dir, server_url(host, port))  # ``hfdav gc`` & co. call it there
     try:
         httpd.serve()
     finally:
+        remove_server_record(settings.data_dir)
         gateway.close()
-    return 0
-
-
-def _gc(settings, grace, repack: bool, squash: bool = False) -> int:
-    from gateway.app import build_gateway
-    from gateway.maintenance import collect
-
-    gateway = build_gateway(settings)
-    try:
-        kwargs = {} if grace is None else {"grace_s": grace}
-        r = collect(gateway, repack=repack, **kwargs)
-        print(
-            f"trash folders purged: {r.trash_purged}; small objects packed: {r.packed}; "
-            f"packs rewritten: {r.repacked}; unreferenced objects deleted: {r.objects_deleted}"
-        )
-        _hub_gc(gateway, squash)
-    finally:
-        gateway.close()
-    return 0
-
-
-def _progress(phase: str, done: int, total: int) -> None:
-    if sys.stderr.isatty():
-        end = "\n" if total and done >= total else "\r"
-        print(f"  {phase}: {done}/{total or '?'}", end=end, file=sys.stderr, flush=True)
-
-
-def _fsck(settings, repair: bool, share: float) -> int:
-    from gateway.app import build_gateway
-    from gateway.maintenance import fsck
-
-    # a report may look at a data dir whose database lost its contents; a repair may not (it
-    # would register every stored object as unreferenced, and the collector would delete them)
-    gateway = build_gateway(settings, refuse_lost_metadata=repair)
-    try:
-        report = fsck(gateway, repair=repair, verify=share, progress=_progress)
-    finally:
-        gateway.close()
-    for f in report.findings:
-        state = "repaired" if f.repaired else "NOT repaired"
-        affected = f" affects: {', '.join(f.files)}" if f.files else ""
-        print(f"{f.kind}: {f.subject}: {f.detail} ({state}){affected}")
-    print(
-        f"checked {report.objects_checked} objects, hashed {report.objects_hashed}; "
-        f"{len(report.findings)} findings, {len(report.unrepaired())} not repaired"
-    )
-    return 1 if report.unrepaired() else 0
-
-
-def _trash(settings, args) -> int:
-    from gateway.app import build_gateway
-    from gateway.errors import HfdavError
-
-    gateway = build_gateway(settings)
-    trash = gateway.files.trash
-    try:
-        if trash is None:
-            print("the trash is off (HFDAV_TRASH_DAYS=0)", file=sys.stderr)
-            return 2
-        if args.action == "list":
-            for e in trash.entries():
-                when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.deleted_at))
-                kind = "folder" if e.is_dir else "file"
-                print(f"{when}Z  {kind:6} {e.size:>14}  {e.original_path}  ->  {e.trash_path}")
-        elif args.action == "restore":
-            if not args.path:
-                print("restore needs the trash path shown by 'hfdav trash list'", file=sys.stderr)
-                return 2
-            print(f"restored to {trash.restore(args.path, to=args.to)}")
-        else:
-            n = trash.purge(older_than_days=0 if args.all else None)
-            print(f"purged {n} trash folders")
-    except HfdavError as exc:
-        print(f"hfdav: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        gateway.close()
-    return 0
-
-
-def _hub_gc(gateway, squash: bool) -> None:
-    """The Hub backend's part of ``hfdav gc``: repo orphans, pending commits, history squash."""
-    from gateway.sync.hubgc import hub_maintenance
-
-    sync = next((t for t in gateway.background if hasattr(t, "committer")), None)
-    if sync is None:
-        if squash:
-            print("hfdav: --squash needs the Hub backend (HF_DATASET_REPO)", file=sys.stderr)
-        return
-    r = hub_maintenance(sync, squash=squash)
-    print(
-        f"repo objects unknown to the metadata, deleted: {r.orphans_queued}; "
-        f"everything committed: {'yes' if r.drained else 'no'}; history squashed: {'yes' if r.squashed else 'no'}"
-    )
-
-
-def _rebuild(settings, force: bool) -> int:
-    from gateway.errors import HfdavError
-    from gateway.rebuild import rebuild
-
-    try:
-        r = rebuild(settings, force=force)
-    except HfdavError as exc:
-        print(f"hfdav: {exc}", file=sys.stderr)
-        return 1
-    print(f"rebuilt from the dataset repo: {r.nodes} files and folders ({r.files} files, {r.bytes} bytes)")
     return 0
 
 
@@ -391,18 +551,21 @@ def _locks(settings, args) -> int:
         repo.close()
 
 
-def _stats(settings) -> int:
-    from gateway.app import build_gateway
+def _backup_list(settings) -> int:
+    from gateway.sync.backup import BackupError
 
-    gateway = build_gateway(settings)
+    backup = _backup_target(settings)
+    if backup is None:
+        return 2
     try:
-        repo = gateway.repo
-        print(f"nodes: {repo.count_nodes()}")
-        print(f"bytes in files: {repo.used_bytes()}")
-        print(f"bytes in objects: {repo.stored_bytes()}")
+        for gen in backup.generations():
+            print(f"{gen.seq:6d}  {gen.taken_at:%Y-%m-%d %H:%M:%S}Z  {gen.name}")
+        return 0
+    except BackupError as exc:
+        print(f"hfdav: backup failed: {exc}", file=sys.stderr)
+        return 1
     finally:
-        gateway.close()
-    return 0
+        backup.close()
 
 
 def _backup_target(settings):
@@ -414,30 +577,13 @@ def _backup_target(settings):
     return backup
 
 
-def _backup(settings, list_only: bool) -> int:
-    from gateway.sync.backup import BackupError
-
-    backup = _backup_target(settings)
-    if backup is None:
-        return 2
-    try:
-        if list_only:
-            for gen in backup.generations():
-                print(f"{gen.seq:6d}  {gen.taken_at:%Y-%m-%d %H:%M:%S}Z  {gen.name}")
-            return 0
-        gen = backup.backup_once()
-        print(f"backed up as {gen.name}" if gen else "unchanged since the newest backup")
-        return 0
-    except BackupError as exc:
-        print(f"hfdav: backup failed: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        backup.close()
-
-
 def _restore(settings, force: bool) -> int:
+    from gateway.admin_client import find_server
+    from gateway.progress import Progress
     from gateway.sync.backup import BackupError
 
+    if (server := find_server(settings)) is not None:
+        return _fail(f"a server serves {settings.data_dir} at {server.url}: stop it before restoring its database")
     backup = _backup_target(settings)
     if backup is None:
         return 2
@@ -445,6 +591,7 @@ def _restore(settings, force: bool) -> int:
         if backup.db_path.exists() and not force:
             print(f"hfdav: {backup.db_path} exists; stop the server and pass --force to replace it", file=sys.stderr)
             return 1
+        backup.folder.progress = lambda label, total: Progress(label, total)
         gen = backup.restore_latest()
         if gen is None:
             print("hfdav: the backup folder holds no generation", file=sys.stderr)

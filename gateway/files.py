@@ -162,7 +162,7 @@ class WriteSession:
         content_type: str | None,
         mtime: float | None,
         announced: Checksums | None = None,
-        progress: Callable[[str, int, int | None], None] | None = None,
+        progress: Callable[[str, int, int | None, int, int | None], None] | None = None,
         limit: int | None = None,
     ):
         self._svc = service
@@ -234,7 +234,7 @@ class WriteSession:
         self._fd = self._tmp = self._hash = None
         self._chunk_len = 0
         if self._progress:
-            self._progress(self.path, len(self._chunks), self._expected_chunks())
+            self._progress(self.path, len(self._chunks), self._expected_chunks(), self.written, self.expected_length)
         self._svc.stage_early(chunk, self)
 
     def _expected_chunks(self) -> int | None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from gateway.errors import HfdavError
 from gateway.meta.repo import MetadataRepository, NewObject
 from gateway.packing import PACK_ID_DOMAIN
+from gateway.progress import Progress
 from gateway.store.base import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class FsckReport:
     findings: list[Finding] = field(default_factory=list)
     objects_checked: int = 0
     objects_hashed: int = 0
+    bytes_hashed: int = 0
 
     @property
     def clean(self) -> bool:
@@ -65,11 +67,16 @@ class Fsck:
         *,
         object_hasher,
         progress: Callable[[str, int, int], None] | None = None,
+        bar: Callable[[str, int], Progress] | None = None,
     ):
         self.repo = repo
         self.store = store
         self.hasher = object_hasher
         self.progress = progress or (lambda phase, done, total: None)
+        #: ``bar(label, total_bytes)``: the byte progress of the verification (bar or log lines)
+        self.bar = bar or (lambda label, total: Progress(label, total, tty=False))
+        #: objects ``verify_only`` did not find in the store (with the Hub: not committed yet)
+        self.skipped = 0
 
     def run(self, *, repair: bool = False, verify: float = 0.0, seed: int | None = None) -> FsckReport:
         """``verify``: share of objects (0…1) whose bytes are read and hashed."""
@@ -81,6 +88,20 @@ class Fsck:
         self._check_store(report, rows, stored, repair)
         if verify > 0:
             self._verify(report, rows, stored, verify, random.Random(seed))
+        return report
+
+    def verify_only(self, share: float = 1.0, *, seed: int | None = None) -> FsckReport:
+        """Read and hash ``share`` of the objects the store holds (objects it does not hold
+        are counted in :attr:`skipped`, not reported: with a remote store they are not
+        committed yet); no other check."""
+        report = FsckReport()
+        rows = {o.id: o for o in self.repo.all_objects()}
+        stored = self._stored()
+        self.skipped = sum(1 for r in rows.values() if r.pack_id is None and r.id not in stored)
+        self.skipped += sum(1 for r in rows.values() if r.pack_id is not None and r.pack_id not in stored)
+        rows = {oid: r for oid, r in rows.items() if (r.pack_id or r.id) in stored}
+        report.objects_checked = len(rows)
+        self._verify(report, rows, stored, share, random.Random(seed))
         return report
 
     # -- metadata ------------------------------------------------------------------------------
@@ -172,6 +193,10 @@ class Fsck:
         targets = [r for r in rows.values() if (r.pack_id is None and r.id in stored) or r.pack_id is not None]
         if share < 1:
             targets = [r for r in targets if rng.random() < share]
+        with self.bar("verifying", sum(r.size for r in targets)) as bar:
+            self._hash_all(report, targets, bar)
+
+    def _hash_all(self, report: FsckReport, targets, bar: Progress) -> None:
         for i, row in enumerate(targets):
             if i % 20 == 0:
                 self.progress("verifying", i, len(targets))
@@ -186,6 +211,8 @@ class Fsck:
                 with stream:
                     while piece := stream.read(_READ_BLOCK):
                         h.update(piece)
+                        bar.update(len(piece))
+                        report.bytes_hashed += len(piece)
             except HfdavError as exc:
                 report.findings.append(Finding("hash", row.id, f"unreadable: {exc}", files=self._files([row.id])))
                 continue

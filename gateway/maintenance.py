@@ -16,15 +16,21 @@ class GcReport:
     objects_deleted: int
 
 
-def collect(gateway, *, grace_s: float = ORPHAN_GRACE_S, repack: bool = True) -> GcReport:
-    """Purge expired trash, pack loose small objects, repack sparse packs, delete orphans."""
+def collect(gateway, *, grace_s: float = ORPHAN_GRACE_S, repack: bool = True, step=None) -> GcReport:
+    """Purge expired trash, pack loose small objects, repack sparse packs, delete orphans.
+    ``step(what)`` is called before each of these steps (progress)."""
+    step = step or (lambda what: None)
     files = gateway.files
+    step("purging old trash")
     purged = files.trash.purge() if files.trash is not None else 0
     packed = repacked = 0
     if gateway.packer is not None:
+        step("packing small objects")
         packed = gateway.packer.pack_small_objects().objects
         if repack:
+            step("rewriting sparse packs")
             repacked = gateway.packer.repack().packs
+    step("deleting unreferenced objects")
     deleted = files.collect_garbage(grace_s=grace_s)
     return GcReport(purged, packed, repacked, deleted)
 

@@ -32,8 +32,21 @@ def create_app():
 
 def close() -> None:
     """Close the gateways this process opened (once; later calls do nothing)."""
+    from gateway.admin_api import remove_server_record
+
     while _open:
-        _open.pop().close()
+        gateway = _open.pop()
+        remove_server_record(gateway.settings.data_dir)
+        gateway.close()
+
+
+def post_worker_init(worker) -> None:
+    """gunicorn server hook: note the URL the worker serves in the data dir (for ``hfdav``)."""
+    from gateway.admin_api import server_url, write_server_record
+
+    if _open and worker.sockets:
+        host, port = worker.sockets[0].getsockname()[:2]
+        write_server_record(_open[0].settings.data_dir, server_url(host, port))
 
 
 def worker_exit(server, worker) -> None:

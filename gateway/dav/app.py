@@ -21,6 +21,7 @@ from gateway.dav.provider import HfdavProvider
 from gateway.dav.server import RequestResolver
 from gateway.dav.syncprops import RESPONSE_HEADERS_KEY
 from gateway.files import FileService
+from gateway.progress import upload_reporter
 from gateway.web import WebFront, committer_check, database_check, store_check
 
 log = logging.getLogger(__name__)
@@ -30,10 +31,6 @@ log = logging.getLogger(__name__)
 IO_BLOCK_SIZE = 1 << 20
 
 _QUIET_BROKEN_BODIES = QuietBrokenBodies()
-
-
-def _progress(path: str, done: int, total: int | None) -> None:
-    log.info("stored chunk %d/%s of %s", done, total if total is not None else "?", path)
 
 
 class _ResourceHeaders:
@@ -56,7 +53,7 @@ class _ResourceHeaders:
 def make_wsgi_app(settings: Settings, files: FileService):
     provider = HfdavProvider(
         files,
-        upload_progress=_progress,
+        upload_progress=upload_reporter(),  # bytes, rate and ETA every ~10 s or tenth
         max_xml_body=settings.max_xml_body,
         max_propfind_infinity=settings.max_propfind_infinity,
         max_copy_members=settings.max_copy_members,
@@ -95,11 +92,7 @@ def make_wsgi_app(settings: Settings, files: FileService):
     logging.getLogger("wsgidav.request_server").addFilter(_QUIET_BROKEN_BODIES)
     checks = {"database": database_check(repo), "store": store_check(files.store), "committer": committer_check(files)}
     auth = Authenticator.from_settings(settings, load_key(settings.data_dir) if settings.digest else None)
-    return WebFront(
-        # /.hfdav-admin/: list and break locks
-        AdminApi(RequestFront(AuthGate(dav, auth)), repo, auth),
-        prefix=settings.prefix,
-        auth=auth,
-        trusted_proxies=settings.trusted_proxies,
-        checks=checks,
-    )
+    admin = AdminApi(RequestFront(AuthGate(dav, auth)), repo, auth)  # /.hfdav-admin/: maintenance
+    front = WebFront(admin, prefix=settings.prefix, auth=auth, trusted_proxies=settings.trusted_proxies, checks=checks)
+    front.admin = admin  # the composition root attaches the gateway to it
+    return front

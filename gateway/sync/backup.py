@@ -192,12 +192,25 @@ class WebDavFolder:
                 out.append(name)
         return out
 
+    #: ``progress(label, total_bytes)`` → a :class:`gateway.progress.Progress` for transfers
+    #: (``hfdav backup`` and ``restore`` set it; the backup loop transfers quietly).
+    progress = None
+
+    def _meter(self, label: str, total: int | None):
+        return self.progress(label, total) if self.progress is not None else contextlib.nullcontext()
+
     def put(self, name: str, source: Path) -> None:
         size = source.stat().st_size
-        with source.open("rb") as f:
+        with source.open("rb") as f, self._meter(f"uploading {name}", size) as bar:
+
+            def blocks():
+                while block := f.read(IO_BLOCK):
+                    if bar is not None:
+                        bar.update(len(block))
+                    yield block
+
             self._request(
-                "PUT", self.url + name, ok=(200, 201, 204),
-                content=iter(lambda: f.read(IO_BLOCK), b""),
+                "PUT", self.url + name, ok=(200, 201, 204), content=blocks(),
                 headers={"Content-Length": str(size), "Content-Type": "application/gzip"},
             )  # fmt: skip
 
@@ -208,9 +221,13 @@ class WebDavFolder:
             with self._client.stream("GET", self.url + name) as r, dest.open("wb") as out:
                 if r.status_code != 200:
                     raise BackupError(f"GET {_display(self.url + name)}: HTTP {r.status_code}")
-                for block in r.iter_bytes(IO_BLOCK):
-                    digest.update(block)
-                    out.write(block)
+                length = r.headers.get("Content-Length")
+                with self._meter(f"downloading {name}", int(length) if length else None) as bar:
+                    for block in r.iter_bytes(IO_BLOCK):
+                        digest.update(block)
+                        out.write(block)
+                        if bar is not None:
+                            bar.update(len(block))
         except httpx2.HTTPError as exc:
             raise BackupError(f"GET {_display(self.url + name)}: {type(exc).__name__}: {exc}") from exc
         return digest.hexdigest()

@@ -372,10 +372,11 @@ class HubSync:
         return self.repo.pin_object(obj, state=self.wb.initial_state)
 
     def note_chunk(self, object_id: str, path: str, index: int, total: int | None) -> None:
-        if total == 1:
-            return
+        if total == 1 or not _reported_chunk(index, total):
+            return  # a long upload logs its upload at every tenth, not at every chunk
+        share = f" ({100 * index // total}%)" if total else ""
         with self._labels_lock:
-            self._labels[object_id] = f"chunk {index}/{total if total is not None else '?'} of {path}"
+            self._labels[object_id] = f"chunk {index}/{total if total is not None else '?'} of {path}{share}"
             while len(self._labels) > MAX_LABELS:
                 self._labels.popitem(last=False)
 
@@ -426,6 +427,14 @@ class HubSync:
             "queued_deletions": self.repo.count_hub_deletes(),
             "last_error": self.committer.last_error or self.uploader.last_error,
         }
+
+
+def _reported_chunk(index: int, total: int | None) -> bool:
+    """Whether the upload of chunk ``index`` of ``total`` is logged: the last one and the one
+    that reaches each tenth (every 25th when the total is unknown)."""
+    if total is None:
+        return index % 25 == 1
+    return index >= total or 10 * index // total > 10 * (index - 1) // total
 
 
 def repo_encryption_record(client: HubClient) -> dict | None:

@@ -12,12 +12,14 @@ repo at start-up (:meth:`Mirror.catch_up`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from gateway.meta.repo import MetadataRepository
+from gateway.progress import Progress
 from gateway.store.hub import HubClient, RemoteFile, object_id_of
 from gateway.sync.replay import ReplayClock, Replayer
 from gateway.sync.repofmt import (
@@ -168,7 +170,14 @@ def load_repo(
     ``codec`` opens sealed files (default: files in clear)."""
     codec = codec or MetadataCodec()
     batch, seq = after_batch, 0
-    with tempfile.TemporaryDirectory(prefix="hfdav-load-") as tmp:
+    snapshot = files.snapshots.get(files.latest_snapshot) if after_batch == 0 and files.latest_snapshot else None
+    todo = sorted(b for b in files.journals if b > (files.latest_snapshot if snapshot else after_batch))
+    total = (snapshot.size if snapshot else 0) + sum(files.journals[b].size for b in todo)
+    if snapshot is None and len(todo) < 2:
+        bar = contextlib.nullcontext(None)  # an ordinary start-up: nothing worth a progress line
+    else:
+        bar = Progress("loading the repo's metadata", total)
+    with tempfile.TemporaryDirectory(prefix="hfdav-load-") as tmp, bar as meter:
         if after_batch == 0 and files.latest_snapshot:
             batch = files.latest_snapshot
             local = Path(tmp) / "snapshot.jsonl.gz"
@@ -178,12 +187,16 @@ def load_repo(
             n = replayer.load_snapshot(snap)
             seq = snap.header.seq
             log.info("loaded snapshot %d: %d nodes", batch, n)
+            if meter is not None and snapshot is not None:
+                meter.update(snapshot.size)
             if mark is not None:
                 mark(batch, seq)
         todo = sorted(b for b in files.journals if b > batch)
         for b in todo:
             jf = codec.read_journal(b, client.read_file(journal_path(b), revision=revision))
             replayer.apply_file(jf)
+            if meter is not None:
+                meter.update(files.journals[b].size)
             batch, seq = b, max(seq, jf.through)
             if mark is not None:
                 mark(batch, seq)

@@ -267,3 +267,58 @@ def test_hub_mode_restart_with_wiped_disk_keeps_committed_files(podman, image, t
         finally:
             assert second.stop() == 0
             second.remove()
+
+
+def test_maintenance_of_the_live_hub_drive_with_podman_exec(podman, image, tmp_path):
+    """``podman exec … hfdav stats|fsck|trash restore|gc --squash --yes`` on a running container
+    in Hub mode: they find /data themselves, go through the server's admin API, change the live
+    drive, and no second drive (or writer) appears."""
+    from tests.hub_emulator import HubEmulator
+
+    with HubEmulator(tmp_path / "hub") as emu:
+        repo = f"{emu.config.username}/drive"
+        env = {"HF_ENDPOINT": emu.url, "HF_TOKEN": emu.token, "HF_HUB_DISABLE_XET": "1", "HF_DATASET_REPO": repo,
+               "HFDAV_CHUNK_SIZE": "1MiB", "HFDAV_COMMIT_INTERVAL": "1"}  # fmt: skip
+        c = Container(podman, port=free_port(), env=env)
+
+        def hfdav(*args: str):
+            # uid:gid, not the name: podman looks names up in the rootfs, mounted in another namespace here
+            return podman.call("exec", "--user", "1000:1000", c.name, "hfdav", *args, check=False, timeout=300)
+
+        try:
+            s = requests.Session()
+            s.auth = c.auth
+            make_random_file(tmp_path / "big.bin", 3 * MiB)
+            body = (tmp_path / "big.bin").read_bytes()
+            assert s.put(c.url_for("big.bin"), data=body).status_code == 201
+            assert s.put(c.url_for("note.txt"), data=b"keep me").status_code == 201
+            assert s.delete(c.url_for("note.txt")).status_code == 204
+
+            stats = hfdav("stats")
+            assert stats.returncode == 0, stats.stderr
+            assert "data dir: /data (hub: " in stats.stdout and "in files: 3.0 MiB" in stats.stdout, stats.stdout
+            fsck = hfdav("fsck")
+            assert fsck.returncode == 0 and "0 findings" in fsck.stdout, fsck
+            listing = hfdav("trash", "list")
+            assert listing.returncode == 0 and "/note.txt" in listing.stdout, listing
+            restored = hfdav("trash", "restore", listing.stdout.split("->")[1].strip())
+            assert restored.returncode == 0, restored
+            assert s.get(c.url_for("note.txt")).content == b"keep me"
+
+            refused = hfdav("gc", "--squash")  # podman exec without -t: no terminal
+            assert refused.returncode == 2 and "--yes" in refused.stderr, refused
+            squashes = emu.stats["super_squashes"]
+            gc = hfdav("gc", "--squash", "--yes")
+            assert gc.returncode == 0 and "history squashed: yes" in gc.stdout, gc
+            assert emu.stats["super_squashes"] == squashes + 1 and emu.commit_count(repo) == 1
+            assert s.get(c.url_for("big.bin")).content == body
+            assert s.put(c.url_for("after.txt"), data=b"new").status_code == 201
+
+            home = podman.call("exec", "--user", "1000:1000", c.name, "ls", "/home/user/data", check=False)
+            assert home.returncode != 0  # no second data dir next to /data
+            logs = c.logs()
+            for endpoint in ("stats", "fsck", "trash/restore", "gc"):
+                assert f"/.hfdav-admin/{endpoint}" in logs, endpoint
+        finally:
+            assert c.stop() == 0, c.logs()[-3000:]
+            c.remove()
