@@ -72,9 +72,10 @@ def build_store(settings: Settings) -> ObjectStore:
 def build_hub_store(settings: Settings) -> ObjectStore:
     """The Hub backend's store: local staging and cache (write-back) in front of the dataset
     repo, which is created (private) if it does not exist."""
-    from gateway.store.hub import HubClient, HubStore
+    from gateway.store.hub import HubClient, HubStore, apply_hub_transport
     from gateway.store.writeback import WriteBackStore
 
+    apply_hub_transport(settings.hub_transport, settings.data_dir)
     client = HubClient(settings.hf_dataset_repo, token=settings.hf_token, endpoint=settings.hf_endpoint)
     client.ensure_repo()
     return WriteBackStore(

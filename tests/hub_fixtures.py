@@ -11,6 +11,7 @@ import os
 import tempfile
 
 os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
+os.environ.setdefault("HFDAV_HUB_TRANSPORT", "lfs")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="hf-home-"))
@@ -57,6 +58,7 @@ def hub_env(emu: HubEmulator, data_dir: Path, **extra: str) -> dict[str, str]:
         "HF_TOKEN": TOKEN,
         "HF_ENDPOINT": emu.url,
         "HF_HUB_DISABLE_XET": "1",
+        "HFDAV_HUB_TRANSPORT": "lfs",
         "HF_HUB_DISABLE_TELEMETRY": "1",
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",
         "HF_HOME": str(data_dir.parent / "hf-home"),

@@ -73,3 +73,30 @@ def test_max_copy_members(tmp_path):
     assert load_settings({**env, "HFDAV_MAX_COPY_MEMBERS": "50"}).max_copy_members == 50
     with pytest.raises(ConfigError, match="HFDAV_MAX_COPY_MEMBERS"):
         load_settings({**env, "HFDAV_MAX_COPY_MEMBERS": "0"})
+
+
+def test_hub_transport(tmp_path):
+    base = {"HFDAV_DATA_DIR": str(tmp_path)}
+    assert load_settings(base).hub_transport == "xet"
+    assert load_settings({**base, "HFDAV_HUB_TRANSPORT": "LFS"}).hub_transport == "lfs"
+    with pytest.raises(ConfigError, match="HFDAV_HUB_TRANSPORT"):
+        load_settings({**base, "HFDAV_HUB_TRANSPORT": "s3"})
+
+
+def test_apply_hub_transport(tmp_path, monkeypatch):
+    import os
+
+    from huggingface_hub import constants
+
+    from gateway.store.hub import apply_hub_transport
+
+    for name in ("HF_HUB_DISABLE_XET", "HF_XET_CACHE", "HF_HUB_DISABLE_TELEMETRY"):
+        monkeypatch.setenv(name, "")  # so that the test's changes are undone
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", False)
+    apply_hub_transport("xet", tmp_path)
+    assert constants.HF_HUB_DISABLE_XET is False and constants.HF_HUB_DISABLE_TELEMETRY is True
+    assert os.environ["HF_XET_CACHE"].startswith(str(tmp_path / ".cache" / "hf"))
+    apply_hub_transport("lfs", tmp_path)
+    assert constants.HF_HUB_DISABLE_XET is True

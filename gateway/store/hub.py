@@ -27,6 +27,7 @@ library's choice (``HF_HUB_DISABLE_XET``), see docs/HUB.md.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -221,6 +222,25 @@ def _uploaded_lfs_operation(path: str, sha256: str, size: int) -> CommitOperatio
     op._upload_mode = "lfs"
     op._is_uploaded = True
     return op
+
+
+def apply_hub_transport(transport: str, data_dir: Path) -> None:
+    """Choose how huggingface_hub uploads: ``xet`` (through hf_xet, its cache under
+    ``<data_dir>/.cache/hf``, telemetry off unless the environment says otherwise) or ``lfs``
+    (classic LFS). Set before the first upload; logged once."""
+    xet = transport == "xet"
+    constants.HF_HUB_DISABLE_XET = not xet
+    os.environ["HF_HUB_DISABLE_XET"] = "0" if xet else "1"
+    if xet:
+        home = data_dir / ".cache" / "hf"
+        home.mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("HF_XET_CACHE", str(home / "xet"))
+        if hasattr(constants, "HF_XET_CACHE"):
+            constants.HF_XET_CACHE = os.environ["HF_XET_CACHE"]
+        if "HF_HUB_DISABLE_TELEMETRY" not in os.environ:
+            os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+            constants.HF_HUB_DISABLE_TELEMETRY = True
+    log.info("Hub transport: %s", transport)
 
 
 class HubClient:

@@ -243,7 +243,7 @@ def test_hub_mode_restart_with_wiped_disk_keeps_committed_files(podman, image, t
 
     with HubEmulator(tmp_path / "hub") as emu:
         repo = f"{emu.config.username}/drive"
-        env = {"HF_ENDPOINT": emu.url, "HF_TOKEN": emu.token, "HF_HUB_DISABLE_XET": "1", "HF_DATASET_REPO": repo,
+        env = {"HF_ENDPOINT": emu.url, "HF_TOKEN": emu.token, "HF_HUB_DISABLE_XET": "1", "HFDAV_HUB_TRANSPORT": "lfs", "HF_DATASET_REPO": repo,
                "HFDAV_CHUNK_SIZE": "1MiB"}  # fmt: skip
         port = free_port()
         first = Container(podman, port=port, env=env)

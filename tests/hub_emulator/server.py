@@ -141,6 +141,7 @@ class HubEmulator:
         env = {
             "HF_ENDPOINT": self.url,
             "HF_HUB_DISABLE_XET": "1",
+            "HFDAV_HUB_TRANSPORT": "lfs",
             "HF_HUB_DISABLE_TELEMETRY": "1",
             "HF_HUB_DISABLE_PROGRESS_BARS": "1",
         }
