@@ -52,7 +52,8 @@ Environment variables (command-line flags of ``hfdav serve`` override them):
 ``HF_DATASET_REPO``         ``namespace/name`` of the dataset repo (Hub backend)
 ``HF_ENDPOINT``             Hub URL (default ``https://huggingface.co``), read by huggingface_hub
 ``HFDAV_DURABILITY``        ``async`` (default) or ``sync`` (Hub backend)
-``HFDAV_HUB_TRANSPORT``     ``xet`` (default) or ``lfs``: how chunks go to the Hub; with Xet its
+``HFDAV_HUB_TRANSPORT``     ``xet`` (default; ``lfs`` when ``HF_HUB_DISABLE_XET`` is set) or
+                            ``lfs``: how chunks go to the Hub; with Xet its
                             cache lives in ``<data dir>/.cache/hf`` and telemetry is off unless
                             ``HF_HUB_DISABLE_TELEMETRY`` is set
 ``HFDAV_CACHE_SIZE``        on-disk chunk cache (default ``10GiB``)
@@ -453,7 +454,12 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
         hf_dataset_repo=repo,
         hf_endpoint=text("HF_ENDPOINT"),
         durability=choice("HFDAV_DURABILITY", "async", ("async", "sync")),
-        hub_transport=choice("HFDAV_HUB_TRANSPORT", "xet", ("xet", "lfs")),
+        # the library's own switch, when a user set it, picks the default
+        hub_transport=choice(
+            "HFDAV_HUB_TRANSPORT",
+            "lfs" if (text("HF_HUB_DISABLE_XET") or "").lower() in ("1", "true", "yes", "on") else "xet",
+            ("xet", "lfs"),
+        ),
         cache_size=size("HFDAV_CACHE_SIZE", 10 * GiB, 0, 1 << 50),
         staging_limit=size("HFDAV_STAGING_LIMIT", 2 * GiB, 2 * MiB, 1 << 50),
         commit_interval=integer("HFDAV_COMMIT_INTERVAL", 30, 0, 24 * 3600),
