@@ -104,6 +104,55 @@ def test_reads_come_from_staging_then_cache_then_remote(tmp_path: Path):
     assert _read(wb, oid, 100, 1000) == data[100:1100]
 
 
+def test_a_read_during_the_move_from_staging_to_cache_stays_local(tmp_path: Path, monkeypatch):
+    """An uploaded object moves from staging to the cache while a GET reads it (as after a
+    restart, when the uploader sends what was staged): the read must not fall through to the
+    remote, which does not hold uncommitted objects (a 500 on an acknowledged file)."""
+    import gateway.store.writeback as writeback
+
+    wb = WriteBackStore(LocalStore(tmp_path / "remote"), tmp_path / "wb", staging_limit=64 * MiB, cache_size=MiB)
+    data = os.urandom(4096)
+    oid, src = _src(tmp_path, data)
+    wb.adopt(oid, src, len(data))
+    real_replace = os.replace
+    moving, go_on = threading.Event(), threading.Event()
+
+    def slow_replace(a, b):
+        if Path(b) == wb.cache_path(oid):
+            moving.set()
+            go_on.wait(0.3)
+        return real_replace(a, b)
+
+    monkeypatch.setattr(writeback.os, "replace", slow_replace)
+    mover = threading.Thread(target=wb.mark_uploaded, args=(oid,), kwargs={"in_remote": False})
+    mover.start()
+    assert moving.wait(5)
+    try:
+        assert _read(wb, oid, 0, len(data)) == data  # the remote is empty: only a local read works
+    finally:
+        go_on.set()
+        mover.join(5)
+
+
+def test_a_read_that_loses_the_staged_file_to_the_move_finds_it_in_the_cache(tmp_path: Path, monkeypatch):
+    import gateway.store.writeback as writeback
+
+    wb = WriteBackStore(LocalStore(tmp_path / "remote"), tmp_path / "wb", staging_limit=64 * MiB, cache_size=MiB)
+    data = os.urandom(4096)
+    oid, src = _src(tmp_path, data)
+    wb.adopt(oid, src, len(data))
+    moved = []
+
+    def open_after_the_move(path, *args, **kwargs):
+        if not moved and Path(path) == wb.staging_path(oid):
+            moved.append(True)
+            wb.mark_uploaded(oid, in_remote=False)  # the uploader wins the race
+        return open(path, *args, **kwargs)
+
+    monkeypatch.setattr(writeback, "open", open_after_the_move, raising=False)
+    assert _read(wb, oid, 0, len(data)) == data and moved
+
+
 def test_uncommitted_objects_stay_cached_unless_the_remote_has_them(tmp_path: Path):
     wb = WriteBackStore(LocalStore(tmp_path / "remote"), tmp_path / "wb", staging_limit=64 * MiB, cache_size=MiB)
     inline, lfs = [], []

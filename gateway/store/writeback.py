@@ -219,22 +219,28 @@ class WriteBackStore(ObjectStore):
         self._fill_for(object_id)
 
     def _open_local(self, object_id: str, offset: int, length: int) -> BinaryIO | None:
-        with self._cond:
-            if object_id in self._staged:
-                path = self._staged[object_id].path
-            elif object_id in self._cache:
-                self._cache.move_to_end(object_id)
-                path = self.cache_path(object_id)
-            elif object_id in self._fills:
-                return _FillReader(self._fills[object_id], offset, length)
-            else:
-                return None
-        try:
-            f = open(path, "rb", buffering=0)  # noqa: SIM115 - returned to the caller
-        except FileNotFoundError:
-            return None  # moved between staging and cache, or evicted: try again remotely
-        except OSError as exc:
-            raise StoreError(f"cannot read object {object_id}: {exc}") from exc
+        tried: set[Path] = set()
+        while True:
+            with self._cond:
+                if object_id in self._staged:
+                    path = self._staged[object_id].path
+                elif object_id in self._cache:
+                    self._cache.move_to_end(object_id)
+                    path = self.cache_path(object_id)
+                elif object_id in self._fills:
+                    return _FillReader(self._fills[object_id], offset, length)
+                else:
+                    return None
+            if path in tried:
+                return None  # gone from where the books say it is: read it remotely
+            tried.add(path)
+            try:
+                f = open(path, "rb", buffering=0)  # noqa: SIM115 - returned to the caller
+                break
+            except FileNotFoundError:
+                continue  # moved from staging to the cache meanwhile, or evicted: look again
+            except OSError as exc:
+                raise StoreError(f"cannot read object {object_id}: {exc}") from exc
         if offset:
             f.seek(offset)
         return ExactReader(f, length, f"object {object_id}")
@@ -316,23 +322,24 @@ class WriteBackStore(ObjectStore):
         """The uploader sent the object: it leaves the staging limit and moves to the cache,
         pinned until :meth:`mark_committed`. ``in_remote``: the remote holds the bytes (LFS), so
         the local copy may go if space runs out; False: the commit itself carries them."""
+        target = self.cache_path(object_id)
+        # One step under the lock: a reader sees the object staged or cached, never neither
+        # (it would go to the remote, which lacks uncommitted objects).
         with self._cond:
             item = self._staged.pop(object_id, None)
             if item is None:
                 return
             self._staged_bytes -= item.size
             self._cond.notify_all()
-        target = self.cache_path(object_id)
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(item.path, target)
-        except FileNotFoundError:
-            return  # deleted meanwhile
-        if self._fsync:
-            _drop_page_cache(target)
-        with self._cond:
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(item.path, target)
+            except FileNotFoundError:
+                return  # deleted meanwhile
             self._cache[object_id] = _Cached(item.size, pinned=True, evictable=in_remote)
             self._cache_bytes += item.size
+        if self._fsync:
+            _drop_page_cache(target)
         self._evict()
 
     def mark_committed(self, object_ids: Iterable[str]) -> None:
