@@ -2,7 +2,7 @@
 # The project's one test command. Works on a fresh clone on a fresh Debian machine:
 #   - creates .venv if it is missing and installs the project with its test extras;
 #   - as root with apt-get, installs the external clients the end-to-end tests drive
-#     (litmus rclone davfs2 cadaver fuse3 nginx; curl; lftp; nodejs npm libhttp-dav-perl hdav davix for
+#     (litmus rclone davfs2 cadaver fuse3 nginx; curl; lftp; restic duplicity; nodejs npm libhttp-dav-perl hdav davix for
 #     the client libraries) and podman for the image tests; a failing
 #     apt-get is reported, not fatal;
 #   - says which tools are still missing (their tests are skipped, with the reason);
@@ -52,6 +52,8 @@ declare -A TOOLS=(
     [davix-put]=davix
     [htpasswd]=apache2-utils
     [lftp]=lftp
+    [restic]=restic
+    [duplicity]=duplicity
 )
 
 have() { PATH="$PATH:/usr/sbin:/sbin" command -v "$1" >/dev/null 2>&1; }

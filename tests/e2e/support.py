@@ -50,6 +50,8 @@ TOOL_HINTS = {
     "cadaver": "apt-get install cadaver (or scripts/test.sh as root)",
     "curl": "apt-get install curl",
     "lftp": "apt-get install lftp (or scripts/test.sh as root)",
+    "restic": "apt-get install restic (or scripts/test.sh as root)",
+    "duplicity": "apt-get install duplicity (or scripts/test.sh as root)",
 }
 
 #: Environment variables of the gateway that must not leak from the caller into a test server.
