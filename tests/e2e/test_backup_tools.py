@@ -6,16 +6,38 @@ prunes, and restores byte-identical."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from tests.e2e.support import BOTH_KINDS, BOTH_SERVERS, MiB, Rclone, require_tool
+from tests.hub_emulator import HubEmulator
+from tests.hub_fixtures import PASSWORD as HUB_PASSWORD
+from tests.hub_fixtures import emulator_fixture, hub_env, served  # noqa: F401  (the emulator fixture)
 
 pytestmark = [pytest.mark.e2e]
 
 PASSWORD = "correct horse battery staple"
+
+
+def _restic(rclone: Rclone, tmp_path: Path):
+    """``restic ARGS`` on the repository ``restic-repo`` of the drive, through ``rclone serve
+    restic --stdio`` on the drive's WebDAV; fails the test on a non-zero exit."""
+    env = {**rclone.env, "RESTIC_PASSWORD": PASSWORD, "RESTIC_CACHE_DIR": str(tmp_path / "restic-cache"),
+           "RESTIC_REPOSITORY": "rclone:hfdav:restic-repo"}  # fmt: skip
+    exe = require_tool("restic")
+    rclone_args = f"--config {rclone.config} serve restic --stdio --retries 1 --low-level-retries 1"
+
+    def restic(*args: str) -> subprocess.CompletedProcess:
+        argv = [exe, "-o", f"rclone.program={rclone.exe}", "-o", f"rclone.args={rclone_args}", *args]
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode == 0, f"restic {' '.join(args)}: {proc.stdout}\n{proc.stderr}"
+        return proc
+
+    return restic
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -49,16 +71,7 @@ def test_restic_backup_check_prune_restore(server, tmp_path: Path):
     rclone = Rclone(server, tmp_path / "rclone")
     source = tmp_path / "source"
     files = _tree(source)
-    env = {**rclone.env, "RESTIC_PASSWORD": PASSWORD, "RESTIC_CACHE_DIR": str(tmp_path / "restic-cache"),
-           "RESTIC_REPOSITORY": "rclone:hfdav:restic-repo"}  # fmt: skip
-    exe = require_tool("restic")
-    rclone_args = f"--config {rclone.config} serve restic --stdio --retries 1 --low-level-retries 1"
-
-    def restic(*args: str) -> subprocess.CompletedProcess:
-        proc = subprocess.run([exe, "-o", f"rclone.program={rclone.exe}", "-o", f"rclone.args={rclone_args}", *args], capture_output=True, text=True,
-                              env=env, timeout=600)  # fmt: skip
-        assert proc.returncode == 0, f"restic {' '.join(args)}: {proc.stdout}\n{proc.stderr}"
-        return proc
+    restic = _restic(rclone, tmp_path)
 
     restic("init")
     restic("backup", "--host", "h", str(source))
@@ -101,3 +114,29 @@ def test_duplicity_full_incremental_verify_restore(kind, server_factory, tmp_pat
     duplicity("verify", "--compare-data", target, str(source))
     duplicity("restore", target, str(tmp_path / "restored"))
     _same_tree(tmp_path / "restored", files)
+
+
+@pytest.mark.slow
+@pytest.mark.requires_tool("restic")
+@pytest.mark.requires_tool("rclone")
+def test_restic_repository_on_the_hub_survives_a_wiped_data_dir(emulator: HubEmulator, tmp_path: Path):
+    """restic's packs and index in Hub mode: once synced, the data dir goes, and the repository
+    rebuilt from the dataset repo alone passes ``check --read-data`` and restores every byte."""
+    source = tmp_path / "source"
+    files = _tree(source)
+    data_dir = tmp_path / "data"
+    env = hub_env(emulator, data_dir)
+    with served(env, tmp_path / "server.log") as srv:
+        rclone = Rclone(SimpleNamespace(url=srv.url, user="admin", password=HUB_PASSWORD), tmp_path / "rclone")
+        restic = _restic(rclone, tmp_path)
+        restic("init")
+        restic("backup", "--host", "h", str(source))
+        srv.wait_synced(300)
+    shutil.rmtree(data_dir)
+    shutil.rmtree(tmp_path / "restic-cache", ignore_errors=True)
+    with served(env, tmp_path / "server2.log") as srv:
+        rclone = Rclone(SimpleNamespace(url=srv.url, user="admin", password=HUB_PASSWORD), tmp_path / "rclone2")
+        restic = _restic(rclone, tmp_path)
+        restic("check", "--read-data")
+        restic("restore", "latest", "--target", str(tmp_path / "restored"))
+    _same_tree(tmp_path / "restored" / source.relative_to("/"), files)
