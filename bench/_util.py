@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import http.client
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -348,6 +349,11 @@ def range_ttfb(srv: Server, url: str, offset: int, length: int) -> float:
         conn.close()
 
 
+#: The end tag of a multistatus ``response`` element, whatever its prefix (Apache's carry attributes
+#: in the start tag, so start tags cannot be counted as easily).
+_RESPONSE_END = re.compile(rb"</(?:[A-Za-z0-9_.-]+:)?response\s*>")
+
+
 def propfind(srv: Server, url: str, *, depth: str, body: bytes = b"") -> tuple[int, int, bytes]:
     """PROPFIND; returns (status, number of <response> elements, body)."""
     conn = srv.connect()
@@ -358,7 +364,7 @@ def propfind(srv: Server, url: str, *, depth: str, body: bytes = b"") -> tuple[i
         conn.request("PROPFIND", url, body=body, headers=headers)
         resp = conn.getresponse()
         data = resp.read()
-        return resp.status, data.count(b"response>") // 2, data
+        return resp.status, len(_RESPONSE_END.findall(data)), data
     finally:
         conn.close()
 
