@@ -195,17 +195,22 @@ def test_foreign_repo(strict_emulator, tmp_path):
     assert not strict_emulator.repo_exists(repo)
 
 
-def test_foreign_repo_refused_by_the_hub_itself(strict_emulator, tmp_path, monkeypatch):
+def test_foreign_repo_refused_by_the_hub_itself(strict_emulator, tmp_path, monkeypatch, capsys):
     """Past the whoami check (the Hub may know better): the 403 of the repo's creation."""
     from gateway import startup
-
-    monkeypatch.setattr(startup, "judge_access", lambda info, repo: startup.TokenAccess("testuser", "write", None))
     from gateway.cli import main
 
+    monkeypatch.setattr(startup, "judge_access", lambda info, repo: startup.TokenAccess("testuser", "write", None))
     repo = f"{FOREIGN}/their-drive"
     for name, value in _hub(strict_emulator, tmp_path, HF_DATASET_REPO=repo).items():
         monkeypatch.setenv(name, value)
+    capsys.readouterr()
     assert main(["serve", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert f"hfdav: HF_TOKEN cannot write to the dataset repo {repo} (HTTP 403 from the Hub)" in err, err
+    assert "Traceback" not in err
+    assert main(["stats"]) == 2  # a maintenance command opening the drive: the same line
+    assert f"cannot write to the dataset repo {repo} (HTTP 403" in capsys.readouterr().err
 
 
 def test_read_only_token(strict_emulator, tmp_path):
@@ -397,3 +402,30 @@ def test_json_formatter_keeps_the_exception():
 
 def test_bad_log_format_is_refused(tmp_path):
     assert "HFDAV_LOG_FORMAT" in one_line(hfdav(_env(tmp_path, HFDAV_LOG_FORMAT="xml"), "check-config"))
+
+
+def test_gunicorn_access_lines_go_through_hfdav_logging_with_the_client_address(capsys):
+    import datetime
+
+    from gunicorn.config import Config
+
+    from gateway.logs import GunicornLogger, setup_logging
+
+    setup_logging("INFO")
+    cfg = Config()
+    cfg.set("accesslog", "-")  # turned on
+    logger = GunicornLogger(cfg)
+
+    class Response:
+        status, response_length, headers, sent = "200 OK", 5, [], 5
+
+    class Request:
+        headers, method, path, query, version, uri = [], "GET", "/dav/x", "", (1, 1), "/dav/x"
+
+    environ = {"REMOTE_ADDR": "127.0.0.1", "hfdav.client": "203.0.113.9", "RAW_URI": "/dav/x",
+               "SERVER_PROTOCOL": "HTTP/1.1", "REQUEST_METHOD": "GET", "PATH_INFO": "/dav/x", "QUERY_STRING": ""}  # fmt: skip
+    capsys.readouterr()
+    logger.access(Response(), Request(), environ, datetime.timedelta(seconds=0.1))
+    err = capsys.readouterr().err
+    assert " INFO gunicorn.access: 203.0.113.9 - - [" in err and '"GET /dav/x HTTP/1.1" 200 5' in err, err
+    assert logging.getLogger("gunicorn.access").handlers == []  # gunicorn's own handler is gone

@@ -5,7 +5,8 @@ Paths are split on ``/`` **before** percent-decoding: the client sends the revis
 keep literal ``/``.
 
 API origin (``Authorization: Bearer <token>`` required, else 401 with
-``X-Error-Message: Invalid credentials in Authorization header``)::
+``X-Error-Message: Invalid credentials in Authorization header``; a token of ``read_tokens``
+reads only, and no token writes to a repo of ``foreign_namespaces``: 403)::
 
     POST   /api/repos/create                    DELETE /api/repos/delete
     GET    /api/whoami-v2                       GET    /api/agent-harnesses        (no auth)
