@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
         "--server", choices=("cheroot", "gunicorn"), default="cheroot", help="HTTP server (default cheroot)"
     )
     serve.add_argument("--local", action="store_true",
-                       help="local mode: keep the drive on this disk even with HF_TOKEN set (HFDAV_MODE=local)")  # fmt: skip
+                       help="keep the drive on this disk even with HF_TOKEN set (HFDAV_MODE=local)")  # fmt: skip
 
     check = sub.add_parser("check-config", help="validate the settings and exit")
     check.add_argument("--data-dir")

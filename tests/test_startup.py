@@ -423,7 +423,8 @@ def test_gunicorn_access_lines_go_through_hfdav_logging_with_the_client_address(
         headers, method, path, query, version, uri = [], "GET", "/dav/x", "", (1, 1), "/dav/x"
 
     environ = {"REMOTE_ADDR": "127.0.0.1", "hfdav.client": "203.0.113.9", "RAW_URI": "/dav/x",
-               "SERVER_PROTOCOL": "HTTP/1.1", "REQUEST_METHOD": "GET", "PATH_INFO": "/dav/x", "QUERY_STRING": ""}  # fmt: skip
+               "SERVER_PROTOCOL": "HTTP/1.1", "REQUEST_METHOD": "GET", "PATH_INFO": "/dav/x",
+               "QUERY_STRING": ""}  # fmt: skip
     capsys.readouterr()
     logger.access(Response(), Request(), environ, datetime.timedelta(seconds=0.1))
     err = capsys.readouterr().err

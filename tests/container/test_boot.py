@@ -71,7 +71,8 @@ def test_start_up_summary_banner_and_one_log_format(booted):
     import re
 
     shape = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: ")
-    odd = [line for line in log_text.splitlines() if line and not shape.match(line) and not line.startswith("hfdav online")]
+    lines = [line for line in log_text.splitlines() if line and not line.startswith("hfdav online")]
+    odd = [line for line in lines if not shape.match(line)]
     assert not odd, odd[:5]
 
 
@@ -80,8 +81,8 @@ def test_own_home_page_and_a_token_without_a_repo(tmp_path):
     site = tmp_path / "site"
     site.mkdir()
     (site / "index.html").write_text("<h1>my own site</h1>")
-    proc = subprocess.run([sys.executable, str(BOOT)], capture_output=True, text=True, timeout=60,
-                          env=clean_env(HF_TOKEN="hf_x", HFDAV_DATA_DIR=str(tmp_path / "d"), HOME=str(tmp_path)))  # fmt: skip
+    env = clean_env(HF_TOKEN="hf_x", HFDAV_DATA_DIR=str(tmp_path / "d"), HOME=str(tmp_path))
+    proc = subprocess.run([sys.executable, str(BOOT)], capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 2 and "HF_TOKEN is set but HF_DATASET_REPO is not" in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     b = start_boot(tmp_path, env={"HFDAV_HOME_DIR": str(site)})
@@ -91,6 +92,24 @@ def test_own_home_page_and_a_token_without_a_repo(tmp_path):
         assert requests.request("PROPFIND", b.url, timeout=10).status_code == 401  # the drive is still there
     finally:
         assert b.shutdown() == 0
+
+
+def test_hub_refusals_stop_boot_with_one_line(tmp_path):
+    """A token the Hub rejects, and a repo in a namespace the token cannot write to: one line,
+    exit 2, before anything starts."""
+    require_tool("nginx")
+    from tests.hub_emulator import HubEmulator
+
+    with HubEmulator(tmp_path / "hub", foreign_namespaces=("someoneelse",)) as emu:
+        base = {**emu.client_env(tmp_path / "hf-home"), "HFDAV_DATA_DIR": str(tmp_path / "d"), "HOME": str(tmp_path)}
+        cases = [({"HF_TOKEN": "hf_revoked", "HF_DATASET_REPO": "testuser/drive"}, "rejected HF_TOKEN (HTTP 401)"),
+                 ({"HF_DATASET_REPO": "someoneelse/drive"}, "cannot write to the dataset repo someoneelse/")]  # fmt: skip
+        for extra, needle in cases:
+            proc = subprocess.run([sys.executable, str(BOOT)], capture_output=True, text=True, timeout=60,
+                                  env=clean_env(**{**base, **extra}))  # fmt: skip
+            lines = [line for line in proc.stderr.splitlines() if line.strip()]
+            assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr
+            assert lines[0].startswith("boot: ") and "hfdav online" not in proc.stdout
 
 
 def test_home_page_health_metrics_and_root_probe(booted):
