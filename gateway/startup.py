@@ -102,7 +102,8 @@ def judge_access(info: dict, repo_id: str) -> TokenAccess:
     """Whether the token whoami described as ``info`` may write to ``repo_id``: a read token
     may not, nor a write token outside the user's namespace and its organizations (unless it is
     a member with more than the read role), nor a fine-grained one without ``repo.write`` on the
-    namespace or the repo. Anything else is taken as allowed (the Hub decides at the first write)."""
+    namespace or the repo. Anything else (another role, no role) is taken as allowed: the Hub
+    decides at the first write."""
     user = str(info.get("name") or "?")
     token = (info.get("auth") or {}).get("accessToken") or {}
     role = str(token.get("role") or "unknown")
@@ -113,6 +114,8 @@ def judge_access(info: dict, repo_id: str) -> TokenAccess:
         if not _fine_grained_may_write(token, namespace, repo_id):
             return TokenAccess(user, role, f"HF_TOKEN (fine-grained, of {user}) has no write permission on "
                                            f"{namespace} or {repo_id}")  # fmt: skip
+        return TokenAccess(user, role, None)
+    if role != "write":  # a server that answers whoami in some other way: its first write decides
         return TokenAccess(user, role, None)
     orgs = {o.get("name"): str(o.get("roleInOrg") or "") for o in info.get("orgs") or []}
     if namespace != user and namespace not in orgs:

@@ -283,6 +283,7 @@ def _scoped(entity_type: str, name: str, *permissions: str) -> dict:
         ("me/drive", {"name": "me", "auth": _scoped("user", "me", "repo.content.read", "repo.write")}, None),
         ("team/drive", {"name": "me", "auth": _scoped("dataset", "team/drive", "repo.write")}, None),
         ("me/drive", {"name": "me", "auth": _scoped("user", "me", "repo.content.read")}, "no write permission"),
+        ("team/drive", {"name": "me"}, None),  # no role: not ours to judge, the first write decides
     ],
 )  # fmt: skip
 def test_judge_access(repo, info, problem):
