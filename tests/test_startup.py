@@ -431,3 +431,21 @@ def test_gunicorn_access_lines_go_through_hfdav_logging_with_the_client_address(
     err = capsys.readouterr().err
     assert " INFO gunicorn.access: 203.0.113.9 - - [" in err and '"GET /dav/x HTTP/1.1" 200 5' in err, err
     assert logging.getLogger("gunicorn.access").handlers == []  # gunicorn's own handler is gone
+
+
+def test_nginx_error_log_lines_are_relayed_in_hfdav_format(caplog):
+    import io
+
+    import boot
+
+    stream = io.BytesIO(b"2026/12/04 18:00:00 [warn] 12#12: *3 an upstream response is buffered, client: 1.2.3.4\n"
+                        b"2026/12/04 18:00:01 [emerg] 12#12: bind() to 0.0.0.0:7860 failed (98: Address in use)\n"
+                        b"nginx: [alert] could not open error log file\n\n")  # fmt: skip
+    with caplog.at_level(logging.DEBUG, logger="hfdav.nginx"):
+        boot.relay_nginx_log(stream)
+    got = [(r.name, r.levelname, r.getMessage()) for r in caplog.records]
+    assert got == [
+        ("hfdav.nginx", "WARNING", "an upstream response is buffered, client: 1.2.3.4"),
+        ("hfdav.nginx", "CRITICAL", "bind() to 0.0.0.0:7860 failed (98: Address in use)"),
+        ("hfdav.nginx", "WARNING", "nginx: [alert] could not open error log file"),
+    ]
