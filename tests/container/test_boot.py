@@ -76,6 +76,24 @@ def test_start_up_summary_banner_and_one_log_format(booted):
     assert not odd, odd[:5]
 
 
+def test_json_logs_for_every_process(tmp_path):
+    require_tool("nginx")
+    import json
+
+    b = start_boot(tmp_path, env={"HFDAV_LOG_FORMAT": "json"})
+    try:
+        requests.put(b.url_for("j.txt"), data=b"x", auth=b.auth, timeout=10).raise_for_status()
+    finally:
+        assert b.shutdown() == 0
+    lines = [line for line in b.log_text().splitlines() if line.strip()]
+    assert "hfdav online: local mode" in lines
+    records = [json.loads(line) for line in lines if line != "hfdav online: local mode"]  # each line is JSON
+    loggers = {r["logger"] for r in records}
+    assert {"hfdav.boot", "hfdav.startup", "gunicorn.error", "hfdav.access"} <= loggers, loggers
+    access = next(r for r in records if r["logger"] == "hfdav.access" and "PUT /j.txt 201" in r["message"])
+    assert "client=127.0.0.1" in access["message"]
+
+
 def test_own_home_page_and_a_token_without_a_repo(tmp_path):
     require_tool("nginx")
     site = tmp_path / "site"
