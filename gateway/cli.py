@@ -141,6 +141,17 @@ def _overrides(args: argparse.Namespace) -> dict:
     return over
 
 
+def _hub_refusal(settings, exc: Exception) -> str | None:
+    """The line for a Hub error no retry changes (401, 403), else None. (No Hub client was
+    loaded, so no Hub error, in local mode: the module is not imported for it.)"""
+    hub = sys.modules.get("gateway.store.hub")
+    if hub is None or not isinstance(exc, hub.HubError):
+        return None
+    from gateway.startup import hub_refusal
+
+    return hub_refusal(settings, exc.status)
+
+
 def _config_line(exc: ConfigError) -> str:
     """One problem: one line; several: the list."""
     return exc.problems[0] if len(exc.problems) == 1 else str(exc)
@@ -155,8 +166,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from gateway.logs import setup_logging
-    from gateway.startup import hub_refusal
-    from gateway.store.hub import HubError
 
     setup_logging(settings.log_level, settings.log_format)
     try:
@@ -164,11 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:  # found once storage is open: wrong key, unwritable data dir, ...
         print(f"hfdav: {_config_line(exc)}", file=sys.stderr)
         return 2
-    except HubError as exc:  # a rejected token or a foreign repo is a mistake; the rest a failure
-        line = hub_refusal(settings, exc.status)
-        print(f"hfdav: {line or exc}", file=sys.stderr)
-        return 2 if line else 1
     except HfdavError as exc:  # e.g. another process holds the data dir
+        if (line := _hub_refusal(settings, exc)) is not None:  # a rejected token, a foreign repo
+            print(f"hfdav: {line}", file=sys.stderr)
+            return 2
         print(f"hfdav: {exc}", file=sys.stderr)
         return 1
 
