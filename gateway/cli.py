@@ -173,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:  # found once storage is open: wrong key, unwritable data dir, ...
         print(f"hfdav: {_config_line(exc)}", file=sys.stderr)
         return 2
+    except PermissionError as exc:  # a data dir of another user, read-only files
+        print(f"hfdav: permission denied: {exc.filename or exc}: this user cannot write in the data dir "
+              f"{settings.data_dir} (HFDAV_DATA_DIR or --data-dir)", file=sys.stderr)  # fmt: skip
+        return 2
     except HfdavError as exc:  # e.g. another process holds the data dir
         if (line := _hub_refusal(settings, exc)) is not None:  # a rejected token, a foreign repo
             print(f"hfdav: {line}", file=sys.stderr)

@@ -180,6 +180,21 @@ def test_existing_read_only_data_dir_is_not_ok(tmp_path, read_only_dir):
     assert line.startswith(f"hfdav: the data dir {ro} is not writable"), line
 
 
+def test_maintenance_command_on_a_data_dir_of_another_user(tmp_path, read_only_dir):
+    user = _unprivileged_user()
+    env = _env(tmp_path, HFDAV_DATA_DIR=str(read_only_dir))
+    read_only_dir.chmod(0o755)
+    from gateway.app import build_gateway
+    from gateway.config import load_settings
+
+    build_gateway(load_settings({**env, "HFDAV_DATA_DIR": str(read_only_dir)})).close()  # a drive, made by root
+    if user is None:
+        read_only_dir.chmod(0o555)
+    line = one_line(hfdav(env, "stats", user=user))
+    assert line.startswith(f"hfdav: permission denied: {read_only_dir}/"), line
+    assert f"this user cannot write in the data dir {read_only_dir}" in line
+
+
 def test_rejected_token(emulator, tmp_path):
     env = _hub(emulator, tmp_path, HF_TOKEN="hf_revoked")
     line = one_line(hfdav(env, "serve", "--port", "0"))
