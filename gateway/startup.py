@@ -266,7 +266,8 @@ def bind_listener(host: str, port: int, backlog: int):
     import socket
 
     try:
-        sock = socket.create_server((host, port), backlog=backlog)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.create_server((host.strip("[]"), port), family=family, backlog=backlog)
     except socket.gaierror as exc:
         raise ConfigError([f"cannot listen on {host}:{port}: {exc.strerror or exc}"]) from exc
     except OSError as exc:
