@@ -464,3 +464,17 @@ def test_nginx_error_log_lines_are_relayed_in_hfdav_format(caplog):
         ("hfdav.nginx", "CRITICAL", "bind() to 0.0.0.0:7860 failed (98: Address in use)"),
         ("hfdav.nginx", "WARNING", "nginx: [alert] could not open error log file"),
     ]
+
+
+def test_summary_hides_the_database_password(tmp_path):
+    from gateway.config import load_settings
+    from gateway.startup import summary_lines
+
+    settings = load_settings({"HFDAV_DATA_DIR": str(tmp_path), "SYS_TOKEN": PASSWORD,
+                              "HFDAV_DATABASE_URL": "postgresql+psycopg://hfdav:s3cret@db:5432/drive",
+                              "HFDAV_ANONYMOUS": "ro"})  # fmt: skip
+    lines = summary_lines(settings, share_url="http://h/", password="admin password: from SYS_TOKEN")
+    text = "\n".join(lines)
+    assert "s3cret" not in text and PASSWORD not in text
+    assert "database: postgresql+psycopg://hfdav:***@db:5432/drive" in text
+    assert "users: admin (rw); anonymous: ro" in text
