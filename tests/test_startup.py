@@ -271,6 +271,15 @@ def test_check_config_online_foreign_and_read_only(strict_emulator, tmp_path):
     assert line.startswith("hfdav: NOT OK: HF_TOKEN is a read-only token"), line
 
 
+def test_check_config_online_without_a_hub(tmp_path):
+    closed = socket.create_server(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    env = _env(tmp_path, HF_TOKEN="hf_x", HF_DATASET_REPO="me/drive", HF_ENDPOINT=f"http://127.0.0.1:{port}")
+    line = one_line(hfdav(env, "check-config", "--online"))
+    assert line.startswith(f"hfdav: NOT OK: the Hub at http://127.0.0.1:{port} did not answer: checking HF_TOKEN: ")
+
+
 def test_check_config_online_local_mode(tmp_path):
     proc = hfdav(_env(tmp_path), "check-config", "--online")
     assert proc.returncode == 0 and "local mode: nothing to check on the Hub" in proc.stdout, proc.stderr
