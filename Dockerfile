@@ -1,4 +1,4 @@
-# hfdav: nginx (decoy home page at /, WebDAV under /dav/) in front of the gateway on gunicorn.
+# hfdav: nginx (a home page about the drive at /, WebDAV under /dav/) in front of the gateway on gunicorn.
 # Runs as a Hugging Face Docker Space as it is (port 7860, uid 1000, writes only to $HOME,
 # /tmp and /data) and anywhere with `docker compose up` (see docker-compose.yml).
 FROM python:3.11-slim-bookworm
@@ -31,7 +31,7 @@ COPY gateway /tmp/src/gateway
 RUN pip --python /opt/venv/bin/python install --no-deps /tmp/src && rm -rf /tmp/src
 
 COPY nginx.conf boot.py /app/
-COPY fake_site /app/fake_site
+COPY home /app/home
 
 USER user
 # HFDAV_DATA_DIR: the drive lives in /data, for the server and for `podman exec … hfdav stats` alike

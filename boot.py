@@ -13,7 +13,14 @@ Start-up, in order (any failure stops here with a message and a non-zero exit):
    newest WebDAV backup (restored here).
 4. gunicorn (gthread, one worker) on ``127.0.0.1:HFDAV_PORT``, then nginx on ``PORT``
    (``nginx.conf`` rendered into a run directory under /tmp), then the backup loop.
-5. ``SYSTEM ONLINE - DATASETS STORAGE MODE`` on stdout once both answer ``/healthz``.
+5. The start-up summary in the log (backend, repo, transport, durability, encryption, chunk
+   size, users, where the admin password is kept, the share's URL), and
+   ``hfdav online: hub mode (dataset repo ns/name)`` or ``hfdav online: local mode`` on
+   stdout once both answer ``/healthz``.
+
+Every line of the container's log has one format: boot.py's own, gunicorn's (its logger class
+is :class:`gateway.logs.GunicornLogger`) and nginx's error log (read from its stderr and
+logged as ``hfdav.nginx``); ``HFDAV_LOG_FORMAT=json`` makes them all JSON.
 
 On SIGTERM or SIGINT: nginx stops accepting connections and finishes the requests it has;
 gunicorn finishes in-flight requests and its worker closes the gateway (background uploads and
@@ -25,6 +32,8 @@ Settings of this script (besides the gateway's):
 =======================  ===================================================================
 ``PORT``                 public port nginx listens on (default 7860, a Space's ``app_port``)
 ``HFDAV_DRAIN_TIMEOUT``  seconds allowed for draining uploads and commits at stop (default 300)
+``HFDAV_HOME_DIR``       a directory nginx serves at ``/`` instead of the bundled home page
+                         (a site of your own: it needs an ``index.html``)
 =======================  ===================================================================
 """
 
@@ -32,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -50,14 +60,17 @@ from gateway.cli import gunicorn_command
 from gateway.config import ConfigError, Settings, int_setting, load_settings
 from gateway.dav.auth import WRITE_METHODS
 from gateway.logs import setup_logging
+from gateway.startup import check_data_dir, check_hub_access, hub_refusal, log_summary, mode_name, password_source
 from gateway.sync.backup import BackupError, BackupKeyError, BackupLoop, MetadataBackup, sqlite_path
 
 log = logging.getLogger("hfdav.boot")
 
-ONLINE_BANNER = "SYSTEM ONLINE - DATASETS STORAGE MODE"
+#: The start of the line on stdout once everything answers; the mode follows.
+ONLINE_BANNER = "hfdav online"
 APP_DIR = Path(__file__).resolve().parent
 NGINX_TEMPLATE = APP_DIR / "nginx.conf"
-SITE_DIR = APP_DIR / "fake_site"
+#: The bundled home page: a product page; ``{{PREFIX}}`` in its index.html is the share's path.
+HOME_DIR = APP_DIR / "home"
 
 #: Port a Hugging Face Space routes to (README front matter ``app_port``).
 DEFAULT_PUBLIC_PORT = 7860
@@ -81,7 +94,12 @@ HUB_RETRY_PAUSE_S = 5
 
 
 class BootError(Exception):
-    """Start-up cannot continue; the message says why."""
+    """Start-up cannot continue; the message says why. ``code``: the exit status (2: a
+    mistake in the settings, such as a token the Hub rejects)."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
 
 
 # -- settings -------------------------------------------------------------------------------
@@ -118,9 +136,11 @@ def load_boot_settings(env: Mapping[str, str]) -> tuple[Settings, int, int]:
         problems.append(f"HFDAV_PORT={gateway_port}: nginx needs a fixed port for the gateway, other than PORT")
     if nginx_binary() is None:
         problems.append("nginx is not installed (apt-get install nginx)")
-    for needed in (NGINX_TEMPLATE, SITE_DIR / "index.html"):
+    for needed in (NGINX_TEMPLATE, HOME_DIR / "index.html"):
         if not needed.exists():
             problems.append(f"{needed} is missing")
+    if (own := (env.get("HFDAV_HOME_DIR") or "").strip()) and not (Path(own) / "index.html").is_file():
+        problems.append(f"HFDAV_HOME_DIR={own}: no index.html there (a directory nginx serves at /)")
     if problems:
         raise ConfigError(problems)
     assert settings is not None
@@ -134,7 +154,7 @@ def nginx_binary() -> str | None:
 # -- Hub: repo exists, and when it last changed -----------------------------------------------
 
 
-def _hub_call(what: str, call):
+def _hub_call(what: str, call, settings: Settings):
     """Run a Hub call, retrying transient failures; BootError when it cannot succeed."""
     from gateway.store.hub import HubError, translate
 
@@ -146,7 +166,7 @@ def _hub_call(what: str, call):
         except Exception as exc:  # a foreign error from the client library: translated once, here
             error = translate(exc, what)
         if error.status in (401, 403):
-            raise BootError(f"{what}: the Hub refused HF_TOKEN (HTTP {error.status}); it needs write access")
+            raise BootError(hub_refusal(settings, error.status) or str(error), code=2)
         if not error.transient or attempt == HUB_ATTEMPTS:
             raise BootError(f"{what}: {error}")
         log.warning("%s failed (attempt %d of %d): %s; retrying", what, attempt, HUB_ATTEMPTS, error)
@@ -160,8 +180,8 @@ def ensure_dataset_repo(settings: Settings) -> datetime | None:
 
     client = HubClient(settings.hf_dataset_repo, token=settings.hf_token, endpoint=settings.hf_endpoint)
     what = f"dataset repo {settings.hf_dataset_repo}"
-    _hub_call(f"creating {what}", client.ensure_repo)
-    info = _hub_call(f"reading {what}", lambda: client.api.repo_info(client.repo_id, repo_type=REPO_TYPE))
+    _hub_call(f"creating {what}", client.ensure_repo, settings)
+    info = _hub_call(f"reading {what}", lambda: client.api.repo_info(client.repo_id, repo_type=REPO_TYPE), settings)
     return info.last_modified
 
 
@@ -246,9 +266,25 @@ def expect_challenge(anonymous: str) -> str:
     return f'"~*^100-continue::{methods}" 1;'
 
 
+def home_site(env: Mapping[str, str], run_dir: Path, prefix: str) -> Path:
+    """The directory nginx serves at ``/``: ``HFDAV_HOME_DIR`` as it is, or the bundled home
+    page written into ``run_dir/home`` with the share's path filled in."""
+    own = (env.get("HFDAV_HOME_DIR") or "").strip()
+    if own:
+        return Path(own).resolve()
+    site = run_dir / "home"
+    site.mkdir(parents=True, exist_ok=True)
+    for page in HOME_DIR.iterdir():
+        if page.is_file():
+            text = page.read_text()
+            (site / page.name).write_text(text.replace("{{PREFIX}}", prefix.rstrip("/")))
+    return site
+
+
 def render_nginx_conf(*, port: int, gateway: str, prefix: str, run_dir: Path, settings: Settings | None = None,
-                      open_files: int = 1024) -> str:  # fmt: skip
-    """nginx.conf with its placeholders filled in; the limits from ``settings`` (defaults if None)."""
+                      open_files: int = 1024, site_dir: Path = HOME_DIR) -> str:  # fmt: skip
+    """nginx.conf with its placeholders filled in; the limits from ``settings`` (defaults if None);
+    ``site_dir``: what nginx serves at ``/``."""
     settings = settings or Settings(data_dir=run_dir, database_url="sqlite://")
     open_files = min(open_files, MAX_WORKER_CONNECTIONS + NGINX_RESERVED_FILES)
     values = {
@@ -264,7 +300,7 @@ def render_nginx_conf(*, port: int, gateway: str, prefix: str, run_dir: Path, se
         "PREFIX": prefix.rstrip("/"),
         "EXPECT_CHALLENGE": expect_challenge(settings.anonymous),
         "RUN_DIR": str(run_dir),
-        "SITE_DIR": str(SITE_DIR),
+        "SITE_DIR": str(site_dir),
         # nginx switches workers to `nobody` when started as root; only root may say who to be
         "USER_DIRECTIVE": "user root;" if os.geteuid() == 0 else "",
     }
@@ -274,6 +310,25 @@ def render_nginx_conf(*, port: int, gateway: str, prefix: str, run_dir: Path, se
     if "{{" in text:
         raise BootError(f"nginx.conf has an unknown placeholder near: {text[text.index('{{'):][:40]!r}")
     return text
+
+
+_NGINX_LINE_RE = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[(\w+)\] (?:\d+#\d+: )?(?:\*\d+ )?(.*)$")
+_NGINX_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "notice": logging.INFO, "warn": logging.WARNING,
+                 "error": logging.ERROR, "crit": logging.CRITICAL, "alert": logging.CRITICAL,
+                 "emerg": logging.CRITICAL}  # fmt: skip
+
+
+def relay_nginx_log(stream) -> None:
+    """nginx's error log (its stderr), line by line, into the log as ``hfdav.nginx``: one
+    format for the whole container. Its own time stamp and pid are dropped; the level kept."""
+    logger = logging.getLogger("hfdav.nginx")
+    for raw in stream:
+        line = raw.decode("utf-8", errors="replace").rstrip()
+        if not line:
+            continue
+        m = _NGINX_LINE_RE.match(line)
+        level, message = (_NGINX_LEVELS.get(m.group(1), logging.WARNING), m.group(2)) if m else (logging.WARNING, line)
+        logger.log(level, "%s", message)
 
 
 def wait_answering(url: str, proc: subprocess.Popen, what: str, timeout: float) -> None:
@@ -330,11 +385,13 @@ class Supervisor:
         for sub in ("", "client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (self.run_dir / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
         conf = self.run_dir / "nginx.conf"
+        site = home_site(self.env, self.run_dir, self.settings.prefix)
         conf.write_text(render_nginx_conf(port=self.port, gateway=gateway, prefix=self.settings.prefix,
                                           run_dir=self.run_dir, settings=self.settings,
-                                          open_files=open_files))  # fmt: skip
+                                          open_files=open_files, site_dir=site))  # fmt: skip
         self.nginx = subprocess.Popen([nginx_binary(), "-p", str(self.run_dir), "-c", str(conf), "-e", "stderr"],
-                                      stdin=subprocess.DEVNULL, process_group=0)  # fmt: skip
+                                      stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, process_group=0)  # fmt: skip
+        threading.Thread(target=relay_nginx_log, args=(self.nginx.stderr,), name="nginx-log", daemon=True).start()
         wait_answering(f"http://127.0.0.1:{self.port}/healthz", self.nginx, "nginx", NGINX_START_TIMEOUT_S)
 
         if self.backup is not None:
@@ -406,9 +463,17 @@ def main() -> int:
     try:
         settings, port, drain = load_boot_settings(env)
     except ConfigError as exc:
-        print(f"boot: {exc}", file=sys.stderr, flush=True)
+        print(f"boot: {exc.problems[0] if len(exc.problems) == 1 else exc}", file=sys.stderr, flush=True)
         return 2
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
+    try:
+        check_data_dir(settings)
+        if settings.hub_enabled:
+            check_hub_access(settings)
+    except ConfigError as exc:
+        print(f"boot: {exc.problems[0] if len(exc.problems) == 1 else exc}", file=sys.stderr, flush=True)
+        return 2
+    from_env = bool(settings.admin_password)
     settings, generated = ensure_admin_password(settings)
     if generated:
         print(f"boot: no SYS_TOKEN set; generated a password for user 'admin': {settings.admin_password}\n"
@@ -422,6 +487,10 @@ def main() -> int:
     supervisor = Supervisor(settings, env, port, drain, backup)
     signal.signal(signal.SIGTERM, supervisor.on_signal)
     signal.signal(signal.SIGINT, supervisor.on_signal)
+    # a Space names its public host in SPACE_HOST
+    public = f"https://{env['SPACE_HOST']}" if env.get("SPACE_HOST") else f"http://localhost:{port}"
+    log_summary(settings, share_url=f"{public}{settings.prefix}/",
+                password=password_source(settings, generated, from_env))  # fmt: skip
     try:
         repo_changed = ensure_dataset_repo(settings) if settings.hub_enabled else None
         log.info("metadata: %s", restore_metadata(settings, backup, repo_changed))
@@ -429,13 +498,11 @@ def main() -> int:
     except BootError as exc:
         log.error("cannot start: %s", exc)
         supervisor.stop()
-        return 1
+        return exc.code
     if supervisor.stopping.is_set():
         supervisor.stop()
         return 0
-    print(ONLINE_BANNER, flush=True)
-    # a Space names its public host in SPACE_HOST
-    public = f"https://{env['SPACE_HOST']}" if env.get("SPACE_HOST") else f"http://localhost:{port}"
+    print(f"{ONLINE_BANNER}: {mode_name(settings)}", flush=True)
     log.info("WebDAV share at %s%s/ (data dir %s)", public, settings.prefix, settings.data_dir)
     return supervisor.wait()
 

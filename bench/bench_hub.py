@@ -55,8 +55,8 @@ MiB = 1 << 20
 GiB = 1 << 30
 MB = 1_000_000
 TOKEN = "hf_test"
-DRIVE_REPO = "bench/drive"
-RAW_REPO = "bench/raw"
+DRIVE_REPO = "testuser/bench-drive"  # the emulator's user: whoami says it may write there
+RAW_REPO = "testuser/bench-raw"
 
 #: Project bars (issue 3).
 THROUGHPUT_MIN_RATIO = 0.7

@@ -60,9 +60,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--server", choices=("cheroot", "gunicorn"), default="cheroot", help="HTTP server (default cheroot)"
     )
+    serve.add_argument("--local", action="store_true",
+                       help="keep the drive on this disk even with HF_TOKEN set (HFDAV_MODE=local)")  # fmt: skip
 
     check = sub.add_parser("check-config", help="validate the settings and exit")
     check.add_argument("--data-dir")
+    check.add_argument("--local", action="store_true", help="local mode (HFDAV_MODE=local)")
+    check.add_argument("--online", action="store_true",
+                       help="also ask the Hub whether HF_TOKEN is accepted and may write to the repo, "
+                            "and check that the data dir is writable")  # fmt: skip
 
     gc = sub.add_parser("gc", help="purge old trash, pack small files, repack, delete unreferenced objects")
     gc.add_argument("--data-dir")
@@ -130,7 +136,25 @@ def _parser() -> argparse.ArgumentParser:
 
 def _overrides(args: argparse.Namespace) -> dict:
     keys = ("host", "port", "data_dir", "database_url", "chunk_size", "prefix", "threads")
-    return {k: getattr(args, k, None) for k in keys}
+    over = {k: getattr(args, k, None) for k in keys}
+    over["mode"] = "local" if getattr(args, "local", False) else None
+    return over
+
+
+def _hub_refusal(settings, exc: Exception) -> str | None:
+    """The line for a Hub error no retry changes (401, 403), else None. (No Hub client was
+    loaded, so no Hub error, in local mode: the module is not imported for it.)"""
+    hub = sys.modules.get("gateway.store.hub")
+    if hub is None or not isinstance(exc, hub.HubError):
+        return None
+    from gateway.startup import hub_refusal
+
+    return hub_refusal(settings, exc.status)
+
+
+def _config_line(exc: ConfigError) -> str:
+    """One problem: one line; several: the list."""
+    return exc.problems[0] if len(exc.problems) == 1 else str(exc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,26 +162,32 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(overrides=_overrides(args))
     except ConfigError as exc:
-        print(f"hfdav: {exc}", file=sys.stderr)
+        print(f"hfdav: {_config_line(exc)}", file=sys.stderr)
         return 2
 
     from gateway.logs import setup_logging
 
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     try:
         return _dispatch(args, settings)
-    except ConfigError as exc:  # found once storage is open: wrong key, foreign repo, ...
-        print(f"hfdav: {exc}", file=sys.stderr)
+    except ConfigError as exc:  # found once storage is open: wrong key, unwritable data dir, ...
+        print(f"hfdav: {_config_line(exc)}", file=sys.stderr)
+        return 2
+    except PermissionError as exc:  # a data dir of another user, read-only files
+        print(f"hfdav: permission denied: {exc.filename or exc}: this user cannot write in the data dir "
+              f"{settings.data_dir} (HFDAV_DATA_DIR or --data-dir)", file=sys.stderr)  # fmt: skip
         return 2
     except HfdavError as exc:  # e.g. another process holds the data dir
+        if (line := _hub_refusal(settings, exc)) is not None:  # a rejected token, a foreign repo
+            print(f"hfdav: {line}", file=sys.stderr)
+            return 2
         print(f"hfdav: {exc}", file=sys.stderr)
         return 1
 
 
 def _dispatch(args: argparse.Namespace, settings) -> int:
     if args.command == "check-config":
-        print(f"settings OK: data dir {settings.data_dir}, prefix {settings.prefix}")
-        return 0
+        return _check_config(settings, args.online)
     if args.command == "serve":
         return _serve(settings, args.server)
     if args.command == "restore":
@@ -179,6 +209,22 @@ def _dispatch(args: argparse.Namespace, settings) -> int:
         if not _confirm_squash(settings, args.yes):
             return 2
     return _maintain(args, settings)
+
+
+def _check_config(settings, online: bool) -> int:
+    from gateway.startup import data_dir_problem, online_report
+
+    if online:
+        lines, problem = online_report(settings)
+    else:
+        lines, problem = [], data_dir_problem(settings, create=False)
+    if problem is not None:
+        return _fail(f"NOT OK: {problem}")
+    for line in lines:
+        print(line)
+    mode = f"hub ({settings.hf_dataset_repo})" if settings.hub_enabled else "local"
+    print(f"settings OK: {mode} mode, data dir {settings.data_dir}, prefix {settings.prefix}")
+    return 0
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -423,13 +469,15 @@ def _announce_password(settings, generated: bool) -> None:
 GRACEFUL_TIMEOUT_S = 60
 
 
-def gunicorn_command(settings, *, graceful_timeout: int = GRACEFUL_TIMEOUT_S) -> tuple[list[str], dict[str, str]]:
+def gunicorn_command(settings, *, graceful_timeout: int = GRACEFUL_TIMEOUT_S,
+                     fd: int | None = None) -> tuple[list[str], dict[str, str]]:  # fmt: skip
     """argv and environment that run the gateway under gunicorn (one worker of
     :class:`gateway.gunicorn_worker.ThreadWorker`, gthread with a head gate).
 
     Connection limits from the settings: idle keep-alive timeout, listen backlog, connections
     at once (beyond them gunicorn stops accepting; the kernel queues them), and request lines
-    and header lines of at most 8190 bytes each (gunicorn's largest), 100 headers.
+    and header lines of at most 8190 bytes each (gunicorn's largest), 100 headers. ``fd``: a
+    socket already listening (inherited; gunicorn then binds nothing itself).
 
     After SIGTERM the worker finishes in-flight requests, then its ``worker_exit`` hook closes
     the gateway (background uploads and commits drain); all of that within ``graceful_timeout``
@@ -442,16 +490,17 @@ def gunicorn_command(settings, *, graceful_timeout: int = GRACEFUL_TIMEOUT_S) ->
         HFDAV_CHUNK_SIZE=str(settings.chunk_size),
         HFDAV_PREFIX=settings.prefix,
         SYS_TOKEN=settings.admin_password or "",
+        HFDAV_MODE=settings.mode,
     )
     argv = [
         sys.executable, "-m", "gunicorn",
         "--worker-class", "gateway.gunicorn_worker.ThreadWorker", "--workers", "1", "--threads", str(settings.threads),
-        "--bind", f"{settings.host}:{settings.port}", "--timeout", "3600",
+        "--bind", f"fd://{fd}" if fd is not None else f"{settings.host}:{settings.port}", "--timeout", "3600",
         "--graceful-timeout", str(graceful_timeout),
         "--keep-alive", str(settings.idle_timeout), "--backlog", str(settings.listen_backlog),
         "--worker-connections", str(settings.max_connections),
         "--limit-request-line", "8190", "--limit-request-field_size", "8190", "--limit-request-fields", "100",
-        "--no-control-socket",
+        "--no-control-socket", "--logger-class", "gateway.logs.GunicornLogger",
         "--config", "python:gateway.wsgi",  # its worker_exit hook drains uploads and commits
         "gateway.wsgi:create_app()",
     ]  # fmt: skip
@@ -482,17 +531,29 @@ def _within_open_files(limits):
 
 def _serve(settings, server: str) -> int:
     from gateway.app import build_gateway, ensure_admin_password
+    from gateway.startup import bind_listener, check_data_dir, check_hub_access, log_summary, password_source
 
+    check_data_dir(settings)  # before anything is written there (the password, the database)
+    if server == "gunicorn":
+        listener = bind_listener(settings.host, settings.port, settings.listen_backlog)
+    else:
+        bind_listener(settings.host, settings.port, 1).close()  # taken? say so before the drive opens
+    if settings.hub_enabled:
+        check_hub_access(settings)
+    from_env = bool(settings.admin_password)
     settings, generated = ensure_admin_password(settings)
     _announce_password(settings, generated)
-    url = f"http://{settings.host}:{settings.port}{settings.prefix.rstrip('/')}/"
+    password = password_source(settings, generated, from_env)
     if server == "gunicorn":
-        argv, env = gunicorn_command(settings)
-        print(f"hfdav serving {url} (gunicorn)", file=sys.stderr, flush=True)
+        host, port = listener.getsockname()[:2]
+        log_summary(settings, share_url=_share_url(host, port, settings.prefix), password=password)
+        argv, env = gunicorn_command(settings, fd=listener.fileno())
+        print(f"hfdav serving {_share_url(host, port, settings.prefix)} (gunicorn)", file=sys.stderr, flush=True)
         os.execve(sys.executable, argv, env)
 
     from gateway.admin_api import remove_server_record, server_url, write_server_record
     from gateway.server_front import Limits, Server
+    from gateway.startup import listen_line
 
     limits = _within_open_files(Limits.from_settings(settings))
     gateway = build_gateway(settings)
@@ -507,9 +568,14 @@ def _serve(settings, server: str) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    httpd.prepare()
+    try:
+        httpd.prepare()
+    except OSError as exc:  # taken since the check above
+        gateway.close()
+        raise ConfigError([listen_line(settings.host, settings.port, exc)]) from exc
     host, port = httpd.bind_addr[:2]
-    print(f"hfdav serving http://{host}:{port}{settings.prefix.rstrip('/')}/ (cheroot)", file=sys.stderr, flush=True)
+    log_summary(settings, share_url=_share_url(host, port, settings.prefix), password=password)
+    print(f"hfdav serving {_share_url(host, port, settings.prefix)} (cheroot)", file=sys.stderr, flush=True)
     write_server_record(settings.data_dir, server_url(host, port))  # ``hfdav gc`` & co. call it there
     try:
         httpd.serve()
@@ -517,6 +583,11 @@ def _serve(settings, server: str) -> int:
         remove_server_record(settings.data_dir)
         gateway.close()
     return 0
+
+
+def _share_url(host: str, port: int, prefix: str) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}{prefix.rstrip('/')}/"
 
 
 def _locks(settings, args) -> int:

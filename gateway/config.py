@@ -154,6 +154,8 @@ class Settings:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     threads: int = 32
     log_level: str = "INFO"
+    log_format: str = "text"
+    mode: str = "local"
     admin_password: str | None = field(default=None, repr=False)
     users: tuple[User, ...] = ()
     anonymous: str = "none"
@@ -400,10 +402,24 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
 
     repo = text("HF_DATASET_REPO")
     token = text("HF_TOKEN")
+    mode = (over.get("mode") or text("HFDAV_MODE") or "").lower()
+    if mode not in ("", "local", "hub"):
+        problems.append(f"HFDAV_MODE={mode!r}: must be hub or local")
+        mode = ""
+    if mode == "local":
+        repo = None  # asked for: the Hub settings are not used
+    elif mode == "hub" and not (repo and token):
+        missing = " and ".join(n for n, v in (("HF_TOKEN", token), ("HF_DATASET_REPO", repo)) if not v)
+        problems.append(f"HFDAV_MODE=hub needs {missing} (a write token and the dataset repo, namespace/name)")
+    elif token and not repo:
+        problems.append(
+            "HF_TOKEN is set but HF_DATASET_REPO is not: set HF_DATASET_REPO=namespace/name for the Hub "
+            "backend, or HFDAV_MODE=local (hfdav serve --local) to keep the drive on this disk"
+        )
+    elif repo and not token:
+        problems.append("HF_DATASET_REPO is set but HF_TOKEN is not: the Hub backend needs a write token")
     if repo and not _REPO_RE.match(repo):
         problems.append(f"HF_DATASET_REPO={repo!r}: must look like namespace/name")
-    if repo and not token:
-        problems.append("HF_DATASET_REPO is set but HF_TOKEN is not: the Hub backend needs a write token")
 
     encryption_key = None
     if text("HFDAV_ENCRYPTION_KEY") is not None:
@@ -443,6 +459,8 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
         chunk_size=chunk_size,
         threads=over.get("threads") or integer("HFDAV_THREADS", 32, 1, 512),
         log_level=log_level,
+        log_format=choice("HFDAV_LOG_FORMAT", "text", ("text", "json")),
+        mode="hub" if repo else "local",
         admin_password=admin_password,
         users=tuple(users),
         anonymous=choice("HFDAV_ANONYMOUS", "none", ("none", "ro", "rw")),

@@ -22,7 +22,7 @@ _open: list[Gateway] = []
 
 def create_app():
     settings = load_settings()
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     settings, _ = ensure_admin_password(settings)
     gateway = build_gateway(settings)
     _open.append(gateway)

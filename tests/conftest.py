@@ -14,6 +14,10 @@ from gateway.files import FileService
 from gateway.meta.repo import MetadataRepository
 from gateway.store.local import LocalStore
 
+# A token in the developer's shell must not reach the tests: they talk to the Hub emulator with
+# its own token, and a token without HF_DATASET_REPO stops the gateway from starting.
+os.environ.pop("HF_TOKEN", None)
+
 #: PostgreSQL used by the metadata suite; override with HFDAV_TEST_PG_URL.
 PG_URL = os.environ.get("HFDAV_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

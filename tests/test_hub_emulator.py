@@ -8,7 +8,6 @@ import tempfile
 # The client reads these at import time: set them before importing huggingface_hub.
 os.environ.update(
     {
-        "HF_TOKEN": "hf_test",
         "HF_HUB_DISABLE_XET": "1",
         "HF_HUB_DISABLE_TELEMETRY": "1",
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",

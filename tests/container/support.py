@@ -26,7 +26,7 @@ from tests.e2e.support import Davfs2Mount, Server, curl, free_port, require_davf
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BOOT = REPO_ROOT / "boot.py"
-ONLINE_BANNER = "SYSTEM ONLINE - DATASETS STORAGE MODE"
+ONLINE_BANNER = "hfdav online"
 
 #: How long boot.py may take to print the banner, and to exit after SIGTERM (drain included).
 BOOT_TIMEOUT_S = 120

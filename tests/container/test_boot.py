@@ -1,6 +1,6 @@
 """boot.py on this machine (no container): the same nginx.conf, real nginx and gunicorn.
 
-The fast loop for everything the image does: settings check, decoy, health and metrics,
+The fast loop for everything the image does: settings check, home page, health and metrics,
 WebDAV through nginx (litmus, streaming, forwarded headers), drain on SIGTERM, restore of the
 metadata from a WebDAV backup, and restore from the dataset repo in Hub mode.
 """
@@ -37,10 +37,6 @@ from tests.e2e.support import propfind, require_tool
 
 pytestmark = pytest.mark.e2e
 
-#: Words the decoy must never show: it is somebody's home page, not a storage server.
-DECOY_GIVEAWAYS = ("webdav", "dav", "storage", "hfdav", "hugging", "dataset", "gateway", "nginx")
-
-
 @pytest.fixture(scope="module")
 def booted(tmp_path_factory):
     require_tool("nginx")
@@ -58,17 +54,90 @@ def test_bad_settings_are_listed_together_and_exit_2(tmp_path):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     for name in ("PORT", "HFDAV_PREFIX", "HFDAV_CHUNK_SIZE", "HFDAV_DRAIN_TIMEOUT"):
         assert name in proc.stderr, proc.stderr
-    assert "SYSTEM ONLINE" not in proc.stdout
+    assert "hfdav online" not in proc.stdout
 
 
-def test_decoy_health_metrics_and_root_probe(booted):
+def test_start_up_summary_banner_and_one_log_format(booted):
+    log_text = booted.log_text()
+    assert "hfdav online: local mode\n" in log_text
+    for needle in ("hfdav.startup: backend: local, chunks in ", "hfdav.startup: encryption: off; chunk size: 50.0 MiB",
+                   "hfdav.startup: users: admin (rw)", "hfdav.startup: admin password: from SYS_TOKEN",
+                   f"hfdav.startup: share: http://localhost:{booted.port}/dav/"):  # fmt: skip
+        assert needle in log_text, log_text[-3000:]
+    assert booted.password not in log_text
+    assert "gunicorn.error: Booting worker with pid" in log_text
+    # every log line has hfdav's format ("2026-01-01 12:00:00,123 LEVEL logger: ..."); gunicorn's own is gone
+    assert "[INFO]" not in log_text
+    import re
+
+    shape = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: ")
+    lines = [line for line in log_text.splitlines() if line and not line.startswith("hfdav online")]
+    odd = [line for line in lines if not shape.match(line)]
+    assert not odd, odd[:5]
+
+
+def test_json_logs_for_every_process(tmp_path):
+    require_tool("nginx")
+    import json
+
+    b = start_boot(tmp_path, env={"HFDAV_LOG_FORMAT": "json"})
+    try:
+        requests.put(b.url_for("j.txt"), data=b"x", auth=b.auth, timeout=10).raise_for_status()
+    finally:
+        assert b.shutdown() == 0
+    lines = [line for line in b.log_text().splitlines() if line.strip()]
+    assert "hfdav online: local mode" in lines
+    records = [json.loads(line) for line in lines if line != "hfdav online: local mode"]  # each line is JSON
+    loggers = {r["logger"] for r in records}
+    assert {"hfdav.boot", "hfdav.startup", "gunicorn.error", "hfdav.access"} <= loggers, loggers
+    access = next(r for r in records if r["logger"] == "hfdav.access" and "PUT /j.txt 201" in r["message"])
+    assert "client=127.0.0.1" in access["message"]
+
+
+def test_own_home_page_and_a_token_without_a_repo(tmp_path):
+    require_tool("nginx")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("<h1>my own site</h1>")
+    env = clean_env(HF_TOKEN="hf_x", HFDAV_DATA_DIR=str(tmp_path / "d"), HOME=str(tmp_path))
+    proc = subprocess.run([sys.executable, str(BOOT)], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 2 and "HF_TOKEN is set but HF_DATASET_REPO is not" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    b = start_boot(tmp_path, env={"HFDAV_HOME_DIR": str(site)})
+    try:
+        home = requests.get(b.base + "/", timeout=10)
+        assert home.status_code == 200 and home.text == "<h1>my own site</h1>"
+        assert requests.request("PROPFIND", b.url, timeout=10).status_code == 401  # the drive is still there
+    finally:
+        assert b.shutdown() == 0
+
+
+def test_hub_refusals_stop_boot_with_one_line(tmp_path):
+    """A token the Hub rejects, and a repo in a namespace the token cannot write to: one line,
+    exit 2, before anything starts."""
+    require_tool("nginx")
+    from tests.hub_emulator import HubEmulator
+
+    with HubEmulator(tmp_path / "hub", foreign_namespaces=("someoneelse",)) as emu:
+        base = {**emu.client_env(tmp_path / "hf-home"), "HFDAV_DATA_DIR": str(tmp_path / "d"), "HOME": str(tmp_path)}
+        cases = [({"HF_TOKEN": "hf_revoked", "HF_DATASET_REPO": "testuser/drive"}, "rejected HF_TOKEN (HTTP 401)"),
+                 ({"HF_DATASET_REPO": "someoneelse/drive"}, "cannot write to the dataset repo someoneelse/")]  # fmt: skip
+        for extra, needle in cases:
+            proc = subprocess.run([sys.executable, str(BOOT)], capture_output=True, text=True, timeout=60,
+                                  env=clean_env(**{**base, **extra}))  # fmt: skip
+            lines = [line for line in proc.stderr.splitlines() if line.strip()]
+            assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr
+            assert lines[0].startswith("boot: ") and "hfdav online" not in proc.stdout
+
+
+def test_home_page_health_metrics_and_root_probe(booted):
     home = requests.get(booted.base + "/", timeout=10)
     assert home.status_code == 200 and "text/html" in home.headers["Content-Type"]
-    text = home.text.lower()
-    assert not [w for w in DECOY_GIVEAWAYS if w in text], "the home page gives the server away"
+    assert "hfdav" in home.text and "WebDAV" in home.text  # says what it is
+    assert 'href="/dav/"' in home.text and "{{" not in home.text  # and where the drive is
     assert requests.get(booted.base + "/style.css", timeout=10).status_code == 200
     missing = requests.get(booted.base + "/wp-admin/", timeout=10)
-    assert missing.status_code == 404 and "wandered off" in missing.text
+    assert missing.status_code == 404 and "Not found" in missing.text
     assert "nginx" not in missing.text.lower() and "nginx/" not in missing.headers.get("Server", "")
     assert requests.post(booted.base + "/", data=b"x", timeout=10).status_code in (403, 405)
 

@@ -2,7 +2,7 @@
 
 The main container runs the way a Space runs it, only stricter: uid 1000 and a read-only root
 file system where only $HOME, /tmp and the /data volume are writable. Through nginx on 7860:
-the decoy, every litmus test, rclone and a davfs2 mount round-tripping data, 1 GiB PUT/GET
+the home page, every litmus test, rclone and a davfs2 mount round-tripping data, 1 GiB PUT/GET
 with Range and bounded memory. Other containers (on other ports) cover the metadata backup
 against a WebDAV server started here and, in Hub mode against the project's Hub emulator, a
 restart with a wiped disk.
@@ -140,9 +140,9 @@ def test_processes_run_as_uid_1000_on_a_read_only_root(podman, container):
     assert r.status_code == 201
 
 
-def test_decoy_and_health_on_7860(container):
+def test_home_page_and_health_on_7860(container):
     home = requests.get(f"http://127.0.0.1:{PUBLIC_PORT}/", timeout=10)
-    assert home.status_code == 200 and "Mira Okafor" in home.text
+    assert home.status_code == 200 and "hfdav" in home.text and 'href="/dav/"' in home.text
     health = requests.get(f"http://127.0.0.1:{PUBLIC_PORT}/healthz", timeout=10).json()
     assert health["status"] == "ok"
     assert requests.request("PROPFIND", container.url, timeout=10).status_code == 401

@@ -37,10 +37,17 @@ def _repo_identity(ctx: HubContext, body: Any) -> tuple[str, str]:
     return repo_type, repo_id
 
 
+def check_write(ctx: HubContext, req: Request, repo_id: str) -> None:
+    """403 for a read-only token (see the router) or a repo in one of ``foreign_namespaces``."""
+    if not getattr(req, "can_write", True) or repo_id.split("/")[0] in ctx.config.foreign_namespaces:
+        raise HttpError(403, f"You don't have the rights to write to {repo_id}", header_message=True)
+
+
 def create_repo(ctx: HubContext, req: Request) -> Response:
     """``POST /api/repos/create``: 200 ``{"url"}``; 409 ``{"error", "url"}`` if it exists (exist_ok reads it)."""
     body = req.json()
     repo_type, repo_id = _repo_identity(ctx, body)
+    check_write(ctx, req, repo_id)
     private = body.get("visibility") == "private" or bool(body.get("private"))
     repo, created = ctx.store.create(repo_type, repo_id, private=private)
     url = ctx.repo_url(req, repo_type, repo_id)
@@ -52,6 +59,7 @@ def create_repo(ctx: HubContext, req: Request) -> Response:
 def delete_repo(ctx: HubContext, req: Request) -> Response:
     """``DELETE /api/repos/delete`` with ``{"name", "organization", "type"}``."""
     repo_type, repo_id = _repo_identity(ctx, req.json())
+    check_write(ctx, req, repo_id)
     if not ctx.store.delete(repo_type, repo_id):
         raise not_found("RepoNotFound", "Repository not found")
     return json_response({})
@@ -258,6 +266,7 @@ def settings(ctx: HubContext, req: Request, repo: Repo) -> Response:
 
 def whoami(ctx: HubContext, req: Request) -> Response:
     name = ctx.config.username
+    role = "write" if getattr(req, "can_write", True) else "read"
     return json_response(
         {
             "type": "user",
@@ -265,6 +274,6 @@ def whoami(ctx: HubContext, req: Request) -> Response:
             "name": name,
             "fullname": name,
             "orgs": [],
-            "auth": {"type": "access_token", "accessToken": {"displayName": "emulator", "role": "write"}},
+            "auth": {"type": "access_token", "accessToken": {"displayName": "emulator", "role": role}},
         }
     )

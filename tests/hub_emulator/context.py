@@ -22,6 +22,10 @@ class Config:
 
     token: str | None = "hf_test"
     username: str = "testuser"
+    #: More tokens that the emulator accepts for reading only (whoami says role "read"; writes: 403).
+    read_tokens: tuple[str, ...] = ()
+    #: Namespaces the user may not write to (creating or changing a repo there: 403).
+    foreign_namespaces: tuple[str, ...] = ()
     page_size: int = 1000
     expand_page_size: int = 50
     commits_page_size: int = 50

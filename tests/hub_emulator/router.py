@@ -5,7 +5,8 @@ Paths are split on ``/`` **before** percent-decoding: the client sends the revis
 keep literal ``/``.
 
 API origin (``Authorization: Bearer <token>`` required, else 401 with
-``X-Error-Message: Invalid credentials in Authorization header``)::
+``X-Error-Message: Invalid credentials in Authorization header``; a token of ``read_tokens``
+reads only, and no token writes to a repo of ``foreign_namespaces``: 403)::
 
     POST   /api/repos/create                    DELETE /api/repos/delete
     GET    /api/whoami-v2                       GET    /api/agent-harnesses        (no auth)
@@ -54,11 +55,16 @@ class Router:
         self.ctx = ctx
 
     def _check_auth(self, req: Request) -> None:
+        """401 for a missing or unknown token; ``req.can_write`` False for a read-only one."""
+        req.can_write = True  # type: ignore[attr-defined]
         token = self.ctx.config.token
         if token is None:
             return
         header = req.headers.get("Authorization") or ""
         scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value.strip() in self.ctx.config.read_tokens:
+            req.can_write = False  # type: ignore[attr-defined]
+            return
         if scheme.lower() != "bearer" or value.strip() != token:
             raise HttpError(401, INVALID_CREDENTIALS, header_message=True)
 
@@ -113,6 +119,8 @@ class Router:
         }
         if action in ("xet-read-token", "xet-write-token"):
             raise HttpError(501, "Xet storage is not available on this Hub emulator", header_message=True)
+        if method in ("POST", "PUT") and action != "paths-info":
+            api.check_write(self.ctx, req, repo.repo_id)
         route = routes.get((method if method != "HEAD" else "GET", action))
         if route is None:
             if any(key[1] == action for key in routes):
@@ -139,6 +147,7 @@ class Router:
                 raise _method_not_allowed()
             self.ctx.stats.incr("api_calls")
             repo = self._repo(repo_type, rest[0], rest[1][: -len(".git")])
+            api.check_write(self.ctx, req, repo.repo_id)
             return self._lfs_route(req, repo, rest[4:])
         if len(rest) >= 5 and rest[2] == "resolve":
             if req.method not in ("GET", "HEAD"):
