@@ -1,0 +1,240 @@
+"""The file manager driven in a real headless browser (Debian's chromium and chromedriver):
+sign in, upload a file while the connection is dropped and the server restarted mid-way,
+preview, share and open the link in a fresh browser, rename, delete and restore. The uploaded
+file must be byte-identical over WebDAV."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+import requests
+
+from gateway.app import build_gateway
+from gateway.config import load_settings
+from gateway.server_front import Limits, Server
+from gateway.server_io import request_socket
+
+UI = "/.hfdav-ui"
+USER, PASSWORD = "alice", "alice-password-long"
+ROOT = Path(__file__).resolve().parents[2]
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e .[test])")
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+class DropOnce:
+    """WSGI middleware: the ``nth`` PATCH of an upload reads ``after`` bytes of its body, then its
+    connection is shut (the browser sees a broken connection) and ``dropped`` is set."""
+
+    def __init__(self, app, *, nth: int, after: int):
+        self.app, self.nth, self.after = app, nth, after
+        self.seen = 0
+        self.dropped = threading.Event()
+        self._lock = threading.Lock()
+
+    def __call__(self, environ, start_response):
+        if environ.get("REQUEST_METHOD") == "PATCH" and environ.get("PATH_INFO", "").startswith(UI + "/api/uploads/"):
+            with self._lock:
+                self.seen += 1
+                mine = self.seen == self.nth
+            if mine:
+                environ["wsgi.input"] = _Cutting(environ["wsgi.input"], self.after, request_socket(environ), self.dropped)
+        return self.app(environ, start_response)
+
+
+class _Cutting:
+    def __init__(self, raw, after, sock, dropped):
+        self.raw, self.left, self.sock, self.dropped = raw, after, sock, dropped
+
+    def read(self, n=-1):
+        if self.left <= 0:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
+            self.dropped.set()
+            raise OSError("connection dropped by the test")
+        data = self.raw.read(min(n, self.left) if n and n > 0 else self.left)
+        self.left -= len(data)
+        return data
+
+
+class Restartable:
+    """The gateway served by hfdav's own HTTP server on a fixed port; :meth:`restart` closes it
+    and builds and serves a new one on the same data dir and port."""
+
+    def __init__(self, env, wrap):
+        self.env, self.wrap = env, wrap
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.base = f"http://127.0.0.1:{self.port}"
+        self._start()
+
+    def _start(self):
+        self.gw = build_gateway(load_settings(dict(self.env)))
+        self.app = self.wrap(self.gw.wsgi_app)
+        self.httpd = Server(("127.0.0.1", self.port), self.app, limits=Limits(), numthreads=8)
+        self.httpd.shutdown_timeout = 2
+        self.httpd.prepare()
+        self.thread = threading.Thread(target=self.httpd.serve, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.httpd.stop()
+        self.thread.join(10)
+        self.gw.close()
+
+    def restart(self):
+        self.stop()
+        self._start()
+
+
+def _driver(download_dir: Path):
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900",
+                "--disable-gpu", "--no-first-run"):  # fmt: skip
+        opts.add_argument(arg)
+    opts.add_experimental_option("prefs", {"download.default_directory": str(download_dir)})
+    return webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=opts)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _dav_sha256(url: str) -> str:
+    h = hashlib.sha256()
+    with requests.get(url, auth=(USER, PASSWORD), stream=True, timeout=120) as r:
+        assert r.status_code == 200
+        for block in r.iter_content(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _row(driver, name):
+    return driver.find_element(By.CSS_SELECTOR, f'#rows tr[data-name="{name}"]')
+
+
+def run_scenario(tmp_path: Path, size: int, *, drop_at: int, screenshot: Path | None = None, timeout: float = 120):
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.skip("chromium and chromedriver are needed (apt-get install -y chromium chromium-driver)")
+    env = {"HFDAV_DATA_DIR": str(tmp_path / "data"), "HFDAV_USERS": f"{USER}:{PASSWORD}:rw",
+           "HFDAV_TRASH_DAYS": "7", "HFDAV_QUOTA": "10GiB"}  # fmt: skip
+    dropper = {}
+
+    def wrap(app):
+        if "d" not in dropper:
+            dropper["d"] = DropOnce(app, nth=drop_at, after=3 << 20)
+            return dropper["d"]
+        return app  # after the restart: no more drops
+
+    server = Restartable(env, wrap)
+    source = tmp_path / "big upload.bin"
+    with open(source, "wb") as f:
+        left = size
+        while left:
+            block = os.urandom(min(left, 4 << 20))
+            f.write(block)
+            left -= len(block)
+    server.gw.files.write_bytes("/hello.py", b'def greet(name):\n    return "hi " + name  # a comment\n')
+    driver = _driver(tmp_path / "dl")
+    fresh = None
+    try:
+        wait = WebDriverWait(driver, timeout)
+        driver.get(server.base + UI + "/")
+        wait.until(EC.visibility_of_element_located((By.ID, "user"))).send_keys(USER)
+        driver.find_element(By.ID, "password").send_keys(PASSWORD)
+        driver.find_element(By.CSS_SELECTOR, "#login button[type=submit]").click()
+        wait.until(EC.text_to_be_present_in_element((By.ID, "whoami"), USER))
+        wait.until(lambda d: _row(d, "hello.py"))
+
+        # upload; the connection is dropped mid-way and the server restarted
+        driver.find_element(By.ID, "upload-input").send_keys(str(source))
+        assert dropper["d"].dropped.wait(timeout), "the upload never reached the piece to drop"
+        server.restart()
+        wait.until(lambda d: "done" in d.find_element(By.CSS_SELECTOR, "#upload-list .up .st").text
+                   or "failed" in d.find_element(By.CSS_SELECTOR, "#upload-list .up .st").text)  # fmt: skip
+        status = driver.find_element(By.CSS_SELECTOR, "#upload-list .up .st").text
+        assert status == "done", status
+        assert _dav_sha256(server.base + "/big%20upload.bin") == _sha256(source)
+        assert not list((tmp_path / "data" / "webui-uploads").iterdir())  # staging area emptied
+        wait.until(lambda d: _row(d, "big upload.bin"))
+        if screenshot is not None:
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            driver.save_screenshot(str(screenshot))
+
+        # preview: highlighted code
+        _row(driver, "hello.py").find_element(By.CSS_SELECTOR, "a.open").click()
+        code = wait.until(EC.visibility_of_element_located((By.ID, "preview-text")))
+        assert "greet" in code.text
+        assert [k.text for k in code.find_elements(By.CSS_SELECTOR, "span.k")][:2] == ["def", "return"]
+        driver.find_element(By.ID, "preview-close").click()
+
+        # share link, opened in a fresh browser without a session
+        _row(driver, "big upload.bin").find_element(By.CSS_SELECTOR, "button.share").click()
+        wait.until(EC.element_to_be_clickable((By.ID, "dialog-ok"))).click()
+        link = wait.until(EC.visibility_of_element_located((By.ID, "share-url"))).get_attribute("value")
+        assert f"{UI}/s/" in link
+        driver.find_element(By.ID, "dialog-ok").click()
+        fresh = _driver(tmp_path / "dl2")
+        fresh.get(link)
+        shared = WebDriverWait(fresh, timeout).until(EC.visibility_of_element_located((By.ID, "shared-name")))
+        assert shared.text == "big upload.bin"
+        href = fresh.find_element(By.ID, "shared-download").get_attribute("href")
+        r = requests.get(href, headers={"Range": "bytes=0-99"}, timeout=30)  # the link works without a login
+        with open(source, "rb") as f:
+            assert r.status_code == 206 and r.content == f.read(100)
+
+        # rename
+        _row(driver, "big upload.bin").find_element(By.CSS_SELECTOR, "button.rename").click()
+        field = wait.until(EC.visibility_of_element_located((By.ID, "f-name")))
+        field.clear()
+        field.send_keys("renamed.bin")
+        driver.find_element(By.ID, "dialog-ok").click()
+        wait.until(lambda d: _row(d, "renamed.bin"))
+
+        # delete (to the trash) and restore
+        _row(driver, "renamed.bin").find_element(By.CSS_SELECTOR, "button.delete").click()
+        wait.until(EC.element_to_be_clickable((By.ID, "dialog-ok"))).click()
+        wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, '#rows tr[data-name="renamed.bin"]'))
+        assert server.gw.files.stat("/renamed.bin") is None
+        driver.find_element(By.ID, "nav-trash").click()
+        wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, '#trash-rows tr[data-path="/renamed.bin"] button.restore'))).click()
+        wait.until(EC.text_to_be_present_in_element((By.ID, "main"), "The trash is empty."))
+        driver.find_element(By.ID, "nav-files").click()
+        wait.until(lambda d: _row(d, "renamed.bin"))
+        assert _dav_sha256(server.base + "/renamed.bin") == _sha256(source)
+    except Exception:
+        driver.save_screenshot(str(tmp_path / "failure.png"))
+        print("page at failure:", tmp_path / "failure.png", driver.find_element(By.TAG_NAME, "body").text[:2000])
+        raise
+    finally:
+        if fresh is not None:
+            fresh.quit()
+        driver.quit()
+        server.stop()
+
+
+def test_browser_upload_with_reconnect_preview_share_rename_delete_restore(tmp_path):
+    run_scenario(tmp_path, 20 * 1024 * 1024 + 12345, drop_at=2, screenshot=ROOT / "docs" / "webui.png")
+
+
+@pytest.mark.slow
+def test_browser_200mb_upload_with_reconnect(tmp_path):
+    run_scenario(tmp_path, 200 * 1000 * 1000, drop_at=8, timeout=600)
