@@ -94,7 +94,7 @@ def make_wsgi_app(settings: Settings, files: FileService):
     checks = {"database": database_check(repo), "store": store_check(files.store), "committer": committer_check(files)}
     auth = Authenticator.from_settings(settings, load_key(settings.data_dir) if settings.digest else None)
     admin = AdminApi(RequestFront(AuthGate(dav, auth)), repo, auth)  # /.hfdav-admin/: maintenance
-    ui = WebUI(admin, files=files, auth=auth, prefix=settings.prefix, data_dir=settings.data_dir)  # /.hfdav-ui/
+    ui = WebUI(admin, files=files, auth=auth, prefix=settings.prefix, data_dir=settings.data_dir)  # <prefix>/.hfdav-ui/
     front = WebFront(ui, prefix=settings.prefix, auth=auth, trusted_proxies=settings.trusted_proxies, checks=checks)
     ui.health = front.health
     front.admin = admin  # the composition root attaches the gateway to it

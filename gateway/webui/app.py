@@ -1,7 +1,8 @@
 """The browser file manager: a WSGI app under :data:`UI_PREFIX` in front of the WebDAV stack.
 
-``/.hfdav-ui/`` (on the server's root, outside the share prefix, like the admin API; the bundled
-nginx proxies it) serves one page (``static/``: plain HTML, CSS and JavaScript, nothing from
+``<share prefix>/.hfdav-ui/`` (``/dav/.hfdav-ui/`` in the container, ``/.hfdav-ui/`` with the share
+at ``/``: inside the share's URL space, so the bundled nginx needs no location of its own and the
+decoy home page stays what it is; WebDAV cannot use that name at the share's root) serves one page (``static/``: plain HTML, CSS and JavaScript, nothing from
 elsewhere at run time) and its JSON API under ``/.hfdav-ui/api/``. A browser's GET of a folder URL
 of the share (``Accept: text/html``, path ending in ``/``) is redirected to the page showing that
 folder; ``?dav`` after the URL keeps WsgiDAV's plain listing (lftp and scripts that read it send
@@ -88,13 +89,13 @@ class HttpError(Exception):
 
 
 class Request:
-    def __init__(self, environ):
+    def __init__(self, environ, ui: str):
         self.environ = environ
         self.method = environ.get("REQUEST_METHOD", "GET")
         raw = environ.get("PATH_INFO") or "/"
         with contextlib.suppress(UnicodeError):
             raw = raw.encode("latin-1").decode("utf-8")
-        self.path = raw[len(UI_PREFIX) :] or "/"
+        self.path = raw[len(ui) :] or "/"
         self.query = {k: v[-1] for k, v in parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True).items()}
         self.cookies = parse_cookies(environ.get("HTTP_COOKIE"))
 
@@ -177,6 +178,8 @@ class WebUI:
         self.files = files
         self.auth = auth
         self.prefix = prefix.rstrip("/")
+        #: where the page and its API live: inside the share's URL space
+        self.ui = self.prefix + UI_PREFIX
         self.health = health
         self._clock = clock
         self.signer = Signer(load_key(data_dir), clock=clock)
@@ -186,11 +189,11 @@ class WebUI:
     # -- dispatch -------------------------------------------------------------------------------
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO") or "/"
-        if path == UI_PREFIX or path.startswith(UI_PREFIX + "/"):
+        if path == self.ui or path.startswith(self.ui + "/"):
             return self._answer(environ, start_response)
         if self._is_browser_folder_get(environ, path):
             rel = path[len(self.prefix) :] if self.prefix else path
-            target = f"{UI_PREFIX}/#{rel.rstrip('/') or '/'}"
+            target = f"{self.ui}/#{rel.rstrip('/') or '/'}"
             start_response("303 See Other", [("Location", target), ("Content-Length", "0"),
                                              ("Cache-Control", "no-store")])  # fmt: skip
             return [b""]
@@ -206,7 +209,7 @@ class WebUI:
         return path.endswith("/") and (path == self.prefix + "/" or path.startswith(self.prefix + "/"))
 
     def _answer(self, environ, start_response):
-        req = Request(environ)
+        req = Request(environ, self.ui)
         try:
             resp = self._route(req)
         except HttpError as exc:
@@ -275,7 +278,7 @@ class WebUI:
 
     # -- page and assets --------------------------------------------------------------------------
     def _page(self) -> Response:
-        body = (STATIC / "index.html").read_bytes()
+        body = (STATIC / "index.html").read_text().replace("{{UI}}", self.ui).encode()
         return Response("200 OK", body, "text/html; charset=utf-8",
                         [("Content-Security-Policy", _PAGE_CSP), ("X-Frame-Options", "SAMEORIGIN"),
                          ("Referrer-Policy", "no-referrer")])  # fmt: skip
@@ -305,12 +308,12 @@ class WebUI:
         assert isinstance(verdict, Identity)
         value = self.signer.sign("session", [name.encode().hex()], SESSION_SECONDS)
         account = self.auth.account(name)
-        cookie = cookie_header(COOKIE, value, path=UI_PREFIX + "/", secure=req.secure, max_age=SESSION_SECONDS)
+        cookie = cookie_header(COOKIE, value, path=self.ui + "/", secure=req.secure, max_age=SESSION_SECONDS)
         return json_response({"user": name, "can_write": bool(account and account.can_write),
                               "csrf": self.signer.csrf(value)}, headers=[cookie])  # fmt: skip
 
     def _logout(self, req: Request) -> Response:
-        cookie = cookie_header(COOKIE, "", path=UI_PREFIX + "/", secure=req.secure, max_age=0)
+        cookie = cookie_header(COOKIE, "", path=self.ui + "/", secure=req.secure, max_age=0)
         return json_response({"signed_out": True}, headers=[cookie])
 
     def _session(self, req: Request) -> tuple[str, bool]:
@@ -573,7 +576,7 @@ class WebUI:
         expires_at = self._clock() + expires_in if expires_in else None
         share = self.shares.create(secrets.token_urlsafe(24), path, node.is_dir, user, expires_at=expires_at,
                                    password=password)  # fmt: skip
-        return json_response({**share.as_json(self._clock()), "url": f"{UI_PREFIX}/s/{share.token}"}, "201 Created")
+        return json_response({**share.as_json(self._clock()), "url": f"{self.ui}/s/{share.token}"}, "201 Created")
 
     def _public(self, req: Request, rest: str) -> Response:
         token, _, action = rest.partition("/")
@@ -586,7 +589,7 @@ class WebUI:
                 time.sleep(0.5)
                 raise HttpError("403 Forbidden", "wrong password")
             value = self.signer.sign("share", [token], 12 * 3600)
-            cookie = cookie_header(cookie_name, value, path=f"{UI_PREFIX}/", secure=req.secure, max_age=12 * 3600)
+            cookie = cookie_header(cookie_name, value, path=f"{self.ui}/", secure=req.secure, max_age=12 * 3600)
             return json_response({"unlocked": True}, headers=[cookie])
         if req.method not in ("GET", "HEAD"):
             raise HttpError("405 Method Not Allowed", "share links are read-only")

@@ -288,3 +288,24 @@ def test_stored_pages_are_not_run_as_the_site(served):
     assert r.headers["Content-Security-Policy"] == "sandbox"
     r = s.get(base + UI + "/api/file", params={"path": "/evil.html", "text": "1"})
     assert r.headers["Content-Type"].startswith("text/plain")
+
+
+def test_under_a_share_prefix_the_file_manager_lives_inside_it(tmp_path):
+    env = {"HFDAV_DATA_DIR": str(tmp_path / "p"), "HFDAV_USERS": "alice:alice-password-long:rw", "HFDAV_PREFIX": "/dav"}
+    with served_gateway(env) as (base, gw):
+        gw.files.mkdir("/docs")
+        r = requests.get(base + "/dav/docs/", headers={"Accept": "text/html"}, allow_redirects=False)
+        assert r.status_code == 303 and r.headers["Location"] == "/dav/.hfdav-ui/#/docs"
+        page = requests.get(base + "/dav/.hfdav-ui/").text
+        assert 'src="/dav/.hfdav-ui/static/app.js"' in page
+        r = requests.post(base + "/dav/.hfdav-ui/api/login", json={"user": "alice", "password": "alice-password-long"})
+        assert "Path=/dav/.hfdav-ui/" in r.headers["Set-Cookie"]
+        s = requests.Session()
+        s.cookies.update(r.cookies)
+        s.headers["X-CSRF-Token"] = r.json()["csrf"]
+        assert [e["name"] for e in s.get(base + "/dav/.hfdav-ui/api/list").json()["entries"]] == ["docs"]
+        link = s.post(base + "/dav/.hfdav-ui/api/shares", json={"path": "/docs"}).json()["url"]
+        assert link.startswith("/dav/.hfdav-ui/s/")
+        # outside the prefix there is no page (the WebDAV front answers, asking for credentials)
+        assert "app.js" not in requests.get(base + "/.hfdav-ui/").text
+        assert requests.get(base + "/.hfdav-ui/").status_code in (401, 404)

@@ -41,11 +41,15 @@ class DropOnce:
     def __init__(self, app, *, nth: int, after: int):
         self.app, self.nth, self.after = app, nth, after
         self.seen = 0
+        self.created = 0
         self.dropped = threading.Event()
         self._lock = threading.Lock()
 
     def __call__(self, environ, start_response):
-        if environ.get("REQUEST_METHOD") == "PATCH" and environ.get("PATH_INFO", "").startswith(UI + "/api/uploads/"):
+        if environ.get("REQUEST_METHOD") == "POST" and environ.get("PATH_INFO", "").endswith(UI + "/api/uploads"):
+            with self._lock:
+                self.created += 1
+        if environ.get("REQUEST_METHOD") == "PATCH" and UI + "/api/uploads/" in environ.get("PATH_INFO", ""):
             with self._lock:
                 self.seen += 1
                 mine = self.seen == self.nth
@@ -131,11 +135,14 @@ def _row(driver, name):
     return driver.find_element(By.CSS_SELECTOR, f'#rows tr[data-name="{name}"]')
 
 
-def run_scenario(tmp_path: Path, size: int, *, drop_at: int, screenshot: Path | None = None, timeout: float = 120):
+def run_scenario(tmp_path: Path, size: int, *, drop_at: int, screenshot: Path | None = None, timeout: float = 120,
+                 reload: bool = False, prefix: str = ""):
+    """``reload``: after the drop the page is reloaded and the file chosen again (the upload goes
+    on from the id kept in localStorage); else the server is restarted while the page retries."""
     if not (CHROMIUM and CHROMEDRIVER):
         pytest.skip("chromium and chromedriver are needed (apt-get install -y chromium chromium-driver)")
     env = {"HFDAV_DATA_DIR": str(tmp_path / "data"), "HFDAV_USERS": f"{USER}:{PASSWORD}:rw",
-           "HFDAV_TRASH_DAYS": "7", "HFDAV_QUOTA": "10GiB"}  # fmt: skip
+           "HFDAV_TRASH_DAYS": "7", "HFDAV_QUOTA": "10GiB", "HFDAV_PREFIX": prefix or "/"}  # fmt: skip
     dropper = {}
 
     def wrap(app):
@@ -152,12 +159,14 @@ def run_scenario(tmp_path: Path, size: int, *, drop_at: int, screenshot: Path | 
             block = os.urandom(min(left, 4 << 20))
             f.write(block)
             left -= len(block)
+    server.gw.files.mkdir("/Documents")
+    server.gw.files.mkdir("/Photos")
     server.gw.files.write_bytes("/hello.py", b'def greet(name):\n    return "hi " + name  # a comment\n')
     driver = _driver(tmp_path / "dl")
     fresh = None
     try:
         wait = WebDriverWait(driver, timeout)
-        driver.get(server.base + UI + "/")
+        driver.get(server.base + prefix + "/")  # a browser's GET of the share: the file manager
         wait.until(EC.visibility_of_element_located((By.ID, "user"))).send_keys(USER)
         driver.find_element(By.ID, "password").send_keys(PASSWORD)
         driver.find_element(By.CSS_SELECTOR, "#login button[type=submit]").click()
@@ -167,12 +176,19 @@ def run_scenario(tmp_path: Path, size: int, *, drop_at: int, screenshot: Path | 
         # upload; the connection is dropped mid-way and the server restarted
         driver.find_element(By.ID, "upload-input").send_keys(str(source))
         assert dropper["d"].dropped.wait(timeout), "the upload never reached the piece to drop"
-        server.restart()
+        if reload:
+            driver.refresh()
+            wait.until(EC.text_to_be_present_in_element((By.ID, "whoami"), USER))  # the session cookie stays
+            driver.find_element(By.ID, "upload-input").send_keys(str(source))
+        else:
+            server.restart()
         wait.until(lambda d: "done" in d.find_element(By.CSS_SELECTOR, "#upload-list .up .st").text
                    or "failed" in d.find_element(By.CSS_SELECTOR, "#upload-list .up .st").text)  # fmt: skip
         status = driver.find_element(By.CSS_SELECTOR, "#upload-list .up .st").text
         assert status == "done", status
-        assert _dav_sha256(server.base + "/big%20upload.bin") == _sha256(source)
+        assert _dav_sha256(server.base + prefix + "/big%20upload.bin") == _sha256(source)
+        if reload:
+            assert dropper["d"].created == 1, "the reloaded page started a new upload instead of resuming"
         assert not list((tmp_path / "data" / "webui-uploads").iterdir())  # staging area emptied
         wait.until(lambda d: _row(d, "big upload.bin"))
         if screenshot is not None:
@@ -190,7 +206,7 @@ def run_scenario(tmp_path: Path, size: int, *, drop_at: int, screenshot: Path | 
         _row(driver, "big upload.bin").find_element(By.CSS_SELECTOR, "button.share").click()
         wait.until(EC.element_to_be_clickable((By.ID, "dialog-ok"))).click()
         link = wait.until(EC.visibility_of_element_located((By.ID, "share-url"))).get_attribute("value")
-        assert f"{UI}/s/" in link
+        assert link.startswith(f"{server.base}{prefix}{UI}/s/")
         driver.find_element(By.ID, "dialog-ok").click()
         fresh = _driver(tmp_path / "dl2")
         fresh.get(link)
@@ -219,7 +235,7 @@ def run_scenario(tmp_path: Path, size: int, *, drop_at: int, screenshot: Path | 
         wait.until(EC.text_to_be_present_in_element((By.ID, "main"), "The trash is empty."))
         driver.find_element(By.ID, "nav-files").click()
         wait.until(lambda d: _row(d, "renamed.bin"))
-        assert _dav_sha256(server.base + "/renamed.bin") == _sha256(source)
+        assert _dav_sha256(server.base + prefix + "/renamed.bin") == _sha256(source)
     except Exception:
         driver.save_screenshot(str(tmp_path / "failure.png"))
         print("page at failure:", tmp_path / "failure.png", driver.find_element(By.TAG_NAME, "body").text[:2000])
@@ -233,6 +249,10 @@ def run_scenario(tmp_path: Path, size: int, *, drop_at: int, screenshot: Path | 
 
 def test_browser_upload_with_reconnect_preview_share_rename_delete_restore(tmp_path):
     run_scenario(tmp_path, 20 * 1024 * 1024 + 12345, drop_at=2, screenshot=ROOT / "docs" / "webui.png")
+
+
+def test_browser_upload_resumes_after_page_reload(tmp_path):
+    run_scenario(tmp_path, 20 * 1024 * 1024 + 7, drop_at=2, reload=True, prefix="/dav")
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 /* hfdav file manager: the page of /.hfdav-ui/ (plain JavaScript, no libraries). */
 "use strict";
 
-const UI = "/.hfdav-ui";
+const UI = location.pathname.slice(0, location.pathname.indexOf("/.hfdav-ui") + "/.hfdav-ui".length);
 const PAGE = 200;
 const PARALLEL = 3;
 const TEXT_MAX = 1 << 20;
@@ -133,12 +133,13 @@ function crumbs(path, onGo, rootName) {
   }
   return nav;
 }
-function iconFor(e) {
-  if (e.dir) return "📁";
+function kindOf(e) {
+  if (e.dir) return "dir";
   const t = e.type || "";
-  if (t.startsWith("image/")) return "🖼"; if (t.startsWith("video/")) return "🎞"; if (t.startsWith("audio/")) return "🎵";
-  if (t === "application/pdf") return "📕"; return "📄";
+  if (t.startsWith("image/")) return "img"; if (t.startsWith("video/")) return "vid"; if (t.startsWith("audio/")) return "aud";
+  if (t === "application/pdf") return "pdf"; return "doc";
 }
+function icon(e) { return h("span", { class: "icon " + kindOf(e), "aria-hidden": "true" }); }
 
 function renderShell() {
   const me = state.me;
@@ -223,13 +224,13 @@ async function load(reset) {
 function row(e) {
   const w = state.me && state.me.can_write && !share;
   const open = (ev) => { ev.preventDefault(); e.dir ? go(e.path) : preview(e); };
-  const name = h("a", { href: e.dir ? "#" + e.path : fileUrl(e.path), onclick: open, class: "open" }, h("span", { class: "icon", "aria-hidden": "true" }, iconFor(e)), e.name);
+  const name = h("a", { href: e.dir ? "#" + e.path : fileUrl(e.path), onclick: open, class: "open" }, icon(e), e.name);
   const acts = h("td", { class: "act" },
-    !e.dir && h("a", { href: fileUrl(e.path, { dl: "1" }), download: e.name, class: "dl", "aria-label": "Download " + e.name, title: "Download" }, "⬇"),
-    w && h("button", { type: "button", class: "rename", "aria-label": "Rename " + e.name, title: "Rename", onclick: () => rename(e) }, "✎"),
-    w && h("button", { type: "button", class: "move", "aria-label": "Move or copy " + e.name, title: "Move / copy", onclick: () => move(e) }, "⇄"),
-    w && h("button", { type: "button", class: "share", "aria-label": "Share " + e.name, title: "Share link", onclick: () => makeShare(e) }, "🔗"),
-    w && h("button", { type: "button", class: "delete danger", "aria-label": "Delete " + e.name, title: "Delete", onclick: () => remove(e) }, "🗑"));
+    h("a", { href: e.dir ? zipUrl(e.path) : fileUrl(e.path, { dl: "1" }), download: e.dir ? e.name + ".zip" : e.name, class: "dl", "aria-label": "Download " + e.name + (e.dir ? " as zip" : ""), title: "Download" }, e.dir ? "Zip" : "Download"),
+    w && h("button", { type: "button", class: "rename", "aria-label": "Rename " + e.name, title: "Rename", onclick: () => rename(e) }, "Rename"),
+    w && h("button", { type: "button", class: "move", "aria-label": "Move or copy " + e.name, title: "Move or copy", onclick: () => move(e) }, "Move"),
+    w && h("button", { type: "button", class: "share", "aria-label": "Share " + e.name, title: "Share link", onclick: () => makeShare(e) }, "Share"),
+    w && h("button", { type: "button", class: "delete danger", "aria-label": "Delete " + e.name, title: "Delete", onclick: () => remove(e) }, "Delete"));
   return h("tr", { "data-name": e.name }, h("td", { class: "name" }, name), h("td", { class: "size" }, e.dir ? "" : size(e.size)), h("td", { class: "mtime" }, when(e.mtime)), acts);
 }
 
@@ -337,7 +338,7 @@ async function renderTrash() {
   const tbody = h("tbody", { id: "trash-rows" });
   for (const e of data.entries) {
     tbody.append(h("tr", { "data-path": e.path },
-      h("td", { class: "name" }, h("span", { class: "icon", "aria-hidden": "true" }, e.dir ? "📁" : "📄"), e.path),
+      h("td", { class: "name" }, icon(e), e.path),
       h("td", { class: "size" }, size(e.size)), h("td", { class: "mtime" }, when(e.deleted_at)),
       h("td", { class: "act" },
         h("button", { type: "button", class: "restore", onclick: () => guarded(async () => { await api("POST", "/trash/restore", { trash_path: e.trash_path }); renderTrash(); refreshStatus(); }) }, "Restore"),
@@ -357,11 +358,11 @@ async function renderShares() {
   for (const s of data.shares) {
     const url = location.origin + UI + "/s/" + s.token;
     tbody.append(h("tr", {},
-      h("td", { class: "name" }, h("span", { class: "icon", "aria-hidden": "true" }, s.is_dir ? "📁" : "📄"), s.path, h("br"), s.live ? h("a", { href: url, class: "link" }, url) : h("span", { class: "note" }, s.revoked ? "revoked" : "expired")),
+      h("td", { class: "name" }, icon({ dir: s.is_dir }), s.path, h("br"), s.live ? h("a", { href: url, class: "link" }, url) : h("span", { class: "note" }, s.revoked ? "revoked" : "expired")),
       h("td", { class: "mtime" }, s.expires_at ? "expires " + when(s.expires_at) : "no expiry", s.has_password ? " · password" : ""),
       h("td", { class: "act" }, s.live && h("button", { type: "button", class: "revoke danger", onclick: () => guarded(async () => { await api("POST", `/shares/${s.token}/revoke`); renderShares(); }) }, "Revoke"))));
   }
-  $("#main").replaceChildren(data.shares.length ? h("table", { class: "files" }, tbody) : h("p", { class: "empty" }, "No share links yet: use 🔗 on a file or folder."));
+  $("#main").replaceChildren(data.shares.length ? h("table", { class: "files" }, tbody) : h("p", { class: "empty" }, "No share links yet: use Share on a file or folder."));
 }
 
 /* ---------- status corner ---------- */
