@@ -2,7 +2,8 @@
 
 ``<share prefix>/.hfdav-ui/`` (``/dav/.hfdav-ui/`` in the container, ``/.hfdav-ui/`` with the share
 at ``/``: inside the share's URL space, so the bundled nginx needs no location of its own and the
-decoy home page stays what it is; WebDAV cannot use that name at the share's root) serves one page (``static/``: plain HTML, CSS and JavaScript, nothing from
+decoy home page stays what it is; WebDAV cannot use that name at the share's root) serves one page
+(``static/``: plain HTML, CSS and JavaScript, nothing from
 elsewhere at run time) and its JSON API under ``/.hfdav-ui/api/``. A browser's GET of a folder URL
 of the share (``Accept: text/html``, path ending in ``/``) is redirected to the page showing that
 folder; ``?dav`` after the URL keeps WsgiDAV's plain listing (lftp and scripts that read it send
@@ -30,6 +31,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qs, quote
 
+from gateway.dav.auth import Identity, Refusal
+from gateway.dav.ranges import parse_range, resolve
 from gateway.errors import (
     AlreadyExists,
     Conflict,
@@ -42,8 +45,6 @@ from gateway.errors import (
     Reserved,
     StoreError,
 )
-from gateway.dav.auth import Identity, Refusal
-from gateway.dav.ranges import parse_range, resolve
 from gateway.paths import name_of, normalize, parent_of
 from gateway.trash import TRASH_NAME, TRASH_PATH, in_trash
 from gateway.webui.session import COOKIE, SESSION_SECONDS, Signer, cookie_header, load_key, parse_cookies
@@ -77,8 +78,10 @@ _STATUS = [
 ]
 #: Types shown inline (previews); anything else is sent as an attachment.
 _INLINE = ("image/", "video/", "audio/", "application/pdf", "text/plain")
-_PAGE_CSP = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self'; frame-src 'self'; "
-             "object-src 'self'; style-src 'self'; script-src 'self'; frame-ancestors 'self'; base-uri 'none'")  # fmt: skip
+_PAGE_CSP = (
+    "default-src 'self'; img-src 'self' blob: data:; media-src 'self'; frame-src 'self'; object-src 'self'; "
+    "style-src 'self'; script-src 'self'; frame-ancestors 'self'; base-uri 'none'"
+)
 
 
 class HttpError(Exception):
@@ -287,7 +290,8 @@ class WebUI:
         if "/" in name or name.startswith(".") or not (STATIC / name).is_file():
             raise HttpError("404 Not Found", "no such asset")
         kind = {"js": "text/javascript", "css": "text/css", "svg": "image/svg+xml", "png": "image/png"}.get(
-            name.rsplit(".", 1)[-1], "application/octet-stream")
+            name.rsplit(".", 1)[-1], "application/octet-stream"
+        )
         resp = Response("200 OK", (STATIC / name).read_bytes(), kind + ("; charset=utf-8" if "text" in kind else ""))
         resp.headers[1] = ("Cache-Control", "no-cache")
         return resp
@@ -375,8 +379,8 @@ class WebUI:
             raise Conflict(f"{path} is a folder")
         kind = _type_of(node)
         as_text = req.query.get("text") == "1"
-        headers = [("Accept-Ranges", "bytes"), ("ETag", f'"{node.etag}"'),
-                   ("Last-Modified", datetime.fromtimestamp(node.modified_at, UTC).strftime("%a, %d %b %Y %H:%M:%S GMT"))]  # fmt: skip
+        modified = datetime.fromtimestamp(node.modified_at, UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
+        headers = [("Accept-Ranges", "bytes"), ("ETag", f'"{node.etag}"'), ("Last-Modified", modified)]
         if as_text:
             kind = "text/plain; charset=utf-8"
         inline = req.query.get("dl") != "1" and (as_text or kind.startswith(_INLINE))
@@ -413,8 +417,9 @@ class WebUI:
         if self.health is not None:
             healthy, full = self.health()
             checks = full.get("checks", {})
+            database = {"ok": checks.get("database", {}).get("ok")}
             report.update(healthy=healthy, version=full.get("version"), store=checks.get("store"),
-                          sync=checks.get("committer"), database={"ok": checks.get("database", {}).get("ok")})  # fmt: skip
+                          sync=checks.get("committer"), database=database)  # fmt: skip
         return json_response(report)
 
     # -- changes ----------------------------------------------------------------------------------

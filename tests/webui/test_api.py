@@ -45,8 +45,11 @@ def test_sign_in_sets_a_strict_http_only_cookie_and_wrong_password_is_refused(se
     assert r.status_code == 200
     cookie = r.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Secure" not in cookie
-    r = requests.post(base + UI + "/api/login", json={"user": "alice", "password": "alice-password-long"},
-                      headers={"X-Forwarded-Proto": "https"})
+    r = requests.post(
+        base + UI + "/api/login",
+        json={"user": "alice", "password": "alice-password-long"},
+        headers={"X-Forwarded-Proto": "https"},
+    )
     assert "Secure" in r.headers["Set-Cookie"]
     assert requests.get(base + UI + "/api/list").status_code == 401
     # a forged cookie is no session
@@ -271,8 +274,9 @@ def test_browsers_get_the_file_manager_for_folders(served):
     # other clients (and ?dav) keep the WebDAV listing
     r = requests.get(base + "/", auth=("alice", "alice-password-long"), allow_redirects=False)
     assert r.status_code == 200 and "text/html" in r.headers["Content-Type"]
-    r = requests.get(base + "/?dav", auth=("alice", "alice-password-long"), headers={"Accept": "text/html"},
-                     allow_redirects=False)
+    r = requests.get(
+        base + "/?dav", auth=("alice", "alice-password-long"), headers={"Accept": "text/html"}, allow_redirects=False
+    )
     assert r.status_code == 200
     page = requests.get(base + UI + "/")
     assert page.status_code == 200 and "default-src 'self'" in page.headers["Content-Security-Policy"]

@@ -10,7 +10,9 @@ import hashlib
 import os
 import shutil
 import socket
+import struct
 import threading
+import zlib
 from pathlib import Path
 
 import pytest
@@ -54,7 +56,9 @@ class DropOnce:
                 self.seen += 1
                 mine = self.seen == self.nth
             if mine:
-                environ["wsgi.input"] = _Cutting(environ["wsgi.input"], self.after, request_socket(environ), self.dropped)
+                environ["wsgi.input"] = _Cutting(
+                    environ["wsgi.input"], self.after, request_socket(environ), self.dropped
+                )
         return self.app(environ, start_response)
 
 
@@ -114,6 +118,15 @@ def _driver(download_dir: Path):
     return webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=opts)
 
 
+def _png(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + bytes((200, 80, 40)) * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -135,8 +148,16 @@ def _row(driver, name):
     return driver.find_element(By.CSS_SELECTOR, f'#rows tr[data-name="{name}"]')
 
 
-def run_scenario(tmp_path: Path, size: int, *, drop_at: int, screenshot: Path | None = None, timeout: float = 120,
-                 reload: bool = False, prefix: str = ""):
+def run_scenario(
+    tmp_path: Path,
+    size: int,
+    *,
+    drop_at: int,
+    screenshot: Path | None = None,
+    timeout: float = 120,
+    reload: bool = False,
+    prefix: str = "",
+):
     """``reload``: after the drop the page is reloaded and the file chosen again (the upload goes
     on from the id kept in localStorage); else the server is restarted while the page retries."""
     if not (CHROMIUM and CHROMEDRIVER):
@@ -161,6 +182,7 @@ def run_scenario(tmp_path: Path, size: int, *, drop_at: int, screenshot: Path | 
             left -= len(block)
     server.gw.files.mkdir("/Documents")
     server.gw.files.mkdir("/Photos")
+    server.gw.files.write_bytes("/photo.png", _png(40, 30))
     server.gw.files.write_bytes("/hello.py", b'def greet(name):\n    return "hi " + name  # a comment\n')
     driver = _driver(tmp_path / "dl")
     fresh = None
@@ -192,8 +214,16 @@ def run_scenario(tmp_path: Path, size: int, *, drop_at: int, screenshot: Path | 
         assert not list((tmp_path / "data" / "webui-uploads").iterdir())  # staging area emptied
         wait.until(lambda d: _row(d, "big upload.bin"))
         if screenshot is not None:
-            screenshot.parent.mkdir(parents=True, exist_ok=True)
             driver.save_screenshot(str(screenshot))
+            driver.set_window_size(390, 844)  # a phone
+            driver.save_screenshot(str(screenshot.with_name(screenshot.stem + "-phone.png")))
+            driver.set_window_size(1280, 900)
+
+        # preview: an image
+        _row(driver, "photo.png").find_element(By.CSS_SELECTOR, "a.open").click()
+        image = wait.until(EC.visibility_of_element_located((By.ID, "preview-image")))
+        wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image) == 40)
+        driver.find_element(By.ID, "preview-close").click()
 
         # preview: highlighted code
         _row(driver, "hello.py").find_element(By.CSS_SELECTOR, "a.open").click()
@@ -231,7 +261,9 @@ def run_scenario(tmp_path: Path, size: int, *, drop_at: int, screenshot: Path | 
         wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, '#rows tr[data-name="renamed.bin"]'))
         assert server.gw.files.stat("/renamed.bin") is None
         driver.find_element(By.ID, "nav-trash").click()
-        wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, '#trash-rows tr[data-path="/renamed.bin"] button.restore'))).click()
+        wait.until(
+            EC.element_to_be_clickable((By.CSS_SELECTOR, '#trash-rows tr[data-path="/renamed.bin"] button.restore'))
+        ).click()
         wait.until(EC.text_to_be_present_in_element((By.ID, "main"), "The trash is empty."))
         driver.find_element(By.ID, "nav-files").click()
         wait.until(lambda d: _row(d, "renamed.bin"))
@@ -248,7 +280,10 @@ def run_scenario(tmp_path: Path, size: int, *, drop_at: int, screenshot: Path | 
 
 
 def test_browser_upload_with_reconnect_preview_share_rename_delete_restore(tmp_path):
-    run_scenario(tmp_path, 20 * 1024 * 1024 + 12345, drop_at=2, screenshot=ROOT / "docs" / "webui.png")
+    shots = os.environ.get("HFDAV_WEBUI_SCREENSHOTS") == "1"  # refresh the README's pictures
+    run_scenario(
+        tmp_path, 20 * 1024 * 1024 + 12345, drop_at=2, screenshot=ROOT / "docs" / "webui.png" if shots else None
+    )
 
 
 def test_browser_upload_resumes_after_page_reload(tmp_path):

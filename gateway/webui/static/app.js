@@ -393,6 +393,7 @@ const uploads = [];
 let running = 0;
 function uploadsPanel() {
   return h("section", { class: "uploads", id: "uploads", hidden: true, "aria-label": "Uploads" },
+    h("button", { type: "button", class: "hide", id: "uploads-hide", onclick: () => { $("#uploads").hidden = true; } }, "Hide"),
     h("h2", {}, "Uploads ", h("span", { id: "upload-total" })), h("div", { class: "bar", id: "upload-total-bar" }, h("div", {})), h("div", { id: "upload-list" }));
 }
 function enqueue(file, path) {
