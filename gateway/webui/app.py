@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import json
 import logging
 import mimetypes
+import os
 import secrets
 import time
 import zipfile
@@ -532,7 +534,11 @@ class WebUI:
                 raise HttpError("400 Bad Request", "Upload-Offset and Content-Length are numbers") from None
             if length is not None and length > MAX_PIECE:
                 raise HttpError("413 Content Too Large", f"send pieces of at most {MAX_PIECE} bytes")
-            new = self.uploads.append(upload, offset, req.environ["wsgi.input"], length)
+            try:
+                new = self.uploads.append(upload, offset, req.environ["wsgi.input"], length)
+            except (OSError, ValueError):  # the body broke off: what arrived is kept
+                offset = self.uploads.get(upload.id, user).offset
+                raise HttpError("400 Bad Request", "the body broke off", offset=offset) from None
             return json_response({"offset": new, "size": upload.size})
         if action == "" and m == "DELETE":
             self.uploads.remove(upload)
@@ -544,13 +550,19 @@ class WebUI:
     def _upload_finish(self, upload) -> Response:
         if upload.offset != upload.size:
             raise HttpError("409 Conflict", f"{upload.offset} of {upload.size} bytes received", offset=upload.offset)
-        self._makedirs(parent_of(upload.path))
-        session = self.files.open_write(upload.path, expected_length=upload.size, mtime=upload.mtime)
         with open(upload.data, "rb") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # no PATCH or finish meanwhile
+            except OSError:
+                raise HttpError("409 Conflict", "this upload is being written or finished") from None
+            if os.fstat(f.fileno()).st_size != upload.size or not upload.dir.exists():
+                raise HttpError("409 Conflict", "this upload changed meanwhile")
+            self._makedirs(parent_of(upload.path))
+            session = self.files.open_write(upload.path, expected_length=upload.size, mtime=upload.mtime)
             while piece := f.read(READ_BLOCK):
                 session.write(piece)
-        node = session.commit()
-        self.uploads.remove(upload)
+            node = session.commit()
+            self.uploads.remove(upload)
         return json_response(_entry(node))
 
     def _makedirs(self, path: str) -> None:
@@ -613,6 +625,8 @@ class WebUI:
             inner = normalize(share.path + rel)
         else:
             inner = share.path
+        if in_trash(inner):
+            raise HttpError("403 Forbidden", "the trash is not shared")
         if action == "list" and share.is_dir:
             return self._list(req, share.path)
         if action == "file":

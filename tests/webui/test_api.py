@@ -313,3 +313,47 @@ def test_under_a_share_prefix_the_file_manager_lives_inside_it(tmp_path):
         # outside the prefix there is no page (the WebDAV front answers, asking for credentials)
         assert "app.js" not in requests.get(base + "/.hfdav-ui/").text
         assert requests.get(base + "/.hfdav-ui/").status_code in (401, 404)
+
+
+def test_failed_sign_ins_are_throttled_like_webdav_logins(tmp_path):
+    env = {"HFDAV_DATA_DIR": str(tmp_path / "t"), "HFDAV_USERS": "alice:alice-password-long:rw",
+           "HFDAV_LOGIN_FAILURES": "2"}  # fmt: skip
+    with served_gateway(env) as (base, _gw):
+        codes = [requests.post(base + UI + "/api/login", json={"user": "alice", "password": f"guess{i}"}).status_code
+                 for i in range(4)]  # fmt: skip
+        assert codes[0] == 401 and codes[-1] == 429
+        r = requests.post(base + UI + "/api/login", json={"user": "alice", "password": "alice-password-long"})
+        assert r.status_code == 429 and int(r.headers["Retry-After"]) > 0  # blocked even with the right one
+        # the block is the WebDAV one: the same client is refused there too
+        assert requests.get(base + "/", auth=("alice", "alice-password-long")).status_code == 429
+
+
+def test_finish_over_quota_is_refused_and_the_upload_kept(tmp_path):
+    env = {"HFDAV_DATA_DIR": str(tmp_path / "q"), "HFDAV_USERS": "alice:alice-password-long:rw",
+           "HFDAV_QUOTA": "1MiB", "HFDAV_CHUNK_SIZE": "1MiB"}  # fmt: skip
+    with served_gateway(env) as (base, gw):
+        s = login(base, "alice", "alice-password-long")
+        up = s.post(base + UI + "/api/uploads", json={"path": "/a.bin", "size": 600_000}).json()["id"]
+        url = base + UI + "/api/uploads/" + up
+        assert s.patch(url, data=b"a" * 600_000, headers={"Upload-Offset": "0"}).json()["offset"] == 600_000
+        gw.files.write_bytes("/other.bin", b"o" * 600_000)  # the room went meanwhile
+        r = s.post(url + "/finish")
+        assert r.status_code == 507
+        assert gw.files.stat("/a.bin") is None and s.get(url).json()["offset"] == 600_000
+        gw.files.repo.delete("/other.bin")  # for good (the trash would keep counting it)
+        assert s.post(url + "/finish").status_code == 200 and gw.files.read_bytes("/a.bin") == b"a" * 600_000
+
+
+def test_a_shared_drive_root_does_not_share_the_trash(served):
+    base, gw = served
+    gw.files.write_bytes("/gone.txt", b"deleted")
+    gw.files.delete("/gone.txt")
+    trash_path = gw.files.trash.entries()[0].trash_path
+    s = login(base, "alice", "alice-password-long")
+    token = s.post(base + UI + "/api/shares", json={"path": "/"}).json()["token"]
+    api = base + UI + "/api/public/" + token
+    assert requests.get(api + "/list", params={"path": "/"}).json()["entries"] == []
+    assert requests.get(api + "/file", params={"path": trash_path}).status_code == 403
+    assert requests.get(api + "/list", params={"path": "/.hfdav-trash"}).status_code == 403
+    assert requests.get(api + "/zip", params={"path": "/.hfdav-trash"}).status_code == 403
+    assert b"deleted" not in requests.get(api + "/zip").content

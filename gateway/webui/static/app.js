@@ -5,6 +5,7 @@ const UI = location.pathname.slice(0, location.pathname.indexOf("/.hfdav-ui") + 
 const PAGE = 200;
 const PARALLEL = 3;
 const TEXT_MAX = 1 << 20;
+const RETRY = [502, 503, 504]; // a proxy or server restarting: try again
 const state = { me: null, path: "/", sort: "name", order: "asc", q: "", entries: [], total: 0, view: "files" };
 const share = location.pathname.startsWith(UI + "/s/") ? { token: location.pathname.slice(UI.length + 3).split("/")[0] } : null;
 
@@ -445,7 +446,7 @@ async function runUpload(u) {
       offset = await sendPiece(u, id, offset, Math.min(size, offset + piece));
       failures = 0;
     } catch (e) {
-      if (e instanceof ApiError && e.status !== 409 && e.status < 500) { if (e.status === 404) localStorage.removeItem(key); throw e; }
+      if (e instanceof ApiError && !RETRY.includes(e.status) && e.status !== 409) { if (e.status === 404) localStorage.removeItem(key); throw e; }
       failures++;
       if (failures > 60) throw new Error("the connection keeps failing");
       setUp(u, `connection lost; retrying (${failures})…`);
@@ -454,15 +455,19 @@ async function runUpload(u) {
     }
   }
   setUp(u, "finishing…");
-  try { await retrying(() => api("POST", `/uploads/${id}/finish`), u); }
-  catch (e) { localStorage.removeItem(key); throw e; }
+  let tries = 0;
+  try { await retrying(() => { tries++; return api("POST", `/uploads/${id}/finish`); }, u); }
+  catch (e) {
+    localStorage.removeItem(key);
+    if (!(e instanceof ApiError && e.status === 404 && tries > 1)) throw e; // else: an earlier try finished it
+  }
   localStorage.removeItem(key);
 }
 function sizeText(n) { return size(n); }
 async function retrying(fn, u) {
   for (let i = 1; ; i++) {
     try { return await fn(); } catch (e) {
-      if ((e instanceof ApiError && e.status < 500) || i > 60) throw e;
+      if ((e instanceof ApiError && !RETRY.includes(e.status)) || i > 60) throw e;
       setUp(u, `server unreachable; retrying (${i})…`); await sleep(Math.min(5000, 300 * i));
     }
   }
