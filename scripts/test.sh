@@ -52,6 +52,8 @@ declare -A TOOLS=(
     [davix-put]=davix
     [htpasswd]=apache2-utils
     [lftp]=lftp
+    [chromium]=chromium
+    [chromedriver]=chromium-driver
 )
 
 have() { PATH="$PATH:/usr/sbin:/sbin" command -v "$1" >/dev/null 2>&1; }

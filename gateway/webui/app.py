@@ -211,7 +211,9 @@ class WebUI:
             return False
         if path.startswith("/.hfdav-admin"):
             return False
-        return path.endswith("/") and (path == self.prefix + "/" or path.startswith(self.prefix + "/"))
+        if self.prefix and path == self.prefix:  # the share's URL as typed, without the slash
+            return True
+        return path.endswith("/") and path.startswith(self.prefix + "/")
 
     def _answer(self, environ, start_response):
         req = Request(environ, self.ui)

@@ -300,6 +300,10 @@ def test_under_a_share_prefix_the_file_manager_lives_inside_it(tmp_path):
         gw.files.mkdir("/docs")
         r = requests.get(base + "/dav/docs/", headers={"Accept": "text/html"}, allow_redirects=False)
         assert r.status_code == 303 and r.headers["Location"] == "/dav/.hfdav-ui/#/docs"
+        r = requests.get(base + "/dav", headers={"Accept": "text/html"}, allow_redirects=False)
+        assert r.status_code == 303 and r.headers["Location"] == "/dav/.hfdav-ui/#/"
+        # not for WebDAV clients
+        assert requests.get(base + "/dav", allow_redirects=False).status_code == 401
         page = requests.get(base + "/dav/.hfdav-ui/").text
         assert 'src="/dav/.hfdav-ui/static/app.js"' in page
         r = requests.post(base + "/dav/.hfdav-ui/api/login", json={"user": "alice", "password": "alice-password-long"})
@@ -357,3 +361,22 @@ def test_a_shared_drive_root_does_not_share_the_trash(served):
     assert requests.get(api + "/list", params={"path": "/.hfdav-trash"}).status_code == 403
     assert requests.get(api + "/zip", params={"path": "/.hfdav-trash"}).status_code == 403
     assert b"deleted" not in requests.get(api + "/zip").content
+
+
+@pytest.mark.slow
+def test_a_folder_of_10000_entries_is_served_in_pages(served):
+    base, gw = served
+    gw.files.mkdir("/many")
+    for i in range(10_000):
+        gw.files.create_empty(f"/many/file-{i:05d}.txt")
+    s = login(base, "alice", "alice-password-long")
+    names = []
+    while True:
+        page = s.get(base + UI + "/api/list", params={"path": "/many", "offset": len(names), "limit": 1000}).json()
+        assert page["total"] == 10_000 and len(page["entries"]) <= 1000
+        if not page["entries"]:
+            break
+        names += [e["name"] for e in page["entries"]]
+    assert names == [f"file-{i:05d}.txt" for i in range(10_000)]
+    newest = s.get(base + UI + "/api/list", params={"path": "/many", "sort": "mtime", "order": "desc", "limit": 1})
+    assert newest.json()["entries"][0]["name"] == "file-09999.txt"
