@@ -115,6 +115,7 @@ def _driver(download_dir: Path):
                 "--disable-gpu", "--no-first-run"):  # fmt: skip
         opts.add_argument(arg)
     opts.add_experimental_option("prefs", {"download.default_directory": str(download_dir)})
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=opts)
 
 
@@ -219,6 +220,28 @@ def run_scenario(
             driver.save_screenshot(str(screenshot.with_name(screenshot.stem + "-phone.png")))
             driver.set_window_size(1280, 900)
 
+        # a whole folder by the folder picker, and a file dropped on the list
+        tree = tmp_path / "album"
+        (tree / "inner").mkdir(parents=True)
+        (tree / "one.txt").write_bytes(b"first file")
+        (tree / "inner" / "two.txt").write_bytes(b"second file")
+        driver.find_element(By.ID, "upload-dir-input").send_keys(str(tree))
+        driver.execute_script(
+            "const dt = new DataTransfer(); dt.items.add(new File(['dropped bytes'], 'dropped.txt'));"
+            "document.getElementById('main').dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true}));"
+        )
+
+        def all_done(d):
+            states = [e.text for e in d.find_elements(By.CSS_SELECTOR, "#upload-list .up .st")]
+            return len(states) == 4 and all(t == "done" for t in states)
+
+        wait.until(all_done)
+        assert server.gw.files.read_bytes("/album/inner/two.txt") == b"second file"
+        assert server.gw.files.read_bytes("/album/one.txt") == b"first file"
+        assert server.gw.files.read_bytes("/dropped.txt") == b"dropped bytes"
+        total = driver.find_element(By.ID, "upload-total").text
+        assert total.startswith("4/4"), total
+
         # preview: an image
         _row(driver, "photo.png").find_element(By.CSS_SELECTOR, "a.open").click()
         image = wait.until(EC.visibility_of_element_located((By.ID, "preview-image")))
@@ -268,6 +291,10 @@ def run_scenario(
         driver.find_element(By.ID, "nav-files").click()
         wait.until(lambda d: _row(d, "renamed.bin"))
         assert _dav_sha256(server.base + prefix + "/renamed.bin") == _sha256(source)
+        for d in (driver, fresh):
+            problems = [e["message"] for e in d.get_log("browser")
+                        if "Content Security Policy" in e["message"] or "Uncaught" in e["message"]]  # fmt: skip
+            assert not problems, problems
     except Exception:
         driver.save_screenshot(str(tmp_path / "failure.png"))
         print("page at failure:", tmp_path / "failure.png", driver.find_element(By.TAG_NAME, "body").text[:2000])
