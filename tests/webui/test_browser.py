@@ -163,7 +163,8 @@ def run_scenario(
     on from the id kept in localStorage); else the server is restarted while the page retries."""
     if not (CHROMIUM and CHROMEDRIVER):
         pytest.skip("chromium and chromedriver are needed (apt-get install -y chromium chromium-driver)")
-    env = {"HFDAV_DATA_DIR": str(tmp_path / "data"), "HFDAV_USERS": f"{USER}:{PASSWORD}:rw",
+    users = f"{USER}:{PASSWORD}:rw,viewer:viewer-password-long:ro"
+    env = {"HFDAV_DATA_DIR": str(tmp_path / "data"), "HFDAV_USERS": users,
            "HFDAV_TRASH_DAYS": "7", "HFDAV_QUOTA": "10GiB", "HFDAV_PREFIX": prefix or "/"}  # fmt: skip
     dropper = {}
 
@@ -291,6 +292,16 @@ def run_scenario(
         driver.find_element(By.ID, "nav-files").click()
         wait.until(lambda d: _row(d, "renamed.bin"))
         assert _dav_sha256(server.base + prefix + "/renamed.bin") == _sha256(source)
+        # a read-only user gets no write actions
+        driver.find_element(By.ID, "logout").click()
+        wait.until(EC.visibility_of_element_located((By.ID, "user"))).send_keys("viewer")
+        driver.find_element(By.ID, "password").send_keys("viewer-password-long")
+        driver.find_element(By.CSS_SELECTOR, "#login button[type=submit]").click()
+        wait.until(EC.text_to_be_present_in_element((By.ID, "whoami"), "read-only"))
+        wait.until(lambda d: _row(d, "renamed.bin"))
+        for sel in ("#upload-files", "#mkdir", "#nav-trash", "#nav-shares", "button.rename", "button.delete"):
+            assert not driver.find_elements(By.CSS_SELECTOR, sel), sel
+        assert _row(driver, "renamed.bin").find_elements(By.CSS_SELECTOR, "a.dl")
         for d in (driver, fresh):
             problems = [e["message"] for e in d.get_log("browser")
                         if "Content Security Policy" in e["message"] or "Uncaught" in e["message"]]  # fmt: skip
