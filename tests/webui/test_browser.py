@@ -234,8 +234,9 @@ def run_scenario(
 
         def all_done(d):
             states = [e.text for e in d.find_elements(By.CSS_SELECTOR, "#upload-list .up .st")]
-            return len(states) == 4 and all(t == "done" for t in states)
+            return all(t == "done" for t in states)
 
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#upload-list .up")) == 4)
         wait.until(all_done)
         assert server.gw.files.read_bytes("/album/inner/two.txt") == b"second file"
         assert server.gw.files.read_bytes("/album/one.txt") == b"first file"
@@ -255,6 +256,18 @@ def run_scenario(
         assert "greet" in code.text
         assert [k.text for k in code.find_elements(By.CSS_SELECTOR, "span.k")][:2] == ["def", "return"]
         driver.find_element(By.ID, "preview-close").click()
+
+        # choosing a file whose name is taken asks first: cancelled, then replaced
+        newer = tmp_path / "pick" / "hello.py"
+        newer.parent.mkdir()
+        newer.write_bytes(b"print('replaced')\n")
+        driver.find_element(By.ID, "upload-input").send_keys(str(newer))
+        wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "#dialog .buttons button:first-child"))).click()
+        driver.find_element(By.ID, "upload-input").send_keys(str(newer))
+        wait.until(EC.element_to_be_clickable((By.ID, "dialog-ok"))).click()
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#upload-list .up")) == 5)
+        wait.until(all_done)
+        assert server.gw.files.read_bytes("/hello.py") == b"print('replaced')\n"
 
         # share link, opened in a fresh browser without a session
         _row(driver, "big upload.bin").find_element(By.CSS_SELECTOR, "button.share").click()

@@ -171,9 +171,9 @@ function renderFiles() {
   const order = h("button", { type: "button", id: "order", "aria-label": "Sort order", onclick: () => { state.order = state.order === "asc" ? "desc" : "asc"; order.textContent = state.order === "asc" ? "↑" : "↓"; load(true); } }, state.order === "asc" ? "↑" : "↓");
   const w = state.me && state.me.can_write && !share;
   const filesInput = h("input", { type: "file", multiple: true, id: "upload-input", class: "visually-hidden", tabindex: "-1" });
-  filesInput.addEventListener("change", () => { for (const f of filesInput.files) enqueue(f, join(state.path, f.name)); filesInput.value = ""; });
+  filesInput.addEventListener("change", () => { const fs = [...filesInput.files]; filesInput.value = ""; enqueueAll(fs.map((f) => [f, join(state.path, f.name)])); });
   const dirInput = h("input", { type: "file", multiple: true, webkitdirectory: true, id: "upload-dir-input", class: "visually-hidden", tabindex: "-1" });
-  dirInput.addEventListener("change", () => { for (const f of dirInput.files) enqueue(f, join(state.path, f.webkitRelativePath || f.name)); dirInput.value = ""; });
+  dirInput.addEventListener("change", () => { const fs = [...dirInput.files]; dirInput.value = ""; enqueueAll(fs.map((f) => [f, join(state.path, f.webkitRelativePath || f.name)])); });
   const tools = h("div", { class: "toolbar" },
     filter, sort, order,
     w && h("button", { type: "button", id: "mkdir", onclick: newFolder }, "New folder"),
@@ -493,19 +493,34 @@ function sendPiece(u, id, start, end) {
 }
 async function dropped(dt) {
   const items = [...(dt.items || [])].map((i) => (i.webkitGetAsEntry ? i.webkitGetAsEntry() : null));
+  const files = [...dt.files];
+  const out = [];
   if (items.some(Boolean)) {
-    for (const entry of items) if (entry) await walkEntry(entry, state.path);
-  } else for (const f of dt.files) enqueue(f, join(state.path, f.name));
+    for (const entry of items) if (entry) await walkEntry(entry, state.path, out);
+  } else for (const f of files) out.push([f, join(state.path, f.name)]);
+  enqueueAll(out);
 }
-async function walkEntry(entry, dir) {
-  if (entry.isFile) { const f = await new Promise((res, rej) => entry.file(res, rej)); enqueue(f, join(dir, entry.name)); return; }
+async function walkEntry(entry, dir, out) {
+  if (entry.isFile) { const f = await new Promise((res, rej) => entry.file(res, rej)); out.push([f, join(dir, entry.name)]); return; }
   if (!entry.isDirectory) return;
   const reader = entry.createReader();
   for (;;) {
     const batch = await new Promise((res, rej) => reader.readEntries(res, rej));
     if (!batch.length) break;
-    for (const e of batch) await walkEntry(e, join(dir, entry.name));
+    for (const e of batch) await walkEntry(e, join(dir, entry.name), out);
   }
+}
+/* files that would replace a file shown in this folder are uploaded only if the user says so */
+async function enqueueAll(pairs) {
+  const shown = new Set(state.entries.filter((e) => !e.dir).map((e) => e.path));
+  const clash = pairs.filter(([, path]) => shown.has(path));
+  let skip = new Set();
+  if (clash.length) {
+    const names = clash.slice(0, 5).map(([, p]) => nameOf(p)).join(", ") + (clash.length > 5 ? ", …" : "");
+    const replace = await confirmDialog("Replace files?", `${clash.length} file(s) exist here already (${names}). Replace them?`, "Replace");
+    if (!replace) skip = new Set(clash.map(([, p]) => p));
+  }
+  for (const [f, path] of pairs) if (!skip.has(path)) enqueue(f, path);
 }
 
 /* ---------- public share pages ---------- */
