@@ -128,6 +128,13 @@ def _png(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 
 
+def _wav(seconds: float, rate: int = 8000) -> bytes:
+    samples = bytes(int(seconds * rate) * 2)  # 16-bit mono silence
+    fmt = struct.pack("<HHIIHH", 1, 1, rate, rate * 2, 2, 16)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(samples)) + samples
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -185,6 +192,7 @@ def run_scenario(
     server.gw.files.mkdir("/Documents")
     server.gw.files.mkdir("/Photos")
     server.gw.files.write_bytes("/photo.png", _png(40, 30))
+    server.gw.files.write_bytes("/tone.wav", _wav(2.0))
     server.gw.files.write_bytes("/hello.py", b'def greet(name):\n    return "hi " + name  # a comment\n')
     driver = _driver(tmp_path / "dl")
     fresh = None
@@ -248,6 +256,17 @@ def run_scenario(
         _row(driver, "photo.png").find_element(By.CSS_SELECTOR, "a.open").click()
         image = wait.until(EC.visibility_of_element_located((By.ID, "preview-image")))
         wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image) == 40)
+        driver.find_element(By.ID, "preview-close").click()
+
+        driver.find_element(By.ID, "uploads-hide").click()  # the panel covers the lower rows
+
+        # preview: audio in the browser's player, seekable
+        _row(driver, "tone.wav").find_element(By.CSS_SELECTOR, "a.open").click()
+        audio = wait.until(EC.presence_of_element_located((By.ID, "preview-audio")))
+        wait.until(lambda d: d.execute_script("return arguments[0].readyState", audio) >= 1)
+        assert abs(driver.execute_script("return arguments[0].duration", audio) - 2.0) < 0.05
+        driver.execute_script("arguments[0].currentTime = 1.5", audio)
+        wait.until(lambda d: d.execute_script("return !arguments[0].seeking && arguments[0].currentTime", audio) >= 1.4)
         driver.find_element(By.ID, "preview-close").click()
 
         # preview: highlighted code
