@@ -198,7 +198,9 @@ class WebUI:
             return self._answer(environ, start_response)
         if self._is_browser_folder_get(environ, path):
             rel = path[len(self.prefix) :] if self.prefix else path
-            target = f"{self.ui}/#{rel.rstrip('/') or '/'}"
+            with contextlib.suppress(UnicodeError):
+                rel = rel.encode("latin-1").decode("utf-8")
+            target = f"{self.ui}/#{quote(rel.rstrip('/') or '/', safe='/')}"
             start_response("303 See Other", [("Location", target), ("Content-Length", "0"),
                                              ("Cache-Control", "no-store")])  # fmt: skip
             return [b""]

@@ -271,6 +271,8 @@ def test_browsers_get_the_file_manager_for_folders(served):
     base, _ = served
     r = requests.get(base + "/docs/", headers={"Accept": "text/html,application/xhtml+xml"}, allow_redirects=False)
     assert r.status_code == 303 and r.headers["Location"] == UI + "/#/docs"
+    r = requests.get(base + "/caf%C3%A9%20bar/", headers={"Accept": "text/html"}, allow_redirects=False)
+    assert r.headers["Location"] == UI + "/#/caf%C3%A9%20bar"
     # other clients (and ?dav) keep the WebDAV listing
     r = requests.get(base + "/", auth=("alice", "alice-password-long"), allow_redirects=False)
     assert r.status_code == 200 and "text/html" in r.headers["Content-Type"]

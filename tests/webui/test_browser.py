@@ -190,7 +190,7 @@ def run_scenario(
             f.write(block)
             left -= len(block)
     server.gw.files.mkdir("/Documents")
-    server.gw.files.mkdir("/Photos")
+    server.gw.files.mkdir("/Fotos été")
     server.gw.files.write_bytes("/photo.png", _png(40, 30))
     server.gw.files.write_bytes("/tone.wav", _wav(2.0))
     server.gw.files.write_bytes("/hello.py", b'def greet(name):\n    return "hi " + name  # a comment\n')
@@ -203,6 +203,13 @@ def run_scenario(
         driver.find_element(By.ID, "password").send_keys(PASSWORD)
         driver.find_element(By.CSS_SELECTOR, "#login button[type=submit]").click()
         wait.until(EC.text_to_be_present_in_element((By.ID, "whoami"), USER))
+        wait.until(lambda d: _row(d, "hello.py"))
+
+        # into a folder (non-ASCII name) and back by the breadcrumbs
+        _row(driver, "Fotos été").find_element(By.CSS_SELECTOR, "a.open").click()
+        wait.until(EC.text_to_be_present_in_element((By.ID, "more"), "This folder is empty."))
+        assert driver.find_element(By.CSS_SELECTOR, "nav.crumbs").text.split() == ["Drive", "/", "Fotos", "été"]
+        driver.find_element(By.CSS_SELECTOR, "nav.crumbs a").click()
         wait.until(lambda d: _row(d, "hello.py"))
 
         # upload; the connection is dropped mid-way and the server restarted

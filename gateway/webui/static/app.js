@@ -400,7 +400,9 @@ function uploadsPanel() {
 }
 function enqueue(file, path) {
   const u = { file, path, sent: 0, state: "queued" };
-  u.el = h("div", { class: "up" }, h("div", { class: "nm" }, path), h("div", { class: "bar" }, h("div", {})), h("div", { class: "st" }, "queued"));
+  u.el = h("div", { class: "up" }, h("div", { class: "nm" }, path),
+    h("div", { class: "bar", role: "progressbar", "aria-label": "Upload of " + path, "aria-valuemin": "0", "aria-valuemax": "100", "aria-valuenow": "0" }, h("div", {})),
+    h("div", { class: "st" }, "queued"));
   uploads.push(u);
   const panel = $("#uploads"); panel.hidden = false; $("#upload-list").append(u.el);
   paintUploads(); pump();
@@ -421,6 +423,7 @@ function paintUploads() {
     total += u.file.size; sent += u.state === "done" ? u.file.size : u.sent;
     const pct = u.file.size ? (100 * (u.state === "done" ? u.file.size : u.sent)) / u.file.size : 100;
     u.el.querySelector(".bar > div").style.width = pct + "%";
+    u.el.querySelector(".bar").setAttribute("aria-valuenow", String(Math.round(pct)));
   }
   const t = $("#upload-total"); if (!t) return;
   const done = uploads.filter((u) => u.state === "done").length;
@@ -549,7 +552,8 @@ async function startShare() {
 
 /* ---------- routing ---------- */
 function route() {
-  const hash = decodeURIComponent(location.hash.slice(1));
+  let hash = location.hash.slice(1);
+  try { hash = decodeURIComponent(hash); } catch (e) { /* not percent-encoded: taken as it is */ }
   if (!share && hash === "trash") return renderTrash();
   if (!share && hash === "shares") return renderShares();
   const path = hash.startsWith("/") ? hash.replace(/\/+$/, "") || "/" : "/";
