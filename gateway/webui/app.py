@@ -207,7 +207,9 @@ class WebUI:
         return self.app(environ, start_response)
 
     def _is_browser_folder_get(self, environ, path: str) -> bool:
-        if environ.get("REQUEST_METHOD") != "GET" or "text/html" not in (environ.get("HTTP_ACCEPT") or ""):
+        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+            return False
+        if "text/html" not in (environ.get("HTTP_ACCEPT") or ""):
             return False
         if "dav" in parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True):
             return False
@@ -226,8 +228,12 @@ class WebUI:
         except UploadError as exc:
             resp = json_response({"error": str(exc), **exc.extra}, exc.status)
         except HfdavError as exc:
-            status = next((s for cls, s in _STATUS if isinstance(exc, cls)), "500 Internal Server Error")
-            resp = json_response({"error": str(exc)}, status)
+            status = next((s for cls, s in _STATUS if isinstance(exc, cls)), None)
+            if status is None and getattr(exc, "transient", False):  # e.g. the database kept being busy
+                status = "503 Service Unavailable"
+            retry = str(getattr(exc, "retry_after", 2))
+            headers = [("Retry-After", retry)] if status == "503 Service Unavailable" else []
+            resp = json_response({"error": str(exc)}, status or "500 Internal Server Error", headers)
         start_response(resp.status, resp.headers)
         if req.method == "HEAD":
             close = getattr(resp.body, "close", None)

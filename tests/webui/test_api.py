@@ -382,3 +382,23 @@ def test_a_folder_of_10000_entries_is_served_in_pages(served):
     assert names == [f"file-{i:05d}.txt" for i in range(10_000)]
     newest = s.get(base + UI + "/api/list", params={"path": "/many", "sort": "mtime", "order": "desc", "limit": 1})
     assert newest.json()["entries"][0]["name"] == "file-09999.txt"
+
+
+def test_a_busy_database_is_answered_503_with_retry_after(served, monkeypatch):
+    from gateway.meta.db import DatabaseBusy
+
+    base, gw = served
+    s = login(base, "alice", "alice-password-long")
+
+    def busy(node):
+        raise DatabaseBusy("the database stayed busy")
+
+    monkeypatch.setattr(gw.files, "list", busy)
+    r = s.get(base + UI + "/api/list", params={"path": "/"})
+    assert r.status_code == 503 and int(r.headers["Retry-After"]) > 0 and "busy" in r.json()["error"]
+
+
+def test_head_of_a_folder_from_a_browser_is_redirected_like_get(served):
+    base, _ = served
+    r = requests.head(base + "/docs/", headers={"Accept": "text/html"}, allow_redirects=False)
+    assert r.status_code == 303 and r.headers["Location"] == UI + "/#/docs"
