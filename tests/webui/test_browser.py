@@ -259,6 +259,21 @@ def run_scenario(
         total = driver.find_element(By.ID, "upload-total").text
         assert total.startswith("4/4"), total
 
+        # several at once: select two items and move them into a folder
+        wait.until(lambda d: _row(d, "album") and _row(d, "dropped.txt"))
+        _row(driver, "album").find_element(By.CSS_SELECTOR, "input.pick").click()
+        _row(driver, "dropped.txt").find_element(By.CSS_SELECTOR, "input.pick").click()
+        assert driver.find_element(By.ID, "bulk-count").text == "2 selected"
+        driver.find_element(By.ID, "bulk-move").click()
+        field = wait.until(EC.visibility_of_element_located((By.ID, "f-dest")))
+        field.clear()
+        field.send_keys("/Documents")
+        driver.find_element(By.ID, "dialog-ok").click()
+        wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, '#rows tr[data-name="album"]'))
+        assert server.gw.files.read_bytes("/Documents/album/inner/two.txt") == b"second file"
+        assert server.gw.files.read_bytes("/Documents/dropped.txt") == b"dropped bytes"
+        assert not driver.find_element(By.ID, "bulk").is_displayed()
+
         # preview: an image
         _row(driver, "photo.png").find_element(By.CSS_SELECTOR, "a.open").click()
         image = wait.until(EC.visibility_of_element_located((By.ID, "preview-image")))

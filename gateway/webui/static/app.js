@@ -6,7 +6,7 @@ const PAGE = 200;
 const PARALLEL = 3;
 const TEXT_MAX = 1 << 20;
 const RETRY = [502, 503, 504]; // a proxy or server restarting: try again
-const state = { me: null, path: "/", sort: "name", order: "asc", q: "", entries: [], total: 0, view: "files" };
+const state = { me: null, path: "/", sort: "name", order: "asc", q: "", entries: [], total: 0, view: "files", selected: new Set() };
 const share = location.pathname.startsWith(UI + "/s/") ? { token: location.pathname.slice(UI.length + 3).split("/")[0] } : null;
 
 /* ---------- small helpers ---------- */
@@ -182,6 +182,11 @@ function renderFiles() {
     h("a", { href: zipUrl(state.path), id: "zip", download: "" }, "Download folder as zip"),
     filesInput, dirInput,
     h("span", { class: "count", id: "count" }));
+  const bulk = w && h("div", { class: "toolbar bulk", id: "bulk", hidden: true },
+    h("span", { id: "bulk-count" }),
+    h("button", { type: "button", id: "bulk-move", onclick: bulkMove }, "Move or copy selected"),
+    h("button", { type: "button", id: "bulk-delete", class: "danger", onclick: bulkDelete }, "Delete selected"),
+    h("button", { type: "button", id: "bulk-clear", onclick: () => { state.selected.clear(); for (const c of document.querySelectorAll("#rows input.pick")) c.checked = false; paintSelection(); } }, "Clear selection"));
   const table = h("table", { class: "files", id: "files" },
     h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Name"), h("th", { scope: "col", class: "size" }, "Size"), h("th", { scope: "col", class: "mtime" }, "Modified"), h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Actions")))),
     h("tbody", { id: "rows" }));
@@ -192,7 +197,7 @@ function renderFiles() {
     main.addEventListener("dragleave", () => main.classList.remove("drop"));
     main.addEventListener("drop", (e) => { e.preventDefault(); main.classList.remove("drop"); dropped(e.dataTransfer); });
   }
-  view.replaceChildren(crumbs(state.path, go, share ? state.shareName : null), tools, main);
+  view.replaceChildren(crumbs(state.path, go, share ? state.shareName : null), tools, bulk || "", main);
   load(true);
 }
 function zipUrl(path) {
@@ -201,7 +206,7 @@ function zipUrl(path) {
 
 let loading = null;
 async function load(reset) {
-  if (reset) { state.entries = []; state.total = 0; }
+  if (reset) { state.entries = []; state.total = 0; state.selected.clear(); paintSelection(); }
   const ticket = {}; loading = ticket;
   const q = { path: state.path, sort: state.sort, order: state.order, q: state.q, offset: state.entries.length, limit: PAGE };
   let page;
@@ -233,12 +238,32 @@ function row(e) {
     w && h("button", { type: "button", class: "move", "aria-label": "Move or copy " + e.name, title: "Move or copy", onclick: () => move(e) }, "Move"),
     w && h("button", { type: "button", class: "share", "aria-label": "Share " + e.name, title: "Share link", onclick: () => makeShare(e) }, "Share"),
     w && h("button", { type: "button", class: "delete danger", "aria-label": "Delete " + e.name, title: "Delete", onclick: () => remove(e) }, "Delete"));
-  return h("tr", { "data-name": e.name }, h("td", { class: "name" }, name), h("td", { class: "size" }, e.dir ? "" : size(e.size)), h("td", { class: "mtime" }, when(e.mtime)), acts);
+  const pick = w && h("input", { type: "checkbox", class: "pick", "aria-label": "Select " + e.name, checked: state.selected.has(e.path) });
+  if (pick) pick.addEventListener("change", () => { if (pick.checked) state.selected.add(e.path); else state.selected.delete(e.path); paintSelection(); });
+  return h("tr", { "data-name": e.name }, h("td", { class: "name" }, pick, name), h("td", { class: "size" }, e.dir ? "" : size(e.size)), h("td", { class: "mtime" }, when(e.mtime)), acts);
 }
 
 function go(path) {
   const target = "#" + (path || "/");
   if (location.hash !== target) location.hash = target; else route();
+}
+function paintSelection() {
+  const bar = $("#bulk"); if (!bar) return;
+  bar.hidden = state.selected.size === 0;
+  $("#bulk-count").textContent = state.selected.size + " selected";
+}
+async function bulkMove() {
+  const paths = [...state.selected];
+  const v = await ask(`Move or copy ${paths.length} item(s)`, [
+    { name: "dest", label: "To folder", value: state.path },
+    { name: "how", label: "Action", type: "select", options: [["move", "Move"], ["copy", "Copy"]] }], "Go");
+  if (!v || !v.dest) return;
+  await guarded(async () => { await api("POST", v.how === "copy" ? "/copy" : "/move", { paths, dest: v.dest }); load(true); });
+}
+async function bulkDelete() {
+  const paths = [...state.selected];
+  if (!(await confirmDialog("Delete", `Move ${paths.length} item(s) to the trash?`, "Delete"))) return;
+  await guarded(async () => { await api("POST", "/delete", { paths }); load(true); refreshStatus(); });
 }
 async function newFolder() {
   const v = await ask("New folder", [{ name: "name", label: "Name" }], "Create");
@@ -413,8 +438,13 @@ function pump() {
     if (!u) break;
     running++; u.state = "running";
     runUpload(u).then(() => { u.state = "done"; setUp(u, "done"); }, (e) => { u.state = "failed"; u.el.classList.add("err"); setUp(u, "failed: " + e.message); })
-      .finally(() => { running--; paintUploads(); pump(); if (state.view === "files") load(true); refreshStatus(); });
+      .finally(() => { running--; paintUploads(); pump(); refreshSoon(); });
   }
+}
+let refreshTimer = null;
+function refreshSoon() { // many small uploads finishing: one listing reload a second at most
+  if (refreshTimer) return;
+  refreshTimer = setTimeout(() => { refreshTimer = null; if (state.view === "files") load(true); refreshStatus(); }, 700);
 }
 function setUp(u, text) { u.el.querySelector(".st").textContent = text; paintUploads(); }
 function paintUploads() {
