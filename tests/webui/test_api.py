@@ -402,3 +402,21 @@ def test_head_of_a_folder_from_a_browser_is_redirected_like_get(served):
     base, _ = served
     r = requests.head(base + "/docs/", headers={"Accept": "text/html"}, allow_redirects=False)
     assert r.status_code == 303 and r.headers["Location"] == UI + "/#/docs"
+
+
+def test_a_piece_while_another_request_writes_the_upload_is_refused_with_the_offset(served, tmp_path):
+    import fcntl
+
+    base, _ = served
+    s = login(base, "alice", "alice-password-long")
+    up = s.post(base + UI + "/api/uploads", json={"path": "/busy.bin", "size": 10}).json()["id"]
+    url = base + UI + "/api/uploads/" + up
+    assert s.patch(url, data=b"12345", headers={"Upload-Offset": "0"}).json()["offset"] == 5
+    data_file = tmp_path / "data" / "webui-uploads" / up / "data"
+    with open(data_file, "ab") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # as a request still streaming into it would
+        r = s.patch(url, data=b"67890", headers={"Upload-Offset": "5"})
+        assert r.status_code == 409 and r.json()["offset"] == 5
+        assert s.post(url + "/finish").status_code == 409
+    assert s.patch(url, data=b"67890", headers={"Upload-Offset": "5"}).json()["offset"] == 10
+    assert s.post(url + "/finish").status_code == 200

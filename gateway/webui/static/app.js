@@ -477,8 +477,13 @@ async function runUpload(u) {
   let failures = 0;
   while (offset < size) {
     try {
+      const before = offset;
       offset = await sendPiece(u, id, offset, Math.min(size, offset + piece));
-      failures = 0;
+      if (offset === before) { // 409: another request still holds the upload (an old tab, a cut connection)
+        failures++;
+        if (failures > 60) throw new Error("the upload stays busy");
+        await sleep(Math.min(5000, 300 * failures));
+      } else failures = 0;
     } catch (e) {
       if (e instanceof ApiError && !RETRY.includes(e.status) && e.status !== 409) { if (e.status === 404) localStorage.removeItem(key); throw e; }
       failures++;
