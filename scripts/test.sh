@@ -54,6 +54,8 @@ declare -A TOOLS=(
     [lftp]=lftp
     [restic]=restic
     [duplicity]=duplicity
+    [chromium]=chromium
+    [chromedriver]=chromium-driver
 )
 
 have() { PATH="$PATH:/usr/sbin:/sbin" command -v "$1" >/dev/null 2>&1; }

@@ -23,6 +23,7 @@ from gateway.dav.syncprops import RESPONSE_HEADERS_KEY
 from gateway.files import FileService
 from gateway.progress import upload_reporter
 from gateway.web import WebFront, committer_check, database_check, store_check
+from gateway.webui import WebUI
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,8 @@ def make_wsgi_app(settings: Settings, files: FileService):
     checks = {"database": database_check(repo), "store": store_check(files.store), "committer": committer_check(files)}
     auth = Authenticator.from_settings(settings, load_key(settings.data_dir) if settings.digest else None)
     admin = AdminApi(RequestFront(AuthGate(dav, auth)), repo, auth)  # /.hfdav-admin/: maintenance
-    front = WebFront(admin, prefix=settings.prefix, auth=auth, trusted_proxies=settings.trusted_proxies, checks=checks)
+    ui = WebUI(admin, files=files, auth=auth, prefix=settings.prefix, data_dir=settings.data_dir)  # <prefix>/.hfdav-ui/
+    front = WebFront(ui, prefix=settings.prefix, auth=auth, trusted_proxies=settings.trusted_proxies, checks=checks)
+    ui.health = front.health
     front.admin = admin  # the composition root attaches the gateway to it
     return front

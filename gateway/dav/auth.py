@@ -144,6 +144,10 @@ class Authenticator:
         return cls(table, anonymous=settings.anonymous, digest=nonces,
                    throttle=LoginThrottle(settings.login_failures))  # fmt: skip
 
+    def account(self, name: str) -> Account | None:
+        """The configured user of that name (the web front checks its rights per request)."""
+        return self._accounts.get(name)
+
     # -- the gate -------------------------------------------------------------------------
 
     def admit(self, environ: dict, client: str) -> Identity | Refusal:

@@ -226,3 +226,17 @@ settings_kv = Table(
     Column("key", String(64), primary_key=True),
     Column("value", Text, nullable=False),
 )
+
+web_shares = Table(
+    "web_shares",
+    metadata,
+    Column("token", String(64), primary_key=True, comment="the link's secret (secrets.token_urlsafe)"),
+    Column("path", Text, nullable=False, comment="shared file or folder, '/a/b' (a moved target breaks the link)"),
+    Column("is_dir", Boolean, nullable=False),
+    Column("owner", String(255), nullable=False, comment="user that created the link"),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=True, comment="epoch seconds; NULL: never"),
+    Column("password_hash", String(128), nullable=True, comment="bcrypt hash; NULL: no password"),
+    Column("revoked_at", Float, nullable=True, comment="NULL while the link works"),
+    Index("ix_web_shares_owner", "owner"),
+)
