@@ -25,6 +25,9 @@ Environment variables (command-line flags of ``hfdav serve`` override them):
 ``HFDAV_HOST``              listen address (default ``127.0.0.1``)
 ``HFDAV_PORT``              listen port (default ``8000``)
 ``HFDAV_PREFIX``            URL prefix of the WebDAV share (default ``/``; ``/dav`` behind nginx)
+``HFDAV_S3_PREFIX``         URL prefix of the S3-compatible API (default ``/s3``; empty or ``off``
+                            turns it off); buckets are the top-level folders of the drive
+``HFDAV_S3_REGION``         the region S3 clients are told (default ``us-east-1``)
 ``HFDAV_DATA_DIR``          data directory (default ``./data``)
 ``HFDAV_DATABASE_URL``      SQLAlchemy URL (default SQLite file ``<data dir>/meta.sqlite3``)
 ``HFDAV_CHUNK_SIZE``        chunk size (default ``50MiB``; ``1MiB`` … ``1GiB``)
@@ -151,6 +154,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     prefix: str = "/"
+    s3_prefix: str | None = "/s3"
+    s3_region: str = "us-east-1"
     chunk_size: int = DEFAULT_CHUNK_SIZE
     threads: int = 32
     log_level: str = "INFO"
@@ -393,6 +398,21 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
         problems.append(f"HFDAV_PREFIX={prefix!r}: must be a plain path such as / or /dav")
     prefix = "/" + prefix.strip("/") if prefix.strip("/") else "/"
 
+    s3_prefix = env.get("HFDAV_S3_PREFIX", "/s3").strip()
+    if s3_prefix.lower() in ("", "off"):
+        s3_prefix = None
+    elif not s3_prefix.startswith("/") or "//" in s3_prefix or any(c in s3_prefix for c in "?#% ") \
+            or not s3_prefix.strip("/"):  # fmt: skip
+        problems.append(f"HFDAV_S3_PREFIX={s3_prefix!r}: must be a plain path such as /s3, or off")
+        s3_prefix = None
+    else:
+        s3_prefix = "/" + s3_prefix.strip("/")
+        if s3_prefix == prefix or s3_prefix.startswith(prefix.rstrip("/") + "/") and prefix != "/":
+            problems.append(f"HFDAV_S3_PREFIX={s3_prefix!r}: must not lie inside the WebDAV share {prefix!r}")
+    s3_region = text("HFDAV_S3_REGION", "us-east-1")
+    if not re.match(r"^[a-z0-9-]{1,32}$", s3_region):
+        problems.append(f"HFDAV_S3_REGION={s3_region!r}: must look like us-east-1")
+
     log_level = (text("HFDAV_LOG_LEVEL", "INFO") or "INFO").upper()
     if log_level not in _LOG_LEVELS:
         problems.append(f"HFDAV_LOG_LEVEL={log_level!r}: must be one of {', '.join(_LOG_LEVELS)}")
@@ -440,6 +460,8 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
         host=host,
         port=int(port),
         prefix=prefix,
+        s3_prefix=s3_prefix,
+        s3_region=s3_region,
         chunk_size=chunk_size,
         threads=over.get("threads") or integer("HFDAV_THREADS", 32, 1, 512),
         log_level=log_level,

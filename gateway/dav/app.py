@@ -93,6 +93,12 @@ def make_wsgi_app(settings: Settings, files: FileService):
     checks = {"database": database_check(repo), "store": store_check(files.store), "committer": committer_check(files)}
     auth = Authenticator.from_settings(settings, load_key(settings.data_dir) if settings.digest else None)
     admin = AdminApi(RequestFront(AuthGate(dav, auth)), repo, auth)  # /.hfdav-admin/: maintenance
-    front = WebFront(admin, prefix=settings.prefix, auth=auth, trusted_proxies=settings.trusted_proxies, checks=checks)
+    s3 = None
+    if settings.s3_prefix:
+        from gateway.s3.app import S3App
+
+        s3 = S3App.from_settings(settings, files, auth)
+    front = WebFront(admin, prefix=settings.prefix, auth=auth, trusted_proxies=settings.trusted_proxies, checks=checks,
+                     s3=s3)  # fmt: skip
     front.admin = admin  # the composition root attaches the gateway to it
     return front
