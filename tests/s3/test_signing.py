@@ -1,0 +1,211 @@
+"""Signatures and payload forms: expiry, clock skew, payload hashes, aws-chunked bodies;
+and what goes through the file service (trash, quota, checksums, modification times)."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import hmac
+import os
+from unittest import mock
+
+import pytest
+import requests
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
+
+from tests.inprocess import served_gateway
+from tests.s3.conftest import WRITER, client, gateway_env
+from tests.s3.test_basic import error_of
+
+
+class _FixedPayload(S3SigV4Auth):
+    """botocore's signer with a given ``x-amz-content-sha256`` (a STREAMING-… form)."""
+
+    def __init__(self, payload, *args):
+        super().__init__(*args)
+        self._payload = payload
+
+    def payload(self, request):
+        return self._payload or super().payload(request)
+
+
+def signed_request(method, url, body=b"", headers=None, user=WRITER, when=None, payload=None):
+    """A request signed by botocore's own signer (``when``: the signing time; ``payload``: the
+    payload hash to sign instead of the body's)."""
+    req = AWSRequest(method=method, url=url, data=body, headers=dict(headers or {}))
+    auth = _FixedPayload(payload, Credentials(*user), "s3", "us-east-1")
+    if when is not None:
+        with mock.patch("botocore.auth.get_current_datetime", return_value=when):
+            auth.add_auth(req)
+    else:
+        auth.add_auth(req)
+    return req
+
+
+def send(req: AWSRequest, body=None) -> requests.Response:
+    return requests.request(req.method, req.url, data=req.body if body is None else body, headers=dict(req.headers))
+
+
+def test_expired_presigned_url_is_access_denied(served, s3):
+    s3.create_bucket(Bucket="exp")
+    s3.put_object(Bucket="exp", Key="k", Body=b"v")
+    past = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=2)
+    with mock.patch("botocore.auth.get_current_datetime", return_value=past):
+        url = s3.generate_presigned_url("get_object", Params={"Bucket": "exp", "Key": "k"}, ExpiresIn=3600)
+    r = requests.get(url)
+    assert r.status_code == 403 and "<Code>AccessDenied</Code>" in r.text and "expired" in r.text
+    fresh = s3.generate_presigned_url("get_object", Params={"Bucket": "exp", "Key": "k"}, ExpiresIn=3600)
+    assert requests.get(fresh).content == b"v"
+
+
+def test_skewed_clock_is_refused(served, s3):
+    base, _ = served
+    s3.create_bucket(Bucket="skew")
+    old = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)
+    r = send(signed_request("GET", base + "/s3/skew", when=old))
+    assert r.status_code == 403 and "<Code>RequestTimeTooSkewed</Code>" in r.text
+
+
+def test_payload_hash_is_checked_and_nothing_is_written(served, s3):
+    base, gw = served
+    s3.create_bucket(Bucket="ph")
+    req = signed_request("PUT", base + "/s3/ph/k", body=b"the signed body")
+    r = send(req, body=b"another body!!!")  # same length, other bytes
+    assert r.status_code == 400 and "<Code>XAmzContentSHA256Mismatch</Code>" in r.text
+    assert gw.repo.get("/ph/k") is None
+    assert send(signed_request("PUT", base + "/s3/ph/k", body=b"the signed body")).status_code == 200
+    assert s3.get_object(Bucket="ph", Key="k")["Body"].read() == b"the signed body"
+
+
+def test_content_md5_mismatch_is_bad_digest(served, s3):
+    s3.create_bucket(Bucket="md5")
+    import base64
+
+    wrong = base64.b64encode(hashlib.md5(b"other").digest()).decode()
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket="md5", Key="k", Body=b"payload", ContentMD5=wrong)
+    assert error_of(e) == ("BadDigest", 400)
+    assert served[1].repo.get("/md5/k") is None
+
+
+def _chunked_signed(body_chunks: list[bytes], seed: str, key: bytes, amz_date: str, scope: str) -> bytes:
+    """The aws-chunked encoding of ``body_chunks`` with chunk signatures (AWS's documented
+    algorithm, written out independently of the server)."""
+    out, prev = [], seed
+    empty = hashlib.sha256(b"").hexdigest()
+    for chunk in [*body_chunks, b""]:
+        sts = "\n".join(["AWS4-HMAC-SHA256-PAYLOAD", amz_date, scope, prev, empty, hashlib.sha256(chunk).hexdigest()])
+        sig = hmac.new(key, sts.encode(), hashlib.sha256).hexdigest()
+        out.append(f"{len(chunk):x};chunk-signature={sig}\r\n".encode() + chunk + b"\r\n")
+        prev = sig
+    return b"".join(out)
+
+
+def _signing_key(secret: str, day: str) -> bytes:
+    k = ("AWS4" + secret).encode()
+    for part in (day, "us-east-1", "s3", "aws4_request"):
+        k = hmac.new(k, part.encode(), hashlib.sha256).digest()
+    return k
+
+
+@pytest.mark.parametrize("tamper", [False, True])
+def test_aws_chunked_signed_payload(served, s3, tamper):
+    base, gw = served
+    s3.create_bucket(Bucket="chunk")
+    pieces = [os.urandom(64 * 1024), os.urandom(64 * 1024), os.urandom(1000)]
+    decoded = b"".join(pieces)
+    headers = {"Content-Encoding": "aws-chunked", "x-amz-decoded-content-length": str(len(decoded))}
+    req = signed_request("PUT", base + "/s3/chunk/k", headers=headers, payload="STREAMING-AWS4-HMAC-SHA256-PAYLOAD")
+    auth = req.headers["Authorization"]
+    seed = auth.rsplit("Signature=", 1)[1]
+    amz_date = req.headers["X-Amz-Date"]
+    scope = f"{amz_date[:8]}/us-east-1/s3/aws4_request"
+    body = _chunked_signed(pieces, seed, _signing_key(WRITER[1], amz_date[:8]), amz_date, scope)
+    if tamper:
+        at = body.index(b"\r\n") + 10
+        body = body[:at] + bytes([body[at] ^ 1]) + body[at + 1 :]
+    hdrs = {k: v for k, v in req.headers.items()}
+    hdrs["Content-Length"] = str(len(body))
+    r = requests.put(req.url, data=body, headers=hdrs)
+    if tamper:
+        assert r.status_code == 403 and "<Code>SignatureDoesNotMatch</Code>" in r.text
+        assert gw.repo.get("/chunk/k") is None
+        return
+    assert r.status_code == 200, r.text
+    assert r.headers["ETag"] == f'"{hashlib.md5(decoded).hexdigest()}"'
+    assert s3.get_object(Bucket="chunk", Key="k")["Body"].read() == decoded
+
+
+def test_streaming_unsigned_payload_with_trailer(served, s3):
+    base, _ = served
+    s3.create_bucket(Bucket="trail")
+    data = os.urandom(200_000)
+    import zlib, base64  # noqa: E401
+
+    crc = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+    body = (f"{len(data):x}\r\n".encode() + data + b"\r\n0\r\n" + f"x-amz-checksum-crc32:{crc}\r\n\r\n".encode())
+    headers = {"Content-Encoding": "aws-chunked", "x-amz-decoded-content-length": str(len(data)),
+               "x-amz-trailer": "x-amz-checksum-crc32"}  # fmt: skip
+    req = signed_request("PUT", base + "/s3/trail/k", headers=headers, payload="STREAMING-UNSIGNED-PAYLOAD-TRAILER")
+    hdrs = dict(req.headers)
+    hdrs["Content-Length"] = str(len(body))
+    r = requests.put(req.url, data=body, headers=hdrs)
+    assert r.status_code == 200, r.text
+    assert s3.get_object(Bucket="trail", Key="k")["Body"].read() == data
+
+
+def test_delete_goes_to_trash_and_mtime_metadata_roundtrips(served, s3):
+    base, gw = served
+    s3.create_bucket(Bucket="t")
+    s3.put_object(Bucket="t", Key="doc.txt", Body=b"keep me", Metadata={"mtime": "1600000000.123456789"})
+    head = s3.head_object(Bucket="t", Key="doc.txt")
+    assert head["Metadata"]["mtime"] == "1600000000.123456789"
+    assert int(head["LastModified"].timestamp()) == 1600000000
+    s3.delete_object(Bucket="t", Key="doc.txt")
+    trashed = [n for n in gw.repo.walk("/.hfdav-trash") if n.name == "doc.txt"]
+    assert len(trashed) == 1
+    assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == ["t"]  # the trash is no bucket
+
+
+def test_quota_applies(tmp_path):
+    with served_gateway(gateway_env(tmp_path, HFDAV_QUOTA="2MiB")) as (base, _gw):
+        s3 = client(base + "/s3")
+        s3.create_bucket(Bucket="q")
+        s3.put_object(Bucket="q", Key="a", Body=os.urandom(1 << 20))
+        with pytest.raises(ClientError) as e:
+            s3.put_object(Bucket="q", Key="b", Body=os.urandom(3 << 20))
+        assert error_of(e) == ("QuotaExceeded", 403)
+        assert [o["Key"] for o in s3.list_objects_v2(Bucket="q")["Contents"]] == ["a"]
+
+
+def test_checksums_off_still_gives_md5_etags(tmp_path):
+    with served_gateway(gateway_env(tmp_path, HFDAV_CHECKSUMS="off")) as (base, _gw):
+        s3 = client(base + "/s3")
+        s3.create_bucket(Bucket="c")
+        put = s3.put_object(Bucket="c", Key="a", Body=b"abc")
+        md5 = f'"{hashlib.md5(b"abc").hexdigest()}"'
+        assert put["ETag"] == md5
+        assert s3.head_object(Bucket="c", Key="a")["ETag"] == md5
+        assert s3.list_objects_v2(Bucket="c")["Contents"][0]["ETag"] == md5
+
+
+def test_s3_can_be_turned_off_and_moved(tmp_path):
+    with served_gateway(gateway_env(tmp_path, HFDAV_S3_PREFIX="off")) as (base, _gw):
+        r = requests.get(base + "/s3/", auth=WRITER)
+        assert r.status_code == 404  # a WebDAV path like any other
+    with served_gateway(gateway_env(tmp_path, HFDAV_S3_PREFIX="/objects", HFDAV_PREFIX="/dav")) as (base, _gw):
+        s3 = client(base + "/objects")
+        s3.create_bucket(Bucket="moved")
+        assert requests.request("PROPFIND", base + "/dav/moved", auth=WRITER, headers={"Depth": "0"}).status_code == 207
+        r = requests.get(base + "/objects/")  # unsigned: an S3 error, not a WebDAV challenge
+        assert r.status_code == 403 and "<Code>AccessDenied</Code>" in r.text
+
+
+def test_webdav_folder_named_like_the_prefix_stays_reachable(served):
+    base, _ = served
+    assert requests.request("MKCOL", base + "/s3", auth=WRITER).status_code == 201
+    assert requests.put(base + "/s3/note.txt", data=b"dav file", auth=WRITER).status_code == 201
+    assert requests.get(base + "/s3/note.txt", auth=WRITER).content == b"dav file"
