@@ -774,19 +774,27 @@ class S3App:
         return 204, [], b""
 
     def _delete_key(self, path: str, key: str) -> None:
+        """Delete the object at ``path``, then the folders above it that it leaves empty (a
+        prefix ends with its last key in S3; the bucket stays)."""
         node = self.repo.get(path)
         if node is None or path.count("/") < 2:
             return  # S3: deleting a missing key succeeds
-        if node.is_dir:
-            if key.endswith("/") and not self.repo.children(node.id):
-                self.files.delete(path)
-            return
-        if key.endswith("/"):
-            return
+        if node.is_dir != key.endswith("/"):
+            return  # no such object: the key names a folder without its / (or the reverse)
         try:
-            self.files.delete(path)
-        except NotFound:
-            pass
+            if node.is_dir:
+                self.repo.delete(path, empty_only=True)  # nothing in it to keep in the trash
+            else:
+                self.files.delete(path)
+        except (NotFound, Conflict):
+            return
+        parent = path.rpartition("/")[0]
+        while parent.count("/") >= 2:
+            try:
+                self.repo.delete(parent, empty_only=True)
+            except (NotFound, Conflict):
+                return
+            parent = parent.rpartition("/")[0]
 
     def delete_objects(self, req: _Request):
         self._need_write(req)

@@ -105,6 +105,16 @@ def test_folder_markers_and_delete(s3):
     with pytest.raises(ClientError) as e:
         s3.head_object(Bucket="f", Key="x/y.txt")
     assert error_of(e)[1] == 404
+    # the prefix went with its last key; the empty folder made as a marker stays
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="f")["Contents"]] == ["empty/"]
+    s3.put_object(Bucket="f", Key="x/deep/er/z.txt", Body=b"1")
+    s3.put_object(Bucket="f", Key="x/keep.txt", Body=b"2")
+    s3.delete_object(Bucket="f", Key="x/deep/er/z.txt")
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="f", Prefix="x/")["Contents"]] == ["x/keep.txt"]
+    s3.delete_object(Bucket="f", Key="x/keep.txt")
+    s3.delete_object(Bucket="f", Key="empty/")
+    assert "Contents" not in s3.list_objects_v2(Bucket="f")
+    s3.head_bucket(Bucket="f")
     s3.delete_object(Bucket="f", Key="never-there")  # S3: no error
     for k in ("d/1", "d/2", "d/3"):
         s3.put_object(Bucket="f", Key=k, Body=b"z")
