@@ -187,3 +187,51 @@ def test_presigned_get_and_put_with_plain_http(s3):
     # a tampered URL is refused
     r = requests.get(url.replace("up.bin", "up2.bin"))
     assert r.status_code == 403 and "<Code>SignatureDoesNotMatch</Code>" in r.text
+
+
+def test_copy_object_is_metadata_only_and_upload_part_copy(served, s3):
+    _base, gw = served
+    s3.create_bucket(Bucket="src")
+    s3.create_bucket(Bucket="dst")
+    data = os.urandom(6 * (1 << 20) + 99)
+    s3.put_object(Bucket="src", Key="orig.bin", Body=data, Metadata={"color": "blue"})
+    out = s3.copy_object(Bucket="dst", Key="copies/c.bin", CopySource={"Bucket": "src", "Key": "orig.bin"})
+    assert out["CopyObjectResult"]["ETag"] == f'"{hashlib.md5(data).hexdigest()}"'
+    head = s3.head_object(Bucket="dst", Key="copies/c.bin")
+    assert head["Metadata"]["color"] == "blue" and head["ContentLength"] == len(data)
+    src_node, dst_node = gw.repo.get("/src/orig.bin"), gw.repo.get("/dst/copies/c.bin")
+    ext = [(e.object_id, e.length) for e in gw.repo.extents(src_node.version_id, physical=False)]
+    assert ext == [(e.object_id, e.length) for e in gw.repo.extents(dst_node.version_id, physical=False)]
+    # metadata replaced in place (what rclone does to set a modification time)
+    s3.copy_object(Bucket="dst", Key="copies/c.bin", CopySource={"Bucket": "dst", "Key": "copies/c.bin"},
+                   MetadataDirective="REPLACE", Metadata={"mtime": "1500000000"})  # fmt: skip
+    head = s3.head_object(Bucket="dst", Key="copies/c.bin")
+    assert head["Metadata"] == {"mtime": "1500000000"} and int(head["LastModified"].timestamp()) == 1500000000
+    with pytest.raises(ClientError) as e:
+        s3.copy_object(Bucket="dst", Key="x", CopySource={"Bucket": "src", "Key": "missing"})
+    assert error_of(e) == ("NoSuchKey", 404)
+    # UploadPartCopy: two ranges of the source, no bytes copied
+    uid = s3.create_multipart_upload(Bucket="dst", Key="joined.bin")["UploadId"]
+    cut = 5 * (1 << 20) + 1
+    p1 = s3.upload_part_copy(Bucket="dst", Key="joined.bin", UploadId=uid, PartNumber=1,
+                             CopySource={"Bucket": "src", "Key": "orig.bin"}, CopySourceRange=f"bytes=0-{cut - 1}")
+    p2 = s3.upload_part_copy(Bucket="dst", Key="joined.bin", UploadId=uid, PartNumber=2,
+                             CopySource={"Bucket": "src", "Key": "orig.bin"}, CopySourceRange=f"bytes={cut}-{len(data) - 1}")
+    assert p1["CopyPartResult"]["ETag"] == f'"{hashlib.md5(data[:cut]).hexdigest()}"'
+    s3.complete_multipart_upload(Bucket="dst", Key="joined.bin", UploadId=uid, MultipartUpload={"Parts": [
+        {"PartNumber": 1, "ETag": p1["CopyPartResult"]["ETag"]}, {"PartNumber": 2, "ETag": p2["CopyPartResult"]["ETag"]}]})
+    assert s3.get_object(Bucket="dst", Key="joined.bin")["Body"].read() == data
+    joined = gw.repo.get("/dst/joined.bin")
+    assert {e.object_id for e in gw.repo.extents(joined.version_id, physical=False)} <= {oid for oid, _ in ext}
+
+
+def test_conditional_get(s3):
+    s3.create_bucket(Bucket="cond")
+    etag = s3.put_object(Bucket="cond", Key="k", Body=b"v1")["ETag"]
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket="cond", Key="k", IfNoneMatch=etag)
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 304
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket="cond", Key="k", IfMatch='"0123"')
+    assert error_of(e) == ("PreconditionFailed", 412)
+    assert s3.get_object(Bucket="cond", Key="k", IfMatch=etag)["Body"].read() == b"v1"
