@@ -468,9 +468,9 @@ class S3App:
         q = req.query
         v2 = q.get("list-type") == "2"
         prefix, delimiter = q.get("prefix", ""), q.get("delimiter", "")
-        encode = q.get("encoding-type") == "url"
-        if encode and q.get("encoding-type") not in ("url",):
+        if q.get("encoding-type", "url") != "url":
             raise S3Error("InvalidArgument", "Invalid Encoding Method specified in Request")
+        encode = "encoding-type" in q
         try:
             max_keys = int(q.get("max-keys", "1000"))
         except ValueError:
@@ -653,7 +653,7 @@ class S3App:
             raise S3Error("MissingContentLength", "You must provide the Content-Length HTTP header.")
         check = None
         if signed is not None and signed.payload not in (sigv4.UNSIGNED,):
-            check = sigv4.PayloadHash(signed.payload)
+            check = sigv4.PayloadHash(signed.payload, self.files.digest_pool)
         return _Bounded(raw, encoded), encoded, check
 
     def _read_small_body(self, req: _Request, limit: int = MAX_XML_BODY) -> bytes:
@@ -891,7 +891,11 @@ class S3App:
         self._bucket(req)
         upload = self.uploads.get(req.query.get("uploadId", ""), req.bucket, req.key)
         path = self.uploads.part_path(upload, self._part_number(req))
-        node, md5 = self._write(req, path, content_type=None, mtime=None)
+        try:
+            node, md5 = self._write(req, path, content_type=None, mtime=None)
+        except Conflict:
+            self.uploads.get(upload.upload_id, req.bucket, req.key)  # NoSuchUpload: aborted meanwhile
+            raise
         self._store_props(node, etag=md5)
         return 200, [("ETag", f'"{md5}"')], b""
 

@@ -23,6 +23,7 @@ import logging
 import secrets
 import threading
 import time
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
@@ -53,8 +54,6 @@ def prop_value(local: str, data: dict) -> str:
 def prop_data(value: str | None) -> dict | None:
     if not value:
         return None
-    import xml.etree.ElementTree as ET
-
     try:
         return json.loads(ET.fromstring(value).text or "null")
     except (ET.ParseError, ValueError):

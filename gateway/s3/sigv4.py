@@ -277,16 +277,30 @@ def presign_url(url: str, access_key: str, secret: str, *, method: str = "GET", 
 
 
 class PayloadHash:
-    """Checks a body against the SHA-256 the client signed (``x-amz-content-sha256``)."""
+    """Checks a body against the SHA-256 the client signed (``x-amz-content-sha256``).
+    ``pool``: an executor hashing big blocks beside the caller (hashlib releases the GIL), one
+    block in flight at a time, which keeps the order; ``update`` then needs immutable bytes."""
 
-    def __init__(self, expected: str):
+    def __init__(self, expected: str, pool=None):
         self._expected = expected
         self._hash = hashlib.sha256()
+        self._pool = pool
+        self._pending = None
 
     def update(self, data) -> None:
-        self._hash.update(data)
+        self._wait()
+        if self._pool is None or len(data) < (64 << 10) or type(data) is not bytes:
+            self._hash.update(data)
+        else:
+            self._pending = self._pool.submit(self._hash.update, data)
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
 
     def check(self) -> None:
+        self._wait()
         if self._hash.hexdigest() != self._expected:
             raise S3Error("XAmzContentSHA256Mismatch",
                           "The provided 'x-amz-content-sha256' header does not match what was computed.")  # fmt: skip

@@ -174,3 +174,19 @@ def test_preflight_refused_without_matching_rule(served, s3):
     r = requests.options(base + "/s3/nocors/k", headers={"Origin": "https://other.example",
                                                           "Access-Control-Request-Method": "GET"})  # fmt: skip
     assert r.status_code == 200 and r.headers["Access-Control-Allow-Origin"] == "https://other.example"
+
+
+def test_stale_uploads_expire(served, s3):
+    _base, gw = served
+    from gateway.s3.multipart import EXPIRE_S, Uploads
+
+    s3.create_bucket(Bucket="old")
+    uid = s3.create_multipart_upload(Bucket="old", Key="k")["UploadId"]
+    s3.upload_part(Bucket="old", Key="k", UploadId=uid, PartNumber=1, Body=b"abandoned")
+    fresh = s3.create_multipart_upload(Bucket="old", Key="k2")["UploadId"]
+    uploads = Uploads(gw.files)
+    assert uploads.expire(gw.repo.get(f"/.hfdav-s3-uploads/{uid}").created_at - 1) == 0
+    later = Uploads(gw.files, clock=lambda: gw.repo.get(f"/.hfdav-s3-uploads/{fresh}").created_at + EXPIRE_S + 1)
+    later.expire_now_and_then()
+    assert s3.list_multipart_uploads(Bucket="old").get("Uploads", []) == []
+    assert gw.repo.get(f"/.hfdav-s3-uploads/{uid}") is None
