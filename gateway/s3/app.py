@@ -56,6 +56,7 @@ from gateway.files import FileService
 from gateway.meta.repo import Checksums, Node
 from gateway.paths import normalize
 from gateway.s3 import sigv4
+from gateway.s3.checksums import BodyChecksum
 from gateway.s3.multipart import STAGING_NAME, Uploads, prop_data, prop_value
 from gateway.s3.xml import (
     S3Error,
@@ -702,6 +703,7 @@ class S3App:
         session = self.files.open_write(path, expected_length=length, content_type=content_type, mtime=mtime,
                                         announced=Checksums(md5=announced) if announced else None)  # fmt: skip
         own_md5 = None if self.files.checksums else hashlib.md5(usedforsecurity=False)
+        extra = BodyChecksum(req.header)
         try:
             while True:
                 data = reader.read(BLOCK)
@@ -711,9 +713,11 @@ class S3App:
                     check.update(data)
                 if own_md5 is not None:
                     own_md5.update(data)
+                extra.update(data)
                 session.write(data)
             if check is not None:
                 check.check()
+            extra.check(getattr(reader, "trailers", None))
             if own_md5 is not None and announced and own_md5.hexdigest() != announced:
                 raise S3Error("BadDigest", "The Content-MD5 you specified did not match what we received.")
             if length is not None and session.written != length:

@@ -157,6 +157,36 @@ def test_streaming_unsigned_payload_with_trailer(served, s3):
     assert s3.get_object(Bucket="trail", Key="k")["Body"].read() == data
 
 
+def test_trailer_checksum_mismatch_is_bad_digest(served, s3):
+    base, gw = served
+    s3.create_bucket(Bucket="trail2")
+    data = os.urandom(70_000)
+    import base64
+    import zlib
+
+    wrong = base64.b64encode((zlib.crc32(data) ^ 1).to_bytes(4, "big")).decode()
+    body = f"{len(data):x}\r\n".encode() + data + b"\r\n0\r\n" + f"x-amz-checksum-crc32:{wrong}\r\n\r\n".encode()
+    headers = {"Content-Encoding": "aws-chunked", "x-amz-decoded-content-length": str(len(data)),
+               "x-amz-trailer": "x-amz-checksum-crc32"}  # fmt: skip
+    req = signed_request("PUT", base + "/s3/trail2/k", headers=headers, payload="STREAMING-UNSIGNED-PAYLOAD-TRAILER")
+    hdrs = dict(req.headers)
+    hdrs["Content-Length"] = str(len(body))
+    r = requests.put(req.url, data=body, headers=hdrs)
+    assert r.status_code == 400 and "<Code>BadDigest</Code>" in r.text
+    assert gw.repo.get("/trail2/k") is None
+
+
+def test_header_checksums_are_checked(served, s3):
+    s3.create_bucket(Bucket="ck")
+    for algorithm in ("CRC32", "SHA1", "SHA256"):
+        s3.put_object(Bucket="ck", Key=algorithm, Body=b"x" * 100_000, ChecksumAlgorithm=algorithm)
+        assert s3.get_object(Bucket="ck", Key=algorithm)["Body"].read() == b"x" * 100_000
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket="ck", Key="bad", Body=b"payload", ChecksumSHA256="47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=")
+    assert error_of(e) == ("BadDigest", 400)
+    assert served[1].repo.get("/ck/bad") is None
+
+
 def test_delete_goes_to_trash_and_mtime_metadata_roundtrips(served, s3):
     base, gw = served
     s3.create_bucket(Bucket="t")
