@@ -9,7 +9,8 @@ other reads, with the same rights, quota, trash and encryption (everything goes 
 folder (how S3 tools make empty folders); an empty folder is listed as such a key.
 
 Credentials: the access key id is a user's name and the secret key that user's password (users
-with a bcrypt hash only, from ``HFDAV_USERS_FILE``, cannot sign: SigV4 needs the secret itself).
+with a bcrypt hash only, from ``HFDAV_USERS_FILE``, cannot sign with it: SigV4 needs the secret
+itself), or a key of ``HFDAV_S3_KEYS`` (``key-id:secret:user``), which acts as its user.
 Read-only users may read; any write is AccessDenied. Failed signatures count as failed logins
 (the same per-client and per-user throttle as WebDAV).
 
@@ -34,6 +35,7 @@ import mimetypes
 import re
 import secrets
 from collections.abc import Iterable
+from dataclasses import replace
 from email.utils import parsedate_to_datetime
 from urllib.parse import parse_qs, quote, unquote
 
@@ -147,7 +149,10 @@ class S3App:
 
     @classmethod
     def from_settings(cls, settings, files: FileService, auth: Authenticator) -> S3App:
-        return cls(files, prefix=settings.s3_prefix, auth=auth, table=accounts(settings), region=settings.s3_region,
+        table = accounts(settings)
+        for key_id, secret, user in settings.s3_keys:  # a key acts as its user, with its rights
+            table[key_id] = replace(table[user], password=secret, password_hash=None)
+        return cls(files, prefix=settings.s3_prefix, auth=auth, table=table, region=settings.s3_region,
                    share_prefix=settings.prefix, anonymous=settings.anonymous)  # fmt: skip
 
     # -- dispatch ---------------------------------------------------------------------------

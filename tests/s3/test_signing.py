@@ -239,3 +239,36 @@ def test_webdav_folder_named_like_the_prefix_stays_reachable(served):
     assert requests.request("MKCOL", base + "/s3", auth=WRITER).status_code == 201
     assert requests.put(base + "/s3/note.txt", data=b"dav file", auth=WRITER).status_code == 201
     assert requests.get(base + "/s3/note.txt", auth=WRITER).content == b"dav file"
+
+
+def test_configured_keys_act_as_their_user(tmp_path):
+    import bcrypt
+
+    users_file = tmp_path / "htpasswd"
+    users_file.write_text("hashed:" + bcrypt.hashpw(b"web-password-123", bcrypt.gensalt(4)).decode() + ":ro\n")
+    env = gateway_env(tmp_path, HFDAV_USERS_FILE=str(users_file),
+                      HFDAV_S3_KEYS="AKIAHASHED:s3-secret-for-hashed:hashed,AKIAALICE:another-secret:alice")  # fmt: skip
+    with served_gateway(env) as (base, _gw):
+        alice_key = client(base + "/s3", ("AKIAALICE", "another-secret"))
+        alice_key.create_bucket(Bucket="keys")
+        alice_key.put_object(Bucket="keys", Key="k", Body=b"by key")
+        hashed = client(base + "/s3", ("AKIAHASHED", "s3-secret-for-hashed"))
+        assert hashed.get_object(Bucket="keys", Key="k")["Body"].read() == b"by key"
+        with pytest.raises(ClientError) as e:  # the user's rights: read-only
+            hashed.put_object(Bucket="keys", Key="k2", Body=b"x")
+        assert error_of(e) == ("AccessDenied", 403)
+        with pytest.raises(ClientError) as e:  # a bcrypt user's own name cannot sign
+            client(base + "/s3", ("hashed", "web-password-123")).list_buckets()
+        assert error_of(e)[1] == 403
+
+
+def test_bad_key_settings_are_reported():
+    from gateway.config import load_settings
+    from gateway.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        load_settings({"HFDAV_DATA_DIR": "/tmp/x", "SYS_TOKEN": "admin-password-0123",
+                       "HFDAV_S3_KEYS": "key1:secret:nobody,bad key:s:admin,key3:secret", "HFDAV_S3_PREFIX": "no-slash"})
+    text = str(e.value)
+    assert "entry 1: names no configured user" in text and "entry 2" in text and "entry 3" in text
+    assert "HFDAV_S3_PREFIX" in text and "secret" not in text.replace("key-id:secret:user", "")
