@@ -4,7 +4,8 @@ One server (cheroot, local store, SQLite), user ``admin``; bucket ``bench`` (a f
 WebDAV). Each repetition PUTs and GETs the file over WebDAV (Basic auth), over S3 with a
 presigned URL (``UNSIGNED-PAYLOAD``: what browsers and SDKs over HTTPS send) and over S3 with a
 signed ``x-amz-content-sha256`` (what the SDKs send over plain HTTP; the client hashes the body
-before the clock starts). Every PUT tags its blocks so no upload dedups against another. The
+before the clock starts), and as a multipart upload (parts of ``--part-mib`` to presigned URLs,
+then a signed complete: Cloudreve's flow). Every PUT tags its blocks so no upload dedups against another. The
 server's peak RSS is sampled over the S3 transfers. Prints seconds, MiB/s and S3 / WebDAV ratios.
 
     .venv/bin/python bench/bench_s3.py                 # 1 GiB, 3 repetitions
@@ -71,14 +72,15 @@ def _send(srv: u.Server, method: str, target: str, headers: dict, src: Path | No
         conn.close()
 
 
-def signed_headers(srv: u.Server, method: str, path: str, payload: str, length: int | None) -> dict:
-    """SigV4 headers for ``path`` (host, x-amz-date, x-amz-content-sha256 signed)."""
+def signed_headers(srv: u.Server, method: str, path: str, payload: str, length: int | None, query: str = "") -> dict:
+    """SigV4 headers for ``path`` (host, x-amz-date, x-amz-content-sha256 signed); ``query``:
+    already in canonical form."""
     import hmac
 
     amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     host = f"{srv.host}:{srv.port}"
     names = "host;x-amz-content-sha256;x-amz-date"
-    canonical = "\n".join([method, path, "", f"host:{host}\nx-amz-content-sha256:{payload}\nx-amz-date:{amz_date}\n",
+    canonical = "\n".join([method, path, query, f"host:{host}\nx-amz-content-sha256:{payload}\nx-amz-date:{amz_date}\n",
                            names, payload])  # fmt: skip
     scope = f"{amz_date[:8]}/us-east-1/s3/aws4_request"
     to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
@@ -89,6 +91,68 @@ def signed_headers(srv: u.Server, method: str, path: str, payload: str, length: 
     if length is not None:
         headers["Content-Length"] = str(length)
     return headers
+
+
+def _blocks_range(src: Path, tag: bytes, start: int, length: int):
+    """The tagged blocks of ``src`` from ``start`` (a multiple of the block size)."""
+    for i, block in enumerate(_blocks(src, tag)):
+        at = i * u.IO_BLOCK
+        if at + len(block) <= start:
+            continue
+        if at >= start + length:
+            return
+        yield block
+
+
+def multipart_put(srv: u.Server, base: str, name: str, src: Path, tag: bytes, part_size: int) -> None:
+    """CreateMultipartUpload (signed), the parts PUT to presigned URLs (as a browser does), then
+    CompleteMultipartUpload (signed)."""
+    import re
+
+    size = src.stat().st_size
+    path = f"/s3/{BUCKET}/{name}"
+    conn = srv.connect()
+    conn.request("POST", path + "?uploads", headers=signed_headers(srv, "POST", path, EMPTY_SHA, 0, "uploads="))
+    resp = conn.getresponse()
+    text = resp.read().decode()
+    conn.close()
+    upload_id = re.search(r"<UploadId>([^<]+)</UploadId>", text).group(1)
+    etags = []
+    for number, start in enumerate(range(0, size, part_size), 1):
+        length = min(part_size, size - start)
+        url = presign_url(f"{base}{path}?partNumber={number}&uploadId={upload_id}", u.USER, u.PASSWORD, method="PUT")
+        conn = srv.connect()
+        try:
+            conn.putrequest("PUT", url[len(base):], skip_accept_encoding=True)
+            conn.putheader("Content-Length", str(length))
+            conn.endheaders()
+            for block in _blocks_range(src, tag, start, length):
+                conn.sock.sendall(block)
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"part {number}: {resp.status}")
+            etags.append(resp.getheader("ETag"))
+        finally:
+            conn.close()
+    body = ("<CompleteMultipartUpload>" + "".join(f"<Part><PartNumber>{i}</PartNumber><ETag>{t}</ETag></Part>"
+            for i, t in enumerate(etags, 1)) + "</CompleteMultipartUpload>").encode()  # fmt: skip
+    query = f"uploadId={upload_id}"
+    headers = signed_headers(srv, "POST", path, hashlib.sha256(body).hexdigest(), len(body), query)
+    conn = srv.connect()
+    conn.putrequest("POST", f"{path}?{query}", skip_accept_encoding=True, skip_host=True)
+    for k, v in headers.items():
+        conn.putheader(k, v)
+    conn.endheaders()
+    conn.send(body)
+    resp = conn.getresponse()
+    answer = resp.read()
+    conn.close()
+    if resp.status != 200:
+        raise RuntimeError(f"complete: {resp.status} {answer[:500]!r}")
+
+
+EMPTY_SHA = hashlib.sha256(b"").hexdigest()
 
 
 def tagged_sha256(src: Path, tag: bytes) -> str:
@@ -103,6 +167,7 @@ def main(argv=None) -> int:
     p.add_argument("--size-gib", type=float, default=1.0)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--tmp-dir", default=None)
+    p.add_argument("--part-mib", type=int, default=64, help="part size of the multipart upload (default 64)")
     args = p.parse_args(argv)
     size = int(args.size_gib * (1 << 30))
     with tempfile.TemporaryDirectory(dir=args.tmp_dir, prefix="bench-s3-") as tmp:
@@ -115,7 +180,7 @@ def main(argv=None) -> int:
             times: dict[str, list[float]] = {}
             peak = 0
             for rep in range(args.reps):
-                kinds = ["webdav", "s3-presigned", "s3-signed"]
+                kinds = ["webdav", "s3-presigned", "s3-signed", "s3-multipart"]
                 if rep % 2:
                     kinds.reverse()
                 for kind in kinds:
@@ -130,6 +195,11 @@ def main(argv=None) -> int:
                         get_url = presign_url(f"{base}/s3/{BUCKET}/{name}", u.USER, u.PASSWORD)
                         put = lambda put_url=put_url: _send(srv, "PUT", put_url[len(base):],  # noqa: E731
                                                             {"Content-Length": str(size)}, src, tag)  # fmt: skip
+                        get = lambda get_url=get_url: _send(srv, "GET", get_url[len(base):], {}, None, b"")  # noqa: E731
+                    elif kind == "s3-multipart":
+                        put = lambda name=name, tag=tag: multipart_put(srv, base, name, src, tag,  # noqa: E731
+                                                                       args.part_mib << 20)  # fmt: skip
+                        get_url = presign_url(f"{base}/s3/{BUCKET}/{name}", u.USER, u.PASSWORD)
                         get = lambda get_url=get_url: _send(srv, "GET", get_url[len(base):], {}, None, b"")  # noqa: E731
                     else:
                         digest = tagged_sha256(src, tag)  # before the clock starts
@@ -162,7 +232,7 @@ def main(argv=None) -> int:
         print(f"  {key:18s} {mib / min(vals):8.1f} MiB/s  ({mib / statistics.median(vals):.1f})")
     for op in ("put", "get"):
         dav = min(times[f"webdav {op}"])
-        for kind in ("s3-presigned", "s3-signed"):
+        for kind in ("s3-presigned", "s3-signed", "s3-multipart"):
             print(f"  ratio {kind} / webdav {op}: {dav / min(times[f'{kind} {op}']):.2f}")
     print(f"  server peak RSS during S3 transfers: {peak / MB:.1f} MB")
     return 0
