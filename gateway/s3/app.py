@@ -1094,13 +1094,16 @@ class _Bounded:
         self._left = length
 
     def read(self, n: int = -1) -> bytes:
-        if self._left is None:
-            return self._raw.read(n)
-        if self._left <= 0:
+        if self._left is not None and self._left <= 0:
             return b""
-        n = self._left if n is None or n < 0 else min(n, self._left)
-        data = self._raw.read(n)
-        self._left -= len(data)
+        if self._left is not None:
+            n = self._left if n is None or n < 0 else min(n, self._left)
+        try:
+            data = self._raw.read(n)
+        except (OSError, ValueError) as exc:  # the client went away, or broke the chunked framing
+            raise S3Error("IncompleteBody", f"the request body could not be read to its end: {exc}") from exc
+        if self._left is not None:
+            self._left -= len(data)
         return data
 
 

@@ -272,3 +272,21 @@ def test_bad_key_settings_are_reported():
     text = str(e.value)
     assert "entry 1: names no configured user" in text and "entry 2" in text and "entry 3" in text
     assert "HFDAV_S3_PREFIX" in text and "secret" not in text.replace("key-id:secret:user", "")
+
+
+def test_body_cut_short_stores_nothing(served, s3):
+    import socket
+    from urllib.parse import urlsplit
+
+    base, gw = served
+    s3.create_bucket(Bucket="cut")
+    url = s3.generate_presigned_url("put_object", Params={"Bucket": "cut", "Key": "k"}, ExpiresIn=300)
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port)) as sock:
+        sock.sendall(f"PUT {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                     "Content-Length: 3000000\r\n\r\n".encode() + b"x" * 100_000)  # fmt: skip
+    # the connection closed with the body incomplete: the next request sees no object
+    with pytest.raises(ClientError) as e:
+        s3.head_object(Bucket="cut", Key="k")
+    assert error_of(e)[1] == 404
+    assert gw.repo.get("/cut/k") is None
