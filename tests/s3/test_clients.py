@@ -4,11 +4,13 @@ why, when the tool is not installed)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import requests
@@ -123,3 +125,31 @@ def test_aws_cli_cp_sync_and_s3api(served, tmp_path):
     run("s3", "rm", "--recursive", "s3://cli/tree")
     # nothing left, not even the folders (aws answers 1 for an empty listing)
     assert run("s3", "ls", "--recursive", "s3://cli/tree/", ok=(0, 1)).stdout.strip() == ""
+
+
+
+NODE_DIR = Path(__file__).parent / "node"
+
+
+def test_aws_sdk_for_javascript(served):
+    """The AWS SDK for JavaScript v3 (its own SigV4, aws-chunked streams with checksum trailers,
+    multipart, copy, batch delete), pinned by tests/s3/node/package-lock.json."""
+    node = tool("node")
+    if not (NODE_DIR / "node_modules" / "@aws-sdk" / "client-s3").exists():
+        npm = tool("npm")
+        proc = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, capture_output=True, text=True,
+                              timeout=300)  # fmt: skip
+        if proc.returncode != 0:
+            pytest.skip(f"npm ci in {NODE_DIR} failed (registry unreachable?): {proc.stderr.strip()[-500:]}")
+    base, _gw = served
+    env = clean_env(ENDPOINT=base + "/s3", KEY=WRITER[0], SECRET=WRITER[1])
+    proc = subprocess.run([node, str(NODE_DIR / "driver.mjs")], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["putEtag"] == f'"{out["smallMd5"]}"'
+    assert out["bigHead"] == {"etag": f'"{out["bigMd5"]}"', "length": 6 * MiB + 11}
+    assert out["rangeOk"] and out["multipartOk"] and out["copyOk"]
+    assert out["prefixes"] == ["a/"]
+    assert out["multipartEtag"].endswith('-2"')
+    assert out["keys"] == ["a/big.bin", "a/hello.txt", "c/copy.txt", "m/joined.bin"]
+    assert out["deleted"] == 4 and out["bucketDeleted"]
