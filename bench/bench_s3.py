@@ -178,6 +178,7 @@ def main(argv=None) -> int:
             u.mkcol(srv, f"/{BUCKET}/")
             base = f"http://{srv.host}:{srv.port}"
             times: dict[str, list[float]] = {}
+            cpu: dict[str, list[float]] = {}
             peak = 0
             for rep in range(args.reps):
                 kinds = ["webdav", "s3-presigned", "s3-signed", "s3-multipart"]
@@ -212,28 +213,34 @@ def main(argv=None) -> int:
                     sampler = u.RssSampler(srv) if kind != "webdav" else None
                     if sampler:
                         sampler.__enter__()
-                    t0 = time.perf_counter()
+                    c0, t0 = srv.cpu_seconds(), time.perf_counter()
                     put()
-                    t1 = time.perf_counter()
+                    c1, t1 = srv.cpu_seconds(), time.perf_counter()
                     got = get()
-                    t2 = time.perf_counter()
+                    c2, t2 = srv.cpu_seconds(), time.perf_counter()
+                    cpu.setdefault(f"{kind} put", []).append(c1 - c0)
+                    cpu.setdefault(f"{kind} get", []).append(c2 - c1)
                     if sampler:
                         sampler.__exit__(None, None, None)
                         peak = max(peak, sampler.peak)
                     assert got == size, (kind, got)
                     times.setdefault(f"{kind} put", []).append(t1 - t0)
                     times.setdefault(f"{kind} get", []).append(t2 - t1)
-                    print(f"rep {rep} {kind}: PUT {t1 - t0:.2f}s GET {t2 - t1:.2f}s", flush=True)
+                    print(f"rep {rep} {kind}: PUT {t1 - t0:.2f}s ({c1 - c0:.2f}s CPU) GET {t2 - t1:.2f}s "
+                          f"({c2 - c1:.2f}s CPU)", flush=True)  # fmt: skip
         finally:
             srv.stop()
     mib = size / (1 << 20)
-    print(f"\n{args.size_gib:g} GiB, best of {args.reps} (median in brackets)")
+    print(f"\n{args.size_gib:g} GiB, best of {args.reps} (median in brackets); server CPU seconds (median)")
     for key, vals in times.items():
-        print(f"  {key:18s} {mib / min(vals):8.1f} MiB/s  ({mib / statistics.median(vals):.1f})")
+        print(f"  {key:18s} {mib / min(vals):8.1f} MiB/s  ({mib / statistics.median(vals):.1f})  "
+              f"CPU {statistics.median(cpu[key]):.2f}s")  # fmt: skip
     for op in ("put", "get"):
         dav = min(times[f"webdav {op}"])
+        dav_med = statistics.median(times[f"webdav {op}"])
         for kind in ("s3-presigned", "s3-signed", "s3-multipart"):
-            print(f"  ratio {kind} / webdav {op}: {dav / min(times[f'{kind} {op}']):.2f}")
+            print(f"  ratio {kind} / webdav {op}: {dav / min(times[f'{kind} {op}']):.2f} best, "
+                  f"{dav_med / statistics.median(times[f'{kind} {op}']):.2f} median")  # fmt: skip
     print(f"  server peak RSS during S3 transfers: {peak / MB:.1f} MB")
     return 0
 
