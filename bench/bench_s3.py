@@ -190,18 +190,21 @@ def main(argv=None) -> int:
                     if kind == "webdav":
                         put = lambda: _send(srv, "PUT", f"/{BUCKET}/{name}", {"Authorization": srv.auth,  # noqa: E731
                                             "Content-Length": str(size)}, src, tag)  # fmt: skip
-                        get = lambda: _send(srv, "GET", f"/{BUCKET}/{name}", {"Authorization": srv.auth}, None, b"")  # noqa: E731
+                        get = lambda: _send(srv, "GET", f"/{BUCKET}/{name}",  # noqa: E731
+                                            {"Authorization": srv.auth}, None, b"")  # fmt: skip
                     elif kind == "s3-presigned":
                         put_url = presign_url(f"{base}/s3/{BUCKET}/{name}", u.USER, u.PASSWORD, method="PUT")
                         get_url = presign_url(f"{base}/s3/{BUCKET}/{name}", u.USER, u.PASSWORD)
                         put = lambda put_url=put_url: _send(srv, "PUT", put_url[len(base):],  # noqa: E731
                                                             {"Content-Length": str(size)}, src, tag)  # fmt: skip
-                        get = lambda get_url=get_url: _send(srv, "GET", get_url[len(base):], {}, None, b"")  # noqa: E731
+                        get = lambda get_url=get_url: _send(  # noqa: E731
+                            srv, "GET", get_url[len(base) :], {}, None, b"")
                     elif kind == "s3-multipart":
                         put = lambda name=name, tag=tag: multipart_put(srv, base, name, src, tag,  # noqa: E731
                                                                        args.part_mib << 20)  # fmt: skip
                         get_url = presign_url(f"{base}/s3/{BUCKET}/{name}", u.USER, u.PASSWORD)
-                        get = lambda get_url=get_url: _send(srv, "GET", get_url[len(base):], {}, None, b"")  # noqa: E731
+                        get = lambda get_url=get_url: _send(  # noqa: E731
+                            srv, "GET", get_url[len(base) :], {}, None, b"")
                     else:
                         digest = tagged_sha256(src, tag)  # before the clock starts
                         path = f"/s3/{BUCKET}/{name}"

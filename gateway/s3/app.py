@@ -376,7 +376,8 @@ class S3App:
     def list_buckets(self, req: _Request):
         root = self.repo.get("")
         buckets = [n for n in self.repo.children(root.id) if n.is_dir and n.name not in HIDDEN]
-        owner = f"<Owner>{element('ID', req.user or 'anonymous')}{element('DisplayName', req.user or 'anonymous')}</Owner>"
+        who = req.user or "anonymous"
+        owner = f"<Owner>{element('ID', who)}{element('DisplayName', who)}</Owner>"
         inner = "".join(
             f"<Bucket>{element('Name', b.name)}{element('CreationDate', iso_time(b.created_at))}</Bucket>"
             for b in sorted(buckets, key=lambda n: n.name.encode())
@@ -757,8 +758,7 @@ class S3App:
         self.files.check_writable(path)
         meta = self._request_meta(req)
         if req.key.endswith("/"):
-            body = self._read_small_body(req, limit=0)
-            del body
+            self._read_small_body(req, limit=0)  # a folder has no content
             self._ensure_folders(path + "/x")
             node = self.repo.get(path)
             if node is None:
@@ -1005,7 +1005,8 @@ class S3App:
                  element("StorageClass", "STANDARD")]  # fmt: skip
         for n, node in page:
             inner.append(f"<Part>{element('PartNumber', n)}{element('LastModified', iso_time(node.modified_at))}"
-                         f"{element('ETag', chr(34) + self.etag_of(node) + chr(34))}{element('Size', node.size)}</Part>")
+                         f"{element('ETag', chr(34) + self.etag_of(node) + chr(34))}"
+                         f"{element('Size', node.size)}</Part>")  # fmt: skip
         return 200, [("Content-Type", "application/xml")], document("ListPartsResult", "".join(inner))
 
     def list_uploads(self, req: _Request):
@@ -1071,12 +1072,14 @@ class S3App:
         method = req.header("access-control-request-method")
         if not origin or not method:
             raise S3Error("InvalidRequest", "Insufficient information. Origin request header needed.")
-        asked = [h.strip().lower() for h in (req.header("access-control-request-headers") or "").split(",") if h.strip()]
+        asked_text = req.header("access-control-request-headers") or ""
+        asked = [h.strip().lower() for h in asked_text.split(",") if h.strip()]
         rule = _match_rule(self._cors_rules(req.bucket) or [], origin, method, asked)
         if rule is None:
             raise S3Error("AccessDenied", "CORSResponse: This CORS request is not allowed. This is usually because "
                           "the evalution of Origin, request method / Access-Control-Request-Method or "
-                          "Access-Control-Request-Headers are not whitelisted by the resource's CORS spec.")  # fmt: skip
+                          "Access-Control-Request-Headers are not whitelisted by the resource's CORS "
+                          "spec.")  # fmt: skip
         headers = _cors_answer(rule, origin, asked)
         headers += [("Content-Length", "0"), ("x-amz-request-id", req.id)]
         start_response("200 OK", headers)

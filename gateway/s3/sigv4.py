@@ -215,9 +215,11 @@ def verify(environ, lookup: SecretLookup, *, now: float | None = None) -> Signed
         if now > signed_at + expires:
             raise S3Error("AccessDenied", "Request has expired")
     elif abs(now - signed_at) > MAX_SKEW_S:
-        raise S3Error("RequestTimeTooSkewed", "The difference between the request time and the server's time is too large.")
+        raise S3Error("RequestTimeTooSkewed",
+                      "The difference between the request time and the server's time is too large.")  # fmt: skip
     if payload not in STREAMING and payload != UNSIGNED and not _HEX64.match(payload):
-        raise S3Error("InvalidArgument", "x-amz-content-sha256 must be UNSIGNED-PAYLOAD, a STREAMING- value or a SHA256")
+        raise S3Error("InvalidArgument",
+                      "x-amz-content-sha256 must be UNSIGNED-PAYLOAD, a STREAMING- value or a SHA256")  # fmt: skip
     secret = lookup(access_key)
     if secret is None:
         raise S3Error("InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records.")
@@ -270,7 +272,9 @@ def presign_url(url: str, access_key: str, secret: str, *, method: str = "GET", 
         ("X-Amz-SignedHeaders", "host"),
     ]
     query = "&".join(x for x in [parts.query, "&".join(f"{k}={uri_encode(v, slash=False)}" for k, v in fields)] if x)
-    canonical = "\n".join([method, parts.path or "/", canonical_query(query), f"host:{parts.netloc}\n", "host", UNSIGNED])
+    canonical = "\n".join(
+        [method, parts.path or "/", canonical_query(query), f"host:{parts.netloc}\n", "host", UNSIGNED]
+    )
     to_sign = "\n".join([ALGORITHM, amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
     sig = hmac.new(signing_key(secret, day, region, "s3"), to_sign.encode(), hashlib.sha256).hexdigest()
     return f"{parts.scheme}://{parts.netloc}{parts.path}?{query}&X-Amz-Signature={sig}"

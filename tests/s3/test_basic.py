@@ -213,13 +213,14 @@ def test_copy_object_is_metadata_only_and_upload_part_copy(served, s3):
     # UploadPartCopy: two ranges of the source, no bytes copied
     uid = s3.create_multipart_upload(Bucket="dst", Key="joined.bin")["UploadId"]
     cut = 5 * (1 << 20) + 1
-    p1 = s3.upload_part_copy(Bucket="dst", Key="joined.bin", UploadId=uid, PartNumber=1,
-                             CopySource={"Bucket": "src", "Key": "orig.bin"}, CopySourceRange=f"bytes=0-{cut - 1}")
-    p2 = s3.upload_part_copy(Bucket="dst", Key="joined.bin", UploadId=uid, PartNumber=2,
-                             CopySource={"Bucket": "src", "Key": "orig.bin"}, CopySourceRange=f"bytes={cut}-{len(data) - 1}")
+    source = {"Bucket": "src", "Key": "orig.bin"}
+    p1 = s3.upload_part_copy(Bucket="dst", Key="joined.bin", UploadId=uid, PartNumber=1, CopySource=source,
+                             CopySourceRange=f"bytes=0-{cut - 1}")  # fmt: skip
+    p2 = s3.upload_part_copy(Bucket="dst", Key="joined.bin", UploadId=uid, PartNumber=2, CopySource=source,
+                             CopySourceRange=f"bytes={cut}-{len(data) - 1}")  # fmt: skip
     assert p1["CopyPartResult"]["ETag"] == f'"{hashlib.md5(data[:cut]).hexdigest()}"'
-    s3.complete_multipart_upload(Bucket="dst", Key="joined.bin", UploadId=uid, MultipartUpload={"Parts": [
-        {"PartNumber": 1, "ETag": p1["CopyPartResult"]["ETag"]}, {"PartNumber": 2, "ETag": p2["CopyPartResult"]["ETag"]}]})
+    parts = [{"PartNumber": n, "ETag": p["CopyPartResult"]["ETag"]} for n, p in ((1, p1), (2, p2))]
+    s3.complete_multipart_upload(Bucket="dst", Key="joined.bin", UploadId=uid, MultipartUpload={"Parts": parts})
     assert s3.get_object(Bucket="dst", Key="joined.bin")["Body"].read() == data
     joined = gw.repo.get("/dst/joined.bin")
     assert {e.object_id for e in gw.repo.extents(joined.version_id, physical=False)} <= {oid for oid, _ in ext}

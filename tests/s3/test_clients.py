@@ -97,8 +97,9 @@ def test_aws_cli_cp_sync_and_s3api(served, tmp_path):
     base, _gw = served
     src = tmp_path / "src"
     files = make_tree(src)
+    none = str(tmp_path / "none")
     env = clean_env(AWS_ACCESS_KEY_ID=WRITER[0], AWS_SECRET_ACCESS_KEY=WRITER[1], AWS_DEFAULT_REGION="us-east-1",
-                    AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"))  # fmt: skip
+                    AWS_CONFIG_FILE=none, AWS_SHARED_CREDENTIALS_FILE=none)  # fmt: skip
 
     def run(*args, ok=(0,)):
         p = subprocess.run([aws, "--endpoint-url", base + "/s3", *args], env=env, capture_output=True, text=True,

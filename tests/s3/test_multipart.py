@@ -153,7 +153,8 @@ def test_cloudreve_browser_upload_flow(served, s3):
     assert f"&quot;{md5s_etag(parts)}&quot;" in r.text or f'"{md5s_etag(parts)}"' in r.text
     head = s3.head_object(Bucket="cloudreve", Key=key)
     assert head["ContentLength"] == sum(map(len, parts))
-    get_url = s3.generate_presigned_url("get_object", ExpiresIn=7 * 24 * 3600, Params={"Bucket": "cloudreve", "Key": key})
+    week = 7 * 24 * 3600
+    get_url = s3.generate_presigned_url("get_object", ExpiresIn=week, Params={"Bucket": "cloudreve", "Key": key})
     r = requests.get(get_url, headers={"Origin": ORIGIN, "Range": "bytes=0-"})
     assert r.status_code == 206 and r.content == b"".join(parts)
     assert r.headers["Access-Control-Allow-Origin"] == "*"

@@ -182,7 +182,8 @@ def test_header_checksums_are_checked(served, s3):
         s3.put_object(Bucket="ck", Key=algorithm, Body=b"x" * 100_000, ChecksumAlgorithm=algorithm)
         assert s3.get_object(Bucket="ck", Key=algorithm)["Body"].read() == b"x" * 100_000
     with pytest.raises(ClientError) as e:
-        s3.put_object(Bucket="ck", Key="bad", Body=b"payload", ChecksumSHA256="47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=")
+        empty_sha256 = "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="  # of b"", not of the body
+        s3.put_object(Bucket="ck", Key="bad", Body=b"payload", ChecksumSHA256=empty_sha256)
     assert error_of(e) == ("BadDigest", 400)
     assert served[1].repo.get("/ck/bad") is None
 
@@ -246,8 +247,8 @@ def test_configured_keys_act_as_their_user(tmp_path):
 
     users_file = tmp_path / "htpasswd"
     users_file.write_text("hashed:" + bcrypt.hashpw(b"web-password-123", bcrypt.gensalt(4)).decode() + ":ro\n")
-    env = gateway_env(tmp_path, HFDAV_USERS_FILE=str(users_file),
-                      HFDAV_S3_KEYS="AKIAHASHED:s3-secret-for-hashed:hashed,AKIAALICE:another-secret:alice")  # fmt: skip
+    keys = "AKIAHASHED:s3-secret-for-hashed:hashed,AKIAALICE:another-secret:alice"
+    env = gateway_env(tmp_path, HFDAV_USERS_FILE=str(users_file), HFDAV_S3_KEYS=keys)
     with served_gateway(env) as (base, _gw):
         alice_key = client(base + "/s3", ("AKIAALICE", "another-secret"))
         alice_key.create_bucket(Bucket="keys")
@@ -267,8 +268,8 @@ def test_bad_key_settings_are_reported():
     from gateway.errors import ConfigError
 
     with pytest.raises(ConfigError) as e:
-        load_settings({"HFDAV_DATA_DIR": "/tmp/x", "SYS_TOKEN": "admin-password-0123",
-                       "HFDAV_S3_KEYS": "key1:secret:nobody,bad key:s:admin,key3:secret", "HFDAV_S3_PREFIX": "no-slash"})
+        load_settings({"HFDAV_DATA_DIR": "/tmp/x", "SYS_TOKEN": "admin-password-0123", "HFDAV_S3_PREFIX": "no-slash",
+                       "HFDAV_S3_KEYS": "key1:secret:nobody,bad key:s:admin,key3:secret"})  # fmt: skip
     text = str(e.value)
     assert "entry 1: names no configured user" in text and "entry 2" in text and "entry 3" in text
     assert "HFDAV_S3_PREFIX" in text and "secret" not in text.replace("key-id:secret:user", "")
