@@ -316,3 +316,19 @@ def test_encrypted_drive_with_part_copies(tmp_path):
             data[cut - 5 : cut + 6]  # fmt: skip
         stored = b"".join(p.read_bytes() for p in (tmp_path / "data" / "objects").rglob("*") if p.is_file())
         assert data[:4096] not in stored
+
+
+def test_anonymous_read_only_access(tmp_path):
+    """HFDAV_ANONYMOUS=ro: unsigned reads are served (the share at /dav, so /s3 is S3's alone),
+    unsigned writes are AccessDenied, signed requests keep their user's rights."""
+    env = gateway_env(tmp_path, HFDAV_ANONYMOUS="ro", HFDAV_PREFIX="/dav")
+    with served_gateway(env) as (base, _gw):
+        s3 = client(base + "/s3")
+        s3.create_bucket(Bucket="pub")
+        s3.put_object(Bucket="pub", Key="readme.txt", Body=b"public")
+        assert requests.get(base + "/s3/pub/readme.txt").content == b"public"
+        assert "<Key>readme.txt</Key>" in requests.get(base + "/s3/pub?list-type=2").text
+        r = requests.put(base + "/s3/pub/new.txt", data=b"x")
+        assert r.status_code == 403 and "<Code>AccessDenied</Code>" in r.text
+        assert requests.delete(base + "/s3/pub/readme.txt").status_code == 403
+        assert s3.get_object(Bucket="pub", Key="readme.txt")["Body"].read() == b"public"
