@@ -224,6 +224,11 @@ def test_copy_object_is_metadata_only_and_upload_part_copy(served, s3):
     assert s3.get_object(Bucket="dst", Key="joined.bin")["Body"].read() == data
     joined = gw.repo.get("/dst/joined.bin")
     assert {e.object_id for e in gw.repo.extents(joined.version_id, physical=False)} <= {oid for oid, _ in ext}
+    # shared and partial extents keep the metadata consistent: refcounts, coverage, bytes
+    from gateway.fsck import Fsck
+
+    report = Fsck(gw.repo, gw.store, object_hasher=gw.files.object_hasher).run(verify=1.0)
+    assert report.clean, report.findings
 
 
 def test_conditional_get(s3):

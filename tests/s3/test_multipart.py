@@ -60,6 +60,10 @@ def test_multipart_parts_become_extents_and_nothing_shows_before_complete(served
     assert s3.list_multipart_uploads(Bucket="mp").get("Uploads", []) == []
     r = requests.get(base + "/mp/big/file.bin", auth=WRITER, headers={"Range": "bytes=5242870-5242889"})
     assert r.status_code == 206 and r.content == b"".join(parts)[5242870:5242890]
+    from gateway.fsck import Fsck
+
+    report = Fsck(gw.repo, gw.store, object_hasher=gw.files.object_hasher).run(verify=1.0)
+    assert report.clean, report.findings
 
 
 def test_complete_refuses_bad_parts_and_abort_discards(served, s3):
