@@ -226,19 +226,21 @@ def verify(environ, lookup: SecretLookup, *, now: float | None = None) -> Signed
     names = [n.strip().lower() for n in signed_names.split(";") if n.strip()]
     if "host" not in names:
         raise S3Error("SignatureDoesNotMatch", "the host header must be signed")
-    canonical = "\n".join([
-        environ.get("REQUEST_METHOD", "GET"),
-        raw_path(environ),
-        canon_query,
-        _canonical_headers(environ, names),
-        ";".join(names),
-        payload,
-    ])  # fmt: skip
     scope = f"{day}/{region}/s3/aws4_request"
-    to_sign = "\n".join([ALGORITHM, amz_date, scope, hashlib.sha256(canonical.encode("utf-8")).hexdigest()])
     key = signing_key(secret, day, region, "s3")
-    expected = hmac.new(key, to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, signature.strip().lower()):
+    headers = _canonical_headers(environ, names)
+    # the path as sent; then AWS's encoding of it, for a client that signed that form but sent
+    # some characters differently encoded
+    sent = raw_path(environ)
+    paths = dict.fromkeys([sent, uri_encode(unquote(sent))])
+    for path in paths:
+        canonical = "\n".join([environ.get("REQUEST_METHOD", "GET"), path, canon_query, headers, ";".join(names),
+                                payload])  # fmt: skip
+        to_sign = "\n".join([ALGORITHM, amz_date, scope, hashlib.sha256(canonical.encode("utf-8")).hexdigest()])
+        expected = hmac.new(key, to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+        if hmac.compare_digest(expected, signature.strip().lower()):
+            break
+    else:
         raise S3Error(
             "SignatureDoesNotMatch",
             "The request signature we calculated does not match the signature you provided. "

@@ -89,3 +89,20 @@ def test_unsigned_trailer_decoding_and_framing_errors():
         with pytest.raises(S3Error) as e:
             reader.read()
         assert e.value.code == "IncompleteBody"
+
+
+def test_path_sent_encoded_otherwise_than_signed():
+    """A client that signed AWS's encoding of the path (``~`` and ``(`` as AWS writes them) but
+    sent some characters encoded otherwise is still recognised; another path is not."""
+    url = sigv4.presign_url("http://h:1/s3/b/a~b%28c%29.txt", KEY, SECRET, now=WHEN)
+    query = url.split("?", 1)[1]
+
+    def environ(path):
+        return {"REQUEST_METHOD": "GET", "REQUEST_URI": f"{path}?{query}", "QUERY_STRING": query,
+                "PATH_INFO": "/s3/b/a~b(c).txt", "HTTP_HOST": "h:1"}  # fmt: skip
+
+    assert sigv4.verify(environ("/s3/b/a~b%28c%29.txt"), lookup, now=WHEN + 1).presigned
+    assert sigv4.verify(environ("/s3/b/a%7Eb(c).txt"), lookup, now=WHEN + 1).presigned
+    with pytest.raises(S3Error) as e:
+        sigv4.verify(environ("/s3/b/other.txt"), lookup, now=WHEN + 1)
+    assert e.value.code == "SignatureDoesNotMatch"
