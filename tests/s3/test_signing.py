@@ -332,3 +332,15 @@ def test_anonymous_read_only_access(tmp_path):
         assert r.status_code == 403 and "<Code>AccessDenied</Code>" in r.text
         assert requests.delete(base + "/s3/pub/readme.txt").status_code == 403
         assert s3.get_object(Bucket="pub", Key="readme.txt")["Body"].read() == b"public"
+
+
+def test_repeated_bad_signatures_are_throttled(tmp_path):
+    with served_gateway(gateway_env(tmp_path, HFDAV_LOGIN_FAILURES="4")) as (base, _gw):
+        bad = client(base + "/s3", (WRITER[0], "wrong-secret-0000"))
+        codes = []
+        for _ in range(6):
+            with pytest.raises(ClientError) as e:
+                bad.list_buckets()
+            codes.append(error_of(e))
+        assert codes[0] == ("SignatureDoesNotMatch", 403)
+        assert codes[-1] == ("SlowDown", 503), codes
