@@ -123,7 +123,7 @@ def multipart_put(srv: u.Server, base: str, name: str, src: Path, tag: bytes, pa
         url = presign_url(f"{base}{path}?partNumber={number}&uploadId={upload_id}", u.USER, u.PASSWORD, method="PUT")
         conn = srv.connect()
         try:
-            conn.putrequest("PUT", url[len(base):], skip_accept_encoding=True)
+            conn.putrequest("PUT", url[len(base) :], skip_accept_encoding=True)
             conn.putheader("Content-Length", str(length))
             conn.endheaders()
             for block in _blocks_range(src, tag, start, length):
@@ -162,6 +162,48 @@ def tagged_sha256(src: Path, tag: bytes) -> str:
     return h.hexdigest()
 
 
+def _operations(srv: u.Server, base: str, kind: str, name: str, src: Path, tag: bytes, size: int, part: int):
+    """(put, get) of one transfer of ``kind``."""
+    if kind == "webdav":
+        target = f"/{BUCKET}/{name}"
+
+        def put():
+            _send(srv, "PUT", target, {"Authorization": srv.auth, "Content-Length": str(size)}, src, tag)
+
+        def get():
+            return _send(srv, "GET", target, {"Authorization": srv.auth}, None, b"")
+
+        return put, get
+    get_url = presign_url(f"{base}/s3/{BUCKET}/{name}", u.USER, u.PASSWORD)
+    if kind == "s3-presigned":
+        put_url = presign_url(f"{base}/s3/{BUCKET}/{name}", u.USER, u.PASSWORD, method="PUT")
+
+        def put():
+            _send(srv, "PUT", put_url[len(base) :], {"Content-Length": str(size)}, src, tag)
+
+    elif kind == "s3-multipart":
+
+        def put():
+            multipart_put(srv, base, name, src, tag, part)
+
+    else:
+        digest = tagged_sha256(src, tag)  # before the clock starts
+        path = f"/s3/{BUCKET}/{name}"
+
+        def put():
+            _send(srv, "PUT", path, signed_headers(srv, "PUT", path, digest, size), src, tag)
+
+        def get():
+            return _send(srv, "GET", path, signed_headers(srv, "GET", path, EMPTY_SHA, None), None, b"")
+
+        return put, get
+
+    def get():
+        return _send(srv, "GET", get_url[len(base) :], {}, None, b"")
+
+    return put, get
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size-gib", type=float, default=1.0)
@@ -187,32 +229,7 @@ def main(argv=None) -> int:
                 for kind in kinds:
                     name = f"{kind}-{rep}.bin"
                     tag = f"{kind[:6]}{rep}".encode()
-                    if kind == "webdav":
-                        put = lambda: _send(srv, "PUT", f"/{BUCKET}/{name}", {"Authorization": srv.auth,  # noqa: E731
-                                            "Content-Length": str(size)}, src, tag)  # fmt: skip
-                        get = lambda: _send(srv, "GET", f"/{BUCKET}/{name}",  # noqa: E731
-                                            {"Authorization": srv.auth}, None, b"")  # fmt: skip
-                    elif kind == "s3-presigned":
-                        put_url = presign_url(f"{base}/s3/{BUCKET}/{name}", u.USER, u.PASSWORD, method="PUT")
-                        get_url = presign_url(f"{base}/s3/{BUCKET}/{name}", u.USER, u.PASSWORD)
-                        put = lambda put_url=put_url: _send(srv, "PUT", put_url[len(base):],  # noqa: E731
-                                                            {"Content-Length": str(size)}, src, tag)  # fmt: skip
-                        get = lambda get_url=get_url: _send(  # noqa: E731
-                            srv, "GET", get_url[len(base) :], {}, None, b"")
-                    elif kind == "s3-multipart":
-                        put = lambda name=name, tag=tag: multipart_put(srv, base, name, src, tag,  # noqa: E731
-                                                                       args.part_mib << 20)  # fmt: skip
-                        get_url = presign_url(f"{base}/s3/{BUCKET}/{name}", u.USER, u.PASSWORD)
-                        get = lambda get_url=get_url: _send(  # noqa: E731
-                            srv, "GET", get_url[len(base) :], {}, None, b"")
-                    else:
-                        digest = tagged_sha256(src, tag)  # before the clock starts
-                        path = f"/s3/{BUCKET}/{name}"
-                        put = lambda path=path, digest=digest: _send(  # noqa: E731
-                            srv, "PUT", path, signed_headers(srv, "PUT", path, digest, size), src, tag)
-                        get = lambda path=path: _send(  # noqa: E731
-                            srv, "GET", path, signed_headers(srv, "GET", path, hashlib.sha256(b"").hexdigest(), None),
-                            None, b"")  # fmt: skip
+                    put, get = _operations(srv, base, kind, name, src, tag, size, args.part_mib << 20)
                     sampler = u.RssSampler(srv) if kind != "webdav" else None
                     if sampler:
                         sampler.__enter__()

@@ -382,8 +382,11 @@ class S3App:
             f"<Bucket>{element('Name', b.name)}{element('CreationDate', iso_time(b.created_at))}</Bucket>"
             for b in sorted(buckets, key=lambda n: n.name.encode())
         )
-        return 200, [("Content-Type", "application/xml")], document("ListAllMyBucketsResult",
-                                                                    f"{owner}<Buckets>{inner}</Buckets>")
+        return (
+            200,
+            [("Content-Type", "application/xml")],
+            document("ListAllMyBucketsResult", f"{owner}<Buckets>{inner}</Buckets>"),
+        )
 
     # -- buckets ------------------------------------------------------------------------------
     def create_bucket(self, req: _Request):
@@ -414,8 +417,12 @@ class S3App:
     def bucket_location(self, req: _Request):
         self._bucket(req)
         region = "" if self.region == "us-east-1" else self.region
-        return 200, [("Content-Type", "application/xml")], document("LocationConstraint", "").replace(
-            b"></LocationConstraint>", f">{region}</LocationConstraint>".encode()
+        return (
+            200,
+            [("Content-Type", "application/xml")],
+            document("LocationConstraint", "").replace(
+                b"></LocationConstraint>", f">{region}</LocationConstraint>".encode()
+            ),
         )
 
     def bucket_versioning(self, req: _Request):
@@ -427,8 +434,10 @@ class S3App:
         who = element("ID", req.user or "anonymous") + element("DisplayName", req.user or "anonymous")
         grant = ('<Grant><Grantee xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="CanonicalUser">'
                  f"{who}</Grantee><Permission>FULL_CONTROL</Permission></Grant>")  # fmt: skip
-        return 200, [("Content-Type", "application/xml")], document(
-            "AccessControlPolicy", f"<Owner>{who}</Owner><AccessControlList>{grant}</AccessControlList>"
+        return (
+            200,
+            [("Content-Type", "application/xml")],
+            document("AccessControlPolicy", f"<Owner>{who}</Owner><AccessControlList>{grant}</AccessControlList>"),
         )
 
     # -- listing --------------------------------------------------------------------------------
@@ -1115,8 +1124,10 @@ def _path(bucket: str) -> str:
 
 
 def _is_preflight(environ) -> bool:
-    return environ.get("REQUEST_METHOD") == "OPTIONS" and bool(environ.get("HTTP_ORIGIN")) and bool(
-        environ.get("HTTP_ACCESS_CONTROL_REQUEST_METHOD")
+    return (
+        environ.get("REQUEST_METHOD") == "OPTIONS"
+        and bool(environ.get("HTTP_ORIGIN"))
+        and bool(environ.get("HTTP_ACCESS_CONTROL_REQUEST_METHOD"))
     )
 
 
@@ -1238,4 +1249,3 @@ def _translate(exc: HfdavError, resource: str) -> S3Error:
         return S3Error("ServiceUnavailable", "the store is unavailable; retry", resource=resource)
     log.warning("S3 request failed: %s", exc, exc_info=exc)
     return S3Error("InternalError", "We encountered an internal error. Please try again.", resource=resource)
-

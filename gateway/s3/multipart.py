@@ -17,6 +17,7 @@ created or listed).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -29,7 +30,7 @@ from xml.sax.saxutils import escape
 
 from gateway.errors import AlreadyExists, Conflict, NotFound
 from gateway.files import FileService
-from gateway.meta.repo import Extent, Node, NO_CHECKSUMS
+from gateway.meta.repo import NO_CHECKSUMS, Extent, Node
 from gateway.s3.xml import S3Error
 
 log = logging.getLogger(__name__)
@@ -207,10 +208,8 @@ class Uploads:
         self._drop(upload)
 
     def _drop(self, upload: Upload) -> None:
-        try:
+        with contextlib.suppress(NotFound):
             self.repo.delete(upload.node.path)
-        except NotFound:
-            pass
 
     def expire_now_and_then(self) -> None:
         now = self._clock()

@@ -429,9 +429,8 @@ class AwsChunkedReader:
             if self._chunk_left == 0:
                 self._next_chunk()
                 continue
-            if not self._avail() and not self._fill(min(self._chunk_left, self._block)):
-                if not self._avail():
-                    raise S3Error("IncompleteBody", "the aws-chunked body ended inside a chunk")
+            if not self._avail() and not self._fill(1):
+                raise S3Error("IncompleteBody", "the aws-chunked body ended inside a chunk")
             piece = self._take(min(n - got, self._chunk_left, self._avail()))
             if self._chunk_hash is not None:
                 self._chunk_hash.update(piece)

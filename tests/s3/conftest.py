@@ -38,8 +38,7 @@ def client(endpoint: str, user=WRITER, **config):
         aws_access_key_id=user[0],
         aws_secret_access_key=user[1],
         region_name="us-east-1",
-        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}, retries={"max_attempts": 1},
-                      **config),
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}, retries={"max_attempts": 1}, **config),
     )
 
 

@@ -179,8 +179,11 @@ def test_presigned_get_and_put_with_plain_http(s3):
     r = requests.put(url, data=body)
     assert r.status_code == 200, r.text
     assert r.headers["ETag"] == f'"{hashlib.md5(body).hexdigest()}"'
-    url = s3.generate_presigned_url("get_object", Params={"Bucket": "pre", "Key": "up.bin",
-                                    "ResponseContentDisposition": 'attachment; filename="x.bin"'}, ExpiresIn=300)
+    url = s3.generate_presigned_url(
+        "get_object",
+        Params={"Bucket": "pre", "Key": "up.bin", "ResponseContentDisposition": 'attachment; filename="x.bin"'},
+        ExpiresIn=300,
+    )
     r = requests.get(url)
     assert r.status_code == 200 and r.content == body
     assert r.headers["Content-Disposition"] == 'attachment; filename="x.bin"'

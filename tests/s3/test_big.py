@@ -46,8 +46,10 @@ def test_one_gib_multipart_and_single_put_bounded_memory(kind, tmp_path):
         with PeakRss(pids) as single_down:
             s3.download_file("big", "single.bin", str(back), Config=single)
         assert sha256_file(back) == digest, "the single-PUT object came back different"
-        peaks = {n: p.peaks["gateway"] for n, p in
-                 (("multipart up", up), ("ranged down", down), ("single up", single_up), ("down", single_down))}
+        peaks = {
+            n: p.peaks["gateway"]
+            for n, p in (("multipart up", up), ("ranged down", down), ("single up", single_up), ("down", single_down))
+        }
         print(f"{kind}: server peak RSS (KiB): {peaks}")
         assert max(peaks.values()) < RSS_LIMIT_KIB, peaks
     finally:

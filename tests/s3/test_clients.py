@@ -128,7 +128,6 @@ def test_aws_cli_cp_sync_and_s3api(served, tmp_path):
     assert run("s3", "ls", "--recursive", "s3://cli/tree/", ok=(0, 1)).stdout.strip() == ""
 
 
-
 NODE_DIR = Path(__file__).parent / "node"
 
 

@@ -149,9 +149,11 @@ def test_cloudreve_browser_upload_flow(served, s3):
         etags.append(r.headers["ETag"])
     complete_url = s3.generate_presigned_url("complete_multipart_upload", ExpiresIn=3600, Params={
         "Bucket": "cloudreve", "Key": key, "UploadId": uid})  # fmt: skip
-    body = "<CompleteMultipartUpload>" + "".join(
-        f"<Part><PartNumber>{i}</PartNumber><ETag>{t}</ETag></Part>" for i, t in enumerate(etags, 1)
-    ) + "</CompleteMultipartUpload>"
+    body = (
+        "<CompleteMultipartUpload>"
+        + "".join(f"<Part><PartNumber>{i}</PartNumber><ETag>{t}</ETag></Part>" for i, t in enumerate(etags, 1))
+        + "</CompleteMultipartUpload>"
+    )
     r = requests.post(complete_url, data=body.encode(), headers={"Origin": ORIGIN, "Content-Type": "application/xml"})
     assert r.status_code == 200, r.text
     assert f"&quot;{md5s_etag(parts)}&quot;" in r.text or f'"{md5s_etag(parts)}"' in r.text

@@ -34,8 +34,18 @@ def test_s3_through_nginx(tmp_path):
         s3.upload_file(str(src), "viaproxy", "big.bin",
                        Config=TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB))  # fmt: skip
         assert s3.head_object(Bucket="viaproxy", Key="big.bin")["ETag"].endswith('-3"')
-        s3.put_bucket_cors(Bucket="viaproxy", CORSConfiguration={"CORSRules": [{
-            "AllowedOrigins": ["https://app.example"], "AllowedMethods": ["GET", "PUT"], "AllowedHeaders": ["*"]}]})
+        s3.put_bucket_cors(
+            Bucket="viaproxy",
+            CORSConfiguration={
+                "CORSRules": [
+                    {
+                        "AllowedOrigins": ["https://app.example"],
+                        "AllowedMethods": ["GET", "PUT"],
+                        "AllowedHeaders": ["*"],
+                    }
+                ]
+            },
+        )
         url = s3.generate_presigned_url("get_object", Params={"Bucket": "viaproxy", "Key": "dir/a file.bin"})
         pre = requests.options(url, headers={"Origin": "https://app.example", "Access-Control-Request-Method": "GET"},
                                timeout=30)  # fmt: skip

@@ -143,10 +143,11 @@ def test_streaming_unsigned_payload_with_trailer(served, s3):
     base, _ = served
     s3.create_bucket(Bucket="trail")
     data = os.urandom(200_000)
-    import zlib, base64  # noqa: E401
+    import base64
+    import zlib  # noqa: E401
 
     crc = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
-    body = (f"{len(data):x}\r\n".encode() + data + b"\r\n0\r\n" + f"x-amz-checksum-crc32:{crc}\r\n\r\n".encode())
+    body = f"{len(data):x}\r\n".encode() + data + b"\r\n0\r\n" + f"x-amz-checksum-crc32:{crc}\r\n\r\n".encode()
     headers = {"Content-Encoding": "aws-chunked", "x-amz-decoded-content-length": str(len(data)),
                "x-amz-trailer": "x-amz-checksum-crc32"}  # fmt: skip
     req = signed_request("PUT", base + "/s3/trail/k", headers=headers, payload="STREAMING-UNSIGNED-PAYLOAD-TRAILER")
