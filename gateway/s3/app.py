@@ -454,11 +454,11 @@ class S3App:
             return []
         raw: list[tuple[str, Node]] = []
         if delimiter == "/":
-            kids = self.repo.children(folder.id)
-            for n in kids:
+            # an empty folder is a common prefix of its parent's listing; a listing of its own
+            # prefix is empty (tools that list a folder with a delimiter take a key equal to the
+            # prefix for a member)
+            for n in self.repo.children(folder.id):
                 raw.append((base_key + n.name + ("/" if n.is_dir else ""), n))
-            if not kids and base_key and base_key.startswith(prefix):
-                raw.append((base_key, folder))  # an empty folder: its own marker
         else:
             nodes = self.repo.walk(folder.path)
             parents = {n.parent_id for n in nodes}

@@ -100,6 +100,11 @@ def test_folder_markers_and_delete(s3):
     r = s3.list_objects_v2(Bucket="f")
     assert [o["Key"] for o in r["Contents"]] == ["empty/"]
     assert s3.head_object(Bucket="f", Key="empty/")["ContentLength"] == 0
+    # listed as a prefix of its parent; its own listing is empty (OpenList's v1 listing would
+    # show a key equal to the prefix as a member)
+    r = s3.list_objects(Bucket="f", Delimiter="/")
+    assert [p["Prefix"] for p in r["CommonPrefixes"]] == ["empty/"] and "Contents" not in r
+    assert "Contents" not in s3.list_objects(Bucket="f", Prefix="empty/", Delimiter="/")
     s3.put_object(Bucket="f", Key="x/y.txt", Body=b"1")
     s3.delete_object(Bucket="f", Key="x/y.txt")
     with pytest.raises(ClientError) as e:

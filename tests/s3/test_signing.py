@@ -345,3 +345,24 @@ def test_repeated_bad_signatures_are_throttled(tmp_path):
             codes.append(error_of(e))
         assert codes[0] == ("SignatureDoesNotMatch", 403)
         assert codes[-1] == ("SlowDown", 503), codes
+
+
+def test_openlist_style_flow(served, s3):
+    """What OpenList's S3 storage does: a folder made with a placeholder object, v1 listings
+    with a delimiter, a rename as CopyObject (its source path-escaped, ``/`` as %2F) plus
+    DeleteObject, and a presigned download."""
+    base, _gw = served
+    s3.create_bucket(Bucket="ol")
+    s3.put_object(Bucket="ol", Key="movies/.openlist", Body=b"")
+    s3.put_object(Bucket="ol", Key="movies/a film+1.mkv", Body=b"frames")
+    r = s3.list_objects(Bucket="ol", Prefix="movies/", Delimiter="/")
+    assert [o["Key"] for o in r["Contents"]] == ["movies/.openlist", "movies/a film+1.mkv"]
+    source = "ol%2Fmovies%2Fa%20film%2B1.mkv"  # Go's url.PathEscape, then + as %2B
+    req = signed_request("PUT", base + "/s3/ol/movies/renamed.mkv", headers={"x-amz-copy-source": source})
+    r = send(req)
+    assert r.status_code == 200 and "<CopyObjectResult " in r.text, r.text
+    s3.delete_object(Bucket="ol", Key="movies/a film+1.mkv")
+    r = s3.list_objects(Bucket="ol", Prefix="movies/", Delimiter="/")
+    assert [o["Key"] for o in r["Contents"]] == ["movies/.openlist", "movies/renamed.mkv"]
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": "ol", "Key": "movies/renamed.mkv"})
+    assert requests.get(url, headers={"Range": "bytes=1-3"}).content == b"ram"
