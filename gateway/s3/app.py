@@ -6,7 +6,8 @@ Buckets are the top-level folders of the drive; an object's key is its path belo
 other reads, with the same rights, quota, trash and encryption (everything goes through
 :class:`gateway.files.FileService`). Keys map onto the tree as a file system does: writing
 ``a/b/c`` creates the folders ``a`` and ``a/b``; a key ending in ``/`` with an empty body is a
-folder (how S3 tools make empty folders); an empty folder is listed as such a key.
+folder (how S3 tools make empty folders); an empty folder is listed as such a key without a
+delimiter, and as a common prefix of its parent's listing with one.
 
 Credentials: the access key id is a user's name and the secret key that user's password (users
 with a bcrypt hash only, from ``HFDAV_USERS_FILE``, cannot sign with it: SigV4 needs the secret
