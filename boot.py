@@ -281,6 +281,22 @@ def home_site(env: Mapping[str, str], run_dir: Path, prefix: str) -> Path:
     return site
 
 
+def s3_location(s3_prefix: str | None) -> str:
+    """The nginx location of the S3 API (a comment when it is off)."""
+    if not s3_prefix:
+        return "        # (the S3 API is off: HFDAV_S3_PREFIX=off)"
+    prefix = s3_prefix.rstrip("/")
+    return (f"        location ^~ {prefix}/ {{\n"
+            "            client_max_body_size 0;\n"
+            "            proxy_request_buffering off;\n"
+            "            proxy_buffering off;\n"
+            "            proxy_pass http://hfdav_gateway;\n"
+            "        }\n"
+            f"        location = {prefix} {{\n"
+            "            proxy_pass http://hfdav_gateway;\n"
+            "        }")  # fmt: skip
+
+
 def render_nginx_conf(*, port: int, gateway: str, prefix: str, run_dir: Path, settings: Settings | None = None,
                       open_files: int = 1024, site_dir: Path = HOME_DIR) -> str:  # fmt: skip
     """nginx.conf with its placeholders filled in; the limits from ``settings`` (defaults if None);
@@ -298,6 +314,7 @@ def render_nginx_conf(*, port: int, gateway: str, prefix: str, run_dir: Path, se
         "LISTEN_PORT": str(port),
         "GATEWAY_ADDR": gateway,
         "PREFIX": prefix.rstrip("/"),
+        "S3_LOCATION": s3_location(settings.s3_prefix),
         "EXPECT_CHALLENGE": expect_challenge(settings.anonymous),
         "RUN_DIR": str(run_dir),
         "SITE_DIR": str(site_dir),

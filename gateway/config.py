@@ -25,6 +25,11 @@ Environment variables (command-line flags of ``hfdav serve`` override them):
 ``HFDAV_HOST``              listen address (default ``127.0.0.1``)
 ``HFDAV_PORT``              listen port (default ``8000``)
 ``HFDAV_PREFIX``            URL prefix of the WebDAV share (default ``/``; ``/dav`` behind nginx)
+``HFDAV_S3_PREFIX``         URL prefix of the S3-compatible API (default ``/s3``; empty or ``off``
+                            turns it off); buckets are the top-level folders of the drive
+``HFDAV_S3_REGION``         the region S3 clients are told (default ``us-east-1``)
+``HFDAV_S3_KEYS``           more S3 keys: ``key-id:secret:user`` separated by ``,`` (the user's
+                            rights apply; users with a bcrypt hash can use S3 this way)
 ``HFDAV_DATA_DIR``          data directory (default ``./data``)
 ``HFDAV_DATABASE_URL``      SQLAlchemy URL (default SQLite file ``<data dir>/meta.sqlite3``)
 ``HFDAV_CHUNK_SIZE``        chunk size (default ``50MiB``; ``1MiB`` … ``1GiB``)
@@ -151,6 +156,10 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     prefix: str = "/"
+    s3_prefix: str | None = "/s3"
+    s3_region: str = "us-east-1"
+    #: (access key id, secret, user name) of HFDAV_S3_KEYS
+    s3_keys: tuple[tuple[str, str, str], ...] = field(default=(), repr=False)
     chunk_size: int = DEFAULT_CHUNK_SIZE
     threads: int = 32
     log_level: str = "INFO"
@@ -306,6 +315,28 @@ def _read_users_file(path: Path, problems: list[str], seen: set[str]) -> list[Us
     return users
 
 
+def _parse_s3_keys(text: str, users: set[str], problems: list[str]) -> tuple[tuple[str, str, str], ...]:
+    """``HFDAV_S3_KEYS``: ``key-id:secret:user`` entries separated by ``,``; never quotes a secret."""
+    keys: list[tuple[str, str, str]] = []
+    seen: set[str] = set()
+    for number, entry in enumerate((e.strip() for e in text.split(",")), 1):
+        if not entry:
+            continue
+        key_id, _, rest = entry.partition(":")
+        secret, _, user = rest.rpartition(":")
+        where = f"HFDAV_S3_KEYS entry {number}"
+        if not re.match(r"^[A-Za-z0-9_.@-]{3,128}$", key_id) or not secret or not user:
+            problems.append(f"{where}: expected key-id:secret:user (key id of 3-128 letters, digits, _ . @ -)")
+        elif user not in users:
+            problems.append(f"{where}: names no configured user")
+        elif key_id in seen or key_id in users:
+            problems.append(f"{where}: the key id is taken (by another key or as a user name)")
+        else:
+            seen.add(key_id)
+            keys.append((key_id, secret, user))
+    return tuple(keys)
+
+
 def _parse_trusted_proxies(text: str | None, problems: list[str]) -> tuple[str, ...]:
     """``HFDAV_TRUSTED_PROXIES``: addresses or networks separated by commas; ``none`` for none."""
     if text is None:
@@ -395,6 +426,21 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
         problems.append(f"HFDAV_PREFIX={prefix!r}: must be a plain path such as / or /dav")
     prefix = "/" + prefix.strip("/") if prefix.strip("/") else "/"
 
+    s3_prefix = env.get("HFDAV_S3_PREFIX", "/s3").strip()
+    if s3_prefix.lower() in ("", "off"):
+        s3_prefix = None
+    elif not s3_prefix.startswith("/") or "//" in s3_prefix or any(c in s3_prefix for c in "?#% ") \
+            or not s3_prefix.strip("/"):  # fmt: skip
+        problems.append(f"HFDAV_S3_PREFIX={s3_prefix!r}: must be a plain path such as /s3, or off")
+        s3_prefix = None
+    else:
+        s3_prefix = "/" + s3_prefix.strip("/")
+        if s3_prefix == prefix or s3_prefix.startswith(prefix.rstrip("/") + "/") and prefix != "/":
+            problems.append(f"HFDAV_S3_PREFIX={s3_prefix!r}: must not lie inside the WebDAV share {prefix!r}")
+    s3_region = text("HFDAV_S3_REGION", "us-east-1")
+    if not re.match(r"^[a-z0-9-]{1,32}$", s3_region):
+        problems.append(f"HFDAV_S3_REGION={s3_region!r}: must look like us-east-1")
+
     log_level = (text("HFDAV_LOG_LEVEL", "INFO") or "INFO").upper()
     if log_level not in _LOG_LEVELS:
         problems.append(f"HFDAV_LOG_LEVEL={log_level!r}: must be one of {', '.join(_LOG_LEVELS)}")
@@ -450,12 +496,17 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
     if users_file:
         users += _read_users_file(Path(users_file).expanduser(), problems, seen_users)
 
+    s3_keys = _parse_s3_keys(env.get("HFDAV_S3_KEYS", ""), {u.name for u in users} | {"admin"}, problems)
+
     settings = Settings(
         data_dir=data_dir,
         database_url=database_url,
         host=host,
         port=int(port),
         prefix=prefix,
+        s3_prefix=s3_prefix,
+        s3_region=s3_region,
+        s3_keys=s3_keys,
         chunk_size=chunk_size,
         threads=over.get("threads") or integer("HFDAV_THREADS", 32, 1, 512),
         log_level=log_level,

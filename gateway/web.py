@@ -15,6 +15,8 @@ It does, for every request:
 * ``OPTIONS /`` and ``PROPFIND /`` when the share lives under a prefix (``/dav``): the Windows
   Mini-Redirector sends OPTIONS and PROPFIND to the root of the host before it maps a sub-path, so
   the root answers as a read-only collection whose only member is the share.
+* requests under the S3 prefix (``/s3``) go to the S3 API (:mod:`gateway.s3`), counted and
+  logged like the WebDAV ones;
 * everything else goes to the WebDAV application; the request is counted
   (``hfdav_requests_total{method,status}``, ``hfdav_bytes_in_total``, ``hfdav_bytes_out_total``)
   and logged in one line (logger ``hfdav.access``) once the response body is done, with the
@@ -192,8 +194,10 @@ class WebFront:
         auth: Authenticator,
         trusted_proxies: Iterable[str] = ("127.0.0.0/8", "::1/128"),
         checks: Mapping[str, HealthCheck] | None = None,
+        s3=None,
     ):
         self.app = app
+        self.s3 = s3  # the S3 API (gateway.s3.app.S3App) or None
         self.prefix = prefix
         self.auth = auth
         self._trusted: Networks = tuple(ipaddress.ip_network(n, strict=False) for n in trusted_proxies)
@@ -212,11 +216,13 @@ class WebFront:
                 return self._metrics(environ, start_response)
         if path == "/" and self.prefix != "/" and method in ("OPTIONS", "PROPFIND"):
             return self._root(environ, start_response, method)
+        if self.s3 is not None and self.s3.claims(environ):
+            return self._served(environ, start_response, self.s3)
         return self._served(environ, start_response)
 
     # -- counted and logged WebDAV requests -------------------------------------------------
 
-    def _served(self, environ, start_response) -> Iterable[bytes]:
+    def _served(self, environ, start_response, app=None) -> Iterable[bytes]:
         started = time.monotonic()
         method = environ.get("REQUEST_METHOD", "-")
         counting = _CountingInput(environ["wsgi.input"])
@@ -231,7 +237,7 @@ class WebFront:
             return start_response(status, headers, exc_info)
 
         sent = 0
-        body = self.app(environ, _start)
+        body = (app or self.app)(environ, _start)
         try:
             for piece in body:
                 sent += len(piece)

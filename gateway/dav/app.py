@@ -95,7 +95,13 @@ def make_wsgi_app(settings: Settings, files: FileService):
     auth = Authenticator.from_settings(settings, load_key(settings.data_dir) if settings.digest else None)
     admin = AdminApi(RequestFront(AuthGate(dav, auth)), repo, auth)  # /.hfdav-admin/: maintenance
     ui = WebUI(admin, files=files, auth=auth, prefix=settings.prefix, data_dir=settings.data_dir)  # <prefix>/.hfdav-ui/
-    front = WebFront(ui, prefix=settings.prefix, auth=auth, trusted_proxies=settings.trusted_proxies, checks=checks)
+    s3 = None
+    if settings.s3_prefix:
+        from gateway.s3.app import S3App
+
+        s3 = S3App.from_settings(settings, files, auth)
+    front = WebFront(ui, prefix=settings.prefix, auth=auth, trusted_proxies=settings.trusted_proxies, checks=checks,
+                     s3=s3)  # fmt: skip
     ui.health = front.health
     front.admin = admin  # the composition root attaches the gateway to it
     return front

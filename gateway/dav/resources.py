@@ -38,6 +38,7 @@ from gateway.errors import HfdavError
 from gateway.files import FileService, WriteSession
 from gateway.meta.repo import EMPTY_ETAG, Node
 from gateway.paths import normalize
+from gateway.s3.multipart import STAGING_NAME as S3_STAGING_NAME
 from gateway.trash import TRASH_NAME
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,8 @@ class FolderResource(_Common, DAVCollection):
     def _children(self) -> list[Node]:
         kids = self.files.list(self.node)
         if self.node.path == "":
-            kids = [n for n in kids if n.name != TRASH_NAME]  # hidden; reachable by its URL
+            # hidden; reachable by their URLs (the trash; pending S3 multipart uploads)
+            kids = [n for n in kids if n.name not in (TRASH_NAME, S3_STAGING_NAME)]
         cache = self.environ.setdefault(NODES_KEY, {})
         base = self.node.path
         for n in kids:

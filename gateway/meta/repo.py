@@ -691,8 +691,10 @@ class MetadataRepository:
             return self._node_in(c, path)
 
     @db.retrying
-    def delete(self, path: str) -> list[Node]:
-        """Remove the node at ``path`` and its subtree; returns the removed nodes."""
+    def delete(self, path: str, *, empty_only: bool = False) -> list[Node]:
+        """Remove the node at ``path`` and its subtree; returns the removed nodes.
+        ``empty_only``: only a file or an empty folder (Conflict otherwise, in the same
+        transaction: a member added meanwhile is never removed with it)."""
         if path == "":
             raise Conflict("the root folder cannot be deleted")
         now = self._clock()
@@ -704,6 +706,8 @@ class MetadataRepository:
             rows = c.execute(stmt).all()
             if not rows:
                 raise NotFound(path)
+            if empty_only and len(rows) > 1:
+                raise Conflict(f"{path!r} is not empty")
             removed = [_to_node(r) for r in rows]
             vids = [n.version_id for n in removed if n.version_id is not None]
             ids = [n.id for n in removed]
