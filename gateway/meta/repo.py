@@ -424,6 +424,16 @@ class MetadataRepository:
             rows = c.execute(_node_select().where(nodes.c.parent_id == node_id).order_by(nodes.c.name))
             return [_to_node(r) for r in rows]
 
+    def children_page(self, node_id: int, *, after: str | None, limit: int) -> list[Node]:
+        """At most ``limit`` children of a folder whose names sort after ``after`` (None: from
+        the first), sorted by name: a listing read a page at a time, in bounded memory."""
+        stmt = _node_select().where(nodes.c.parent_id == node_id)
+        if after is not None:
+            stmt = stmt.where(nodes.c.name > after)
+        with self._read() as c:
+            rows = c.execute(stmt.order_by(nodes.c.name).limit(limit))
+            return [_to_node(r) for r in rows]
+
     def extents(self, version_id: int, *, physical: bool = True) -> list[Extent]:
         """The extents of a version in file order. ``physical``: where the bytes are stored,
         i.e. a packed object's extent names its pack and the offset inside the pack."""
@@ -816,9 +826,30 @@ class MetadataRepository:
 
     # ------------------------------------------------------------------ dead properties
     def get_properties(self, node_id: int) -> dict[str, str]:
+        """A node's dead properties, by name (in name order)."""
         with self._read() as c:
-            rows = c.execute(select(properties.c.name, properties.c.value).where(properties.c.node_id == node_id))
+            rows = c.execute(
+                select(properties.c.name, properties.c.value)
+                .where(properties.c.node_id == node_id)
+                .order_by(properties.c.name)
+            )
             return dict(rows.all())
+
+    def properties_of(self, node_ids: Sequence[int]) -> dict[int, dict[str, str]]:
+        """Dead properties of several nodes in one query: node id -> name -> value (in name
+        order, as :meth:`get_properties`); nodes without any are left out."""
+        out: dict[int, dict[str, str]] = {}
+        if not node_ids:
+            return out
+        with self._read() as c:
+            rows = c.execute(
+                select(properties.c.node_id, properties.c.name, properties.c.value)
+                .where(properties.c.node_id.in_(list(node_ids)))
+                .order_by(properties.c.node_id, properties.c.name)
+            )
+            for nid, name, value in rows:
+                out.setdefault(nid, {})[name] = value
+        return out
 
     def get_properties_of_children(self, parent_id: int) -> dict[int, dict[str, str]]:
         """Dead properties of every child of a folder, in one query (PROPFIND Depth 1)."""
@@ -828,6 +859,7 @@ class MetadataRepository:
                 select(properties.c.node_id, properties.c.name, properties.c.value)
                 .select_from(properties.join(nodes, nodes.c.id == properties.c.node_id))
                 .where(nodes.c.parent_id == parent_id)
+                .order_by(properties.c.node_id, properties.c.name)
             )
             for nid, name, value in rows:
                 out.setdefault(nid, {})[name] = value
