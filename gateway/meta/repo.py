@@ -296,6 +296,14 @@ _EXTENT_COUNTS = (
 _DELETE_EXTENTS = delete(extents).where(extents.c.version_id.in_(bindparam("b_vids", expanding=True)))
 _DELETE_VERSIONS = delete(versions).where(versions.c.id.in_(bindparam("b_vids", expanding=True)))
 _OBJECT_BY_ID = select(*_OBJ_COLS).where(objects.c.id == bindparam("b_oid"))
+_LOCKS_NEAR = select(*_LOCK_COLS).where(
+    and_(
+        locks.c.root.in_(bindparam("b_roots", expanding=True))
+        | (locks.c.parent == bindparam("b_path"))
+        | (locks.c.parent == bindparam("b_parent")),
+        locks.c.expire >= bindparam("b_now"),
+    )
+)
 
 
 def _checksum_fields(sums: Checksums) -> dict[str, str]:
@@ -956,14 +964,14 @@ class MetadataRepository:
         return [LockRow(*r) for r in c.execute(stmt)]
 
     def locks_near(self, path: str) -> list[LockRow]:
-        """Locks rooted at ``path``, at any of its ancestors, or at a sibling (a member of the
-        same folder): what a request needs to check ``path`` and, in the same answer, the other
-        members of its folder (PROPFIND lists them all)."""
+        """Locks rooted at ``path``, at any of its ancestors, at a sibling (a member of the
+        same folder) or at a member of ``path``: what a request needs to check ``path`` and, in
+        the same answer, the other members of its folder (PROPFIND lists them all) and a new
+        member (a PUT checks the folder, then the file)."""
+        parent = lock_parent(path) if path != "/" else path
+        params = {"b_roots": lock_ancestors(path), "b_path": path, "b_parent": parent, "b_now": self._clock()}
         with self._read() as c:
-            cond = locks.c.root.in_(lock_ancestors(path))
-            if path != "/":
-                cond = cond | (locks.c.parent == lock_parent(path))
-            return self._live_locks(c, cond)
+            return [LockRow(*r) for r in c.execute(_LOCKS_NEAR, params)]
 
     def locks_below(self, path: str) -> list[LockRow]:
         """Locks rooted at ``path`` or anywhere below it (an index range scan)."""
