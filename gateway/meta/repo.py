@@ -380,6 +380,15 @@ class MetadataRepository:
             c.rollback()
 
     @contextmanager
+    def _read_one(self) -> Iterator[Connection]:
+        """A read of one statement (SQLite: without BEGIN and ROLLBACK, see db.SINGLE_STATEMENT)."""
+        with self.engine.connect() as c:
+            if self._is_sqlite:
+                c = c.execution_options(sqlite_begin=db.SINGLE_STATEMENT)
+            yield c
+            c.rollback()
+
+    @contextmanager
     def _write(self) -> Iterator[Connection]:
         conn = self.engine.connect()
         if self._is_sqlite:
@@ -452,20 +461,20 @@ class MetadataRepository:
 
     # ------------------------------------------------------------------ lookups
     def get(self, path: str) -> Node | None:
-        with self._read() as c:
+        with self._read_one() as c:
             row = c.execute(_NODE_BY_PATH, {"b_path": path}).first()
             return _to_node(row) if row else None
 
     def get_many(self, paths: Sequence[str]) -> dict[str, Node]:
         """The nodes at ``paths`` that exist, by path, in one query (a path and its parent)."""
-        with self._read() as c:
+        with self._read_one() as c:
             rows = c.execute(_NODES_BY_PATHS, {"b_paths": list(paths)})
             return {n.path: n for n in map(_to_node, rows)}
 
     def get_with_extents(self, path: str) -> tuple[Node, list[Extent]] | None:
         """The node at ``path`` and its current version's physical extents, in one statement
         (so both belong to the same version even on PostgreSQL's READ COMMITTED)."""
-        with self._read() as c:
+        with self._read_one() as c:
             rows = c.execute(_NODE_WITH_EXTENTS, {"b_path": path}).all()
         if not rows:
             return None
@@ -488,7 +497,7 @@ class MetadataRepository:
         stmt = _node_select().where(nodes.c.parent_id == node_id)
         if after is not None:
             stmt = stmt.where(nodes.c.name > after)
-        with self._read() as c:
+        with self._read_one() as c:
             rows = c.execute(stmt.order_by(nodes.c.name).limit(limit))
             return [_to_node(r) for r in rows]
 
@@ -902,7 +911,7 @@ class MetadataRepository:
     # ------------------------------------------------------------------ dead properties
     def get_properties(self, node_id: int) -> dict[str, str]:
         """A node's dead properties, by name (in name order)."""
-        with self._read() as c:
+        with self._read_one() as c:
             rows = c.execute(
                 select(properties.c.name, properties.c.value)
                 .where(properties.c.node_id == node_id)
@@ -916,7 +925,7 @@ class MetadataRepository:
         out: dict[int, dict[str, str]] = {}
         if not node_ids:
             return out
-        with self._read() as c:
+        with self._read_one() as c:
             rows = c.execute(
                 select(properties.c.node_id, properties.c.name, properties.c.value)
                 .where(properties.c.node_id.in_(list(node_ids)))
@@ -970,7 +979,7 @@ class MetadataRepository:
         member (a PUT checks the folder, then the file)."""
         parent = lock_parent(path) if path != "/" else path
         params = {"b_roots": lock_ancestors(path), "b_path": path, "b_parent": parent, "b_now": self._clock()}
-        with self._read() as c:
+        with self._read_one() as c:
             return [LockRow(*r) for r in c.execute(_LOCKS_NEAR, params)]
 
     def locks_below(self, path: str) -> list[LockRow]:
@@ -1051,7 +1060,7 @@ class MetadataRepository:
 
     # ------------------------------------------------------------------ objects
     def get_object(self, object_id: str) -> ObjectRow | None:
-        with self._read() as c:
+        with self._read_one() as c:
             r = c.execute(_OBJECT_BY_ID, {"b_oid": object_id}).first()
             return ObjectRow(*r) if r else None
 
