@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from urllib.parse import quote
 
 from lxml import etree
@@ -31,7 +32,7 @@ from wsgidav import util, xml_tools
 from wsgidav.dav_error import HTTP_NOT_FOUND, DAVError, get_http_status_string
 
 from gateway.dav.errors import to_dav_error
-from gateway.dav.resources import NODES_KEY, QUOTA_PROPS, USED_KEY
+from gateway.dav.resources import NODES_KEY, USED_KEY
 from gateway.dav.syncprops import OC_CHECKSUMS
 from gateway.errors import HfdavError
 from gateway.meta.repo import EMPTY_ETAG, Node
@@ -49,7 +50,12 @@ _CLOSE = b"</D:multistatus>"
 _HREF_SAFE = "/" + "!*'()," + "$-_|."  # as DAVResource.get_href
 
 _OK = "200 OK"
-_NOT_FOUND = get_http_status_string(DAVError(HTTP_NOT_FOUND))
+_NOT_FOUND_ERROR = DAVError(HTTP_NOT_FOUND)
+_NOT_FOUND = get_http_status_string(_NOT_FOUND_ERROR)
+#: the getter of a property no member has (see PropfindStream._value_getters)
+_UNKNOWN = (lambda path, node: _NOT_FOUND_ERROR, True)
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 _SUPPORTED_LOCK = (
     "<D:supportedlock>"
@@ -70,6 +76,14 @@ _PLAIN_LOCAL = re.compile(r"[A-Za-z_][\w.\-]*")
 
 class _Raw(str):
     """A property value that is already XML (the whole element)."""
+
+
+def http_date(secs: float) -> str:
+    """``util.get_rfc1123_time(secs)`` (``email.utils.formatdate(secs, usegmt=True)``), without
+    its detour through a time tuple: the same datetime, the same fields."""
+    when = datetime.fromtimestamp(secs, timezone.utc)
+    return (f"{_DAYS[when.weekday()]}, {when.day:02d} {_MONTHS[when.month - 1]} {when.year:04d} "
+            f"{when.hour:02d}:{when.minute:02d}:{when.second:02d} GMT")  # fmt: skip
 
 
 def _text(value: str) -> str | None:
@@ -99,6 +113,8 @@ class PropfindStream:
         self._quota = self.files.quota
         self._lock_roots: set[str] | None = None
         self._plans: dict[tuple[str, ...], tuple[list[tuple[str, str]], str] | None] = {}
+        self._kinds: dict[tuple[bool, bool, bool], tuple[list[tuple[str, str]], str] | None] = {}
+        self._values = self._value_getters()
 
     # -- the answer -----------------------------------------------------------------------
     def start(self, start_response):
@@ -201,31 +217,29 @@ class PropfindStream:
         preferred = path + "/" if is_dir and not path.endswith("/") else path
         if self._lock_roots and "/" + quote(self._ref_prefix + preferred).strip("/") in self._lock_roots:
             return None
-        mode = self.mode
-        if mode == "named":
-            names = self.names
-        else:
-            names = self._allprop_names(node)
-            if mode == "allprop" and self.names:
-                names = names + [n for n in self.names if n not in names]
-        plan = self._plan(names)
+        kind = (is_dir, node.created_at is None, node.modified_at is None)
+        plan = self._kinds.get(kind, False)
+        if plan is False:
+            plan = self._kinds[kind] = self._plan(self._names_for(node))
         if plan is None:
             return None
         tags, ns = plan
         groups: dict[str, list[str]] = {}
-        if mode == "name":
+        if self.mode == "name":
             groups[_OK] = [f"<{tag}/>" for _name, tag in tags]
         else:
+            values = self._values
             for name, tag in tags:
-                value = self._known_value(name, path, node)
+                getter, plain = values.get(name, _UNKNOWN)
+                value = getter(path, node)
                 if value is NotImplemented:
                     return None
-                if isinstance(value, DAVError):
+                if value is _NOT_FOUND_ERROR:
                     groups.setdefault(_NOT_FOUND, []).append(f"<{tag}/>")
-                elif isinstance(value, _Raw):
+                elif type(value) is _Raw:
                     groups.setdefault(_OK, []).append(value)
                 else:
-                    text = _text(value)
+                    text = value if plain else _text(value)
                     if text is None:
                         return None
                     groups.setdefault(_OK, []).append(f"<{tag}>{text}</{tag}>")
@@ -235,6 +249,15 @@ class PropfindStream:
             for status, parts in groups.items()
         )
         return f"<D:response{ns}><D:href>{href}</D:href>{stats}</D:response>".encode()
+
+    def _names_for(self, node: Node) -> list[str]:
+        """The property names of a member's response (before their values are known)."""
+        if self.mode == "named":
+            return self.names
+        names = self._allprop_names(node)
+        if self.mode == "allprop" and self.names:
+            names = names + [n for n in self.names if n not in names]
+        return names
 
     def _plan(self, names: list[str]) -> tuple[list[tuple[str, str]], str] | None:
         """``([(name, prefixed tag)], namespace declarations)`` of a response listing ``names``;
@@ -295,42 +318,65 @@ class PropfindStream:
             self.environ[USED_KEY] = self.files.used_bytes()
         return self.environ[USED_KEY]
 
-    def _known_value(self, name: str, path: str, node: Node):
-        """What ``get_property_value(name)`` returns for this member (a str, a :class:`_Raw`
-        element, or a DAVError for a 404), or NotImplemented when only WsgiDAV's code knows.
-        Mirrors :class:`~gateway.dav.resources.FileResource`, ``FolderResource`` and
-        WsgiDAV's ``_DAVResource.get_property_value``; the tests compare the two."""
-        is_dir = node.is_dir
-        if name in QUOTA_PROPS:
-            if not is_dir:
-                return DAVError(HTTP_NOT_FOUND)
-            if name == "{DAV:}quota-used-bytes":
-                return str(self._used_bytes())
-            if self._quota is None:
-                return DAVError(HTTP_NOT_FOUND)
+    def _value_getters(self) -> dict:
+        """``name -> getter(path, node)``: what ``get_property_value(name)`` returns for a member
+        (a str, a :class:`_Raw` element, ``_NOT_FOUND_ERROR`` for a 404), or NotImplemented
+        when only WsgiDAV's code knows. A name missing here is a 404 (an unknown live property,
+        or a dead property of a member that has none). Mirrors
+        :class:`~gateway.dav.resources.FileResource`, ``FolderResource`` and WsgiDAV's
+        ``_DAVResource.get_property_value``; the tests compare the two."""
+        nf = _NOT_FOUND_ERROR
+
+        def resourcetype(path, node):
+            return _Raw(_COLLECTION) if node.is_dir else ""
+
+        def creationdate(path, node):
+            return nf if node.created_at is None else util.get_rfc3339_time(node.created_at)
+
+        def getlastmodified(path, node):
+            return nf if node.modified_at is None else http_date(node.modified_at)
+
+        def getcontentlength(path, node):
+            return nf if node.is_dir else str(node.size)
+
+        def getcontenttype(path, node):
+            return nf if node.is_dir else (node.content_type or util.guess_mime_type(path))
+
+        def getetag(path, node):
+            return nf if node.is_dir else f'"{node.etag or EMPTY_ETAG}"'
+
+        def displayname(path, node):
+            return util.get_uri_name(path)
+
+        def used(path, node):
+            return str(self._used_bytes()) if node.is_dir else nf
+
+        def available(path, node):
+            if not node.is_dir or self._quota is None:
+                return nf
             return str(max(0, self._quota - self._used_bytes()))
-        if not is_dir and name == "{DAV:}getetag":
-            return f'"{node.etag or EMPTY_ETAG}"'
-        if not is_dir and name == OC_CHECKSUMS:
+
+        def checksums(path, node):
+            if node.is_dir:
+                return nf  # a dead property: the member has none
             if node.checksums.md5 or node.checksums.sha1:
                 return NotImplemented  # an element of its own namespace: WsgiDAV writes it
-            return DAVError(HTTP_NOT_FOUND)
-        if self._has_locks and name == "{DAV:}lockdiscovery":
-            return _Raw(_NO_LOCKS)  # a member with a lock rooted at it never gets here
-        if self._has_locks and name == "{DAV:}supportedlock":
-            return _Raw(_SUPPORTED_LOCK)
-        if name.startswith("{DAV:}"):
-            if name == "{DAV:}creationdate" and node.created_at is not None:
-                return util.get_rfc3339_time(node.created_at)
-            if name == "{DAV:}getcontenttype" and not is_dir:
-                return node.content_type or util.guess_mime_type(path)
-            if name == "{DAV:}resourcetype":
-                return _Raw(_COLLECTION) if is_dir else ""
-            if name == "{DAV:}getlastmodified" and node.modified_at is not None:
-                return util.get_rfc1123_time(node.modified_at)
-            if name == "{DAV:}getcontentlength" and not is_dir:
-                return str(node.size)
-            if name == "{DAV:}displayname":
-                return util.get_uri_name(path)
-            return DAVError(HTTP_NOT_FOUND)
-        return DAVError(HTTP_NOT_FOUND)  # a dead property: the member has none
+            return nf
+
+        # (getter, whether its text is plain: digits, dates, nothing to escape)
+        getters = {
+            "{DAV:}resourcetype": (resourcetype, True),
+            "{DAV:}creationdate": (creationdate, True),
+            "{DAV:}getlastmodified": (getlastmodified, True),
+            "{DAV:}getcontentlength": (getcontentlength, True),
+            "{DAV:}getcontenttype": (getcontenttype, False),
+            "{DAV:}getetag": (getetag, False),
+            "{DAV:}displayname": (displayname, False),
+            "{DAV:}quota-used-bytes": (used, True),
+            "{DAV:}quota-available-bytes": (available, True),
+            OC_CHECKSUMS: (checksums, True),
+        }
+        if self._has_locks:  # a member with a lock rooted at it never gets here
+            getters["{DAV:}lockdiscovery"] = (lambda path, node: _Raw(_NO_LOCKS), True)
+            getters["{DAV:}supportedlock"] = (lambda path, node: _Raw(_SUPPORTED_LOCK), True)
+        return getters
