@@ -233,7 +233,8 @@ class Run:
             ("rss_time", "  its time (ms)", False),
         ]
         agg = statistics.median if self.args.median else None
-        head = f"{'metric':<48}" + "".join(f"{n[:14]:>15}" for n in names) + "".join(f"{'hf/' + n[:8]:>13}" for n in names[1:])
+        head = f"{'metric':<48}" + "".join(f"{n[:14]:>15}" for n in names)
+        head += "".join(f"{'hf/' + n[:8]:>13}" for n in names[1:])
         print()
         print(f"best of {self.args.reps} (median: --median); hf/x = hfdav / x")
         print(head)

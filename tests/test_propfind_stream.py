@@ -94,7 +94,8 @@ def _fill(base: str) -> None:
     lock = (b'<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>'
             b"<D:locktype><D:write/></D:locktype><D:owner>me</D:owner></D:lockinfo>")  # fmt: skip
     for target, depth in (("/f/noext", "0"), ("/f/locked%20sub", "infinity")):
-        assert dav("LOCK", base + target, data=lock, headers={"Depth": depth, "Timeout": "Second-600"}).status_code == 200
+        r = dav("LOCK", base + target, data=lock, headers={"Depth": depth, "Timeout": "Second-600"})
+        assert r.status_code == 200
 
 
 @pytest.fixture(params=[None, "10MiB"], ids=["no-quota", "quota"])

@@ -16,15 +16,17 @@ Every other member, and the resource the request names, goes through WsgiDAV's o
 per-request caches, so it costs no further query.
 
 A listing that fits in one page is sent with a Content-Length, as before; a longer one is sent
-without (chunked on HTTP/1.1). A database error after the first page has been sent can only
-cut the answer short: the client sees a truncated body, never a well-formed partial listing.
+without (chunked on HTTP/1.1). Each page is its own read: a member renamed while a long
+listing is being sent may show under its old name, its new one, both or neither. A database
+error after the first page has been sent can only cut the answer short: the client sees a
+truncated body, never a well-formed partial listing.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import quote
 
 from lxml import etree
@@ -81,7 +83,7 @@ class _Raw(str):
 def http_date(secs: float) -> str:
     """``util.get_rfc1123_time(secs)`` (``email.utils.formatdate(secs, usegmt=True)``), without
     its detour through a time tuple: the same datetime, the same fields."""
-    when = datetime.fromtimestamp(secs, timezone.utc)
+    when = datetime.fromtimestamp(secs, UTC)
     return (f"{_DAYS[when.weekday()]}, {when.day:02d} {_MONTHS[when.month - 1]} {when.year:04d} "
             f"{when.hour:02d}:{when.minute:02d}:{when.second:02d} GMT")  # fmt: skip
 
@@ -98,8 +100,7 @@ class PropfindStream:
     ``mode`` and ``names`` are those of :meth:`HfdavRequestServer._propfind_request`.
     """
 
-    def __init__(self, server, environ: dict, res, depth: str, mode: str, names: list[str]):
-        self.server = server
+    def __init__(self, environ: dict, res, depth: str, mode: str, names: list[str]):
         self.environ = environ
         self.res = res
         self.depth = depth

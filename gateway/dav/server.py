@@ -195,7 +195,7 @@ class HfdavRequestServer(RequestServer):
         self._evaluate_if_headers(res, environ)
         mode, names = self._propfind_request(environ)
         if depth != "infinity":
-            return PropfindStream(self, environ, res, depth, mode, names).start(start_response)
+            return PropfindStream(environ, res, depth, mode, names).start(start_response)
 
         multistatus = xml_tools.make_multistatus_el()
         for child in res.get_descendants(depth=depth, add_self=True):

@@ -766,7 +766,8 @@ class MetadataRepository:
             self._register_objects(c, new_objects, object_state, now)  # objects after nodes
             vid = self._insert_version(c, node_id, parts, now, checksums)
             if content_type:
-                c.execute(_SET_VERSION_AND_TYPE, {"b_id": node_id, "b_vid": vid, "b_mtime": mtime, "b_type": content_type})
+                params = {"b_id": node_id, "b_vid": vid, "b_mtime": mtime, "b_type": content_type}
+                c.execute(_SET_VERSION_AND_TYPE, params)
             else:
                 c.execute(_SET_VERSION, {"b_id": node_id, "b_vid": vid, "b_mtime": mtime})
             if node is not None and node.version_id is not None:
