@@ -41,7 +41,7 @@ from gateway.meta.repo import EMPTY_ETAG, Node
 from gateway.trash import TRASH_NAME
 
 #: Members read (and answered) per database query.
-PAGE_SIZE = 1000
+PAGE_SIZE = 500
 
 #: environ key of the dead-property cache of :class:`gateway.dav.props.DbPropertyManager`
 _PROPS_CACHE_KEY = "hfdav.props"
