@@ -50,6 +50,9 @@ from gateway.trash import TRASH_PATH, Trash, in_trash
 
 log = logging.getLogger(__name__)
 
+#: ``open_write(current=...)`` not given: the session reads the node itself.
+_UNKNOWN = object()
+
 #: Locks over chunk ids used while a chunk is registered and stored early (write-back).
 STAGE_STRIPES = 64
 
@@ -225,10 +228,20 @@ class WriteSession:
         fd, name = tempfile.mkstemp(prefix="put-", dir=self._svc.tmp_dir)
         self._fd, self._tmp, self._hash, self._chunk_len = fd, Path(name), self._svc.object_hasher(), 0
 
-    def _finish_chunk(self) -> None:
+    def _finish_chunk(self, *, last: bool = False) -> None:
         # the chunk goes to disk in the background while the next one streams in; commit()
-        # waits for all of them, so an acknowledged PUT is on disk without a long final pause
-        self._flushes.append(self._svc.flush_and_close(self._fd))
+        # waits for all of them, so an acknowledged PUT is on disk without a long final pause.
+        # The last one is only closed: the store's adopt makes it durable (ObjectStore.adopt),
+        # and a second fsync here, in another thread, would only add a wait.
+        if last:
+            fd, self._fd = self._fd, None
+            try:
+                os.close(fd)
+            except OSError:
+                self._tmp.unlink(missing_ok=True)
+                raise
+        else:
+            self._flushes.append(self._svc.flush_and_close(self._fd))
         chunk = StagedChunk(self._tmp, self._hash.hexdigest(), self._chunk_len)
         self._chunks.append(chunk)
         self._fd = self._tmp = self._hash = None
@@ -253,7 +266,7 @@ class WriteSession:
                     f"received {self.written} of {self.expected_length} announced bytes; the upload was discarded"
                 )
             if self._fd is not None and self._chunk_len:
-                self._finish_chunk()
+                self._finish_chunk(last=True)
             elif self._fd is not None:
                 os.close(self._fd)
                 self._tmp.unlink(missing_ok=True)
@@ -580,13 +593,15 @@ class FileService:
         mtime: float | None = None,
         announced: Checksums | None = None,
         progress=None,
+        current: Node | None | object = _UNKNOWN,
     ) -> WriteSession:
         """A session writing a new version of ``path``. ``mtime``: the modification time the
         client set (None: the commit's time); ``announced``: digests the client sent with the
-        body, checked at commit (ChecksumMismatch)."""
+        body, checked at commit (ChecksumMismatch); ``current``: the node at ``path`` (None:
+        there is none) when the caller has just read it (the commit checks again anyway)."""
         path = normalize(path)
         self.check_writable(path)
-        node = self.repo.get(path)
+        node = self.repo.get(path) if current is _UNKNOWN else current
         if node is not None and node.is_dir:
             raise Conflict(f"{path!r} is a folder")
         replacing = node.size if node else 0

@@ -414,3 +414,19 @@ def test_healthz_details_only_with_credentials(auth):
     assert status.startswith("503") and json.loads(body)["checks"]["store"]["repo"] == "me/private-drive"
     assert _get(front, "/metrics")[0].startswith("401")
     assert _get(front, "/metrics", basic("reader", "reader-password"))[0].startswith("200")
+
+
+def test_checked_basic_credentials_are_remembered_by_keyed_hash_only(tmp_path):
+    s = settings(tmp_path, SYS_TOKEN="admin-password-1")
+    auth = Authenticator(accounts(s), throttle=LoginThrottle(4))
+    good = basic("admin", "admin-password-1")
+    assert _who(auth, good) == Identity("admin", ("editor",))
+    assert _who(auth, good) == Identity("admin", ("editor",))  # from the cache
+    token = good.split(" ", 1)[1].encode()
+    cached = list(auth._basic_cache)
+    assert len(cached) == 1 and len(cached[0]) == 32
+    assert token not in cached[0] and b"admin-password-1" not in cached[0]
+    assert _who(auth, basic("admin", "admin-password-2")).status.startswith("401")  # never the cache's
+    for i in range(6):  # the client gets blocked: a remembered credential does not pass the block
+        _who(auth, basic("nobody", f"guess{i}"))
+    assert _who(auth, good).status.startswith("429")

@@ -54,8 +54,9 @@ MIN_PASSWORD_LENGTH = 12
 #: Failed answers delayed at the same time, at most: a delay holds a request thread, so beyond
 #: this failures are answered at once (they still count towards the block).
 MAX_DELAYED = 4
-#: Successful bcrypt checks remembered (seconds, entries): clients send their password with
-#: every request, and one bcrypt check costs milliseconds of CPU.
+#: Successful checks remembered (seconds, entries): clients send their password with every
+#: request, and one bcrypt check costs milliseconds of CPU. A Basic token checked lately is
+#: found again by its keyed hash (HMAC with a per-process key), never kept in the clear.
 HASH_CACHE_SECONDS = 300.0
 HASH_CACHE_ENTRIES = 1024
 #: Longest Authorization header looked at; a longer one is a failed login.
@@ -129,6 +130,8 @@ class Authenticator:
         self._delay_slots = threading.BoundedSemaphore(MAX_DELAYED)
         self._cache_salt = secrets.token_bytes(16)
         self._hash_cache: OrderedDict[bytes, float] = OrderedDict()
+        #: keyed hash of a Basic token -> (its account, when it was checked)
+        self._basic_cache: OrderedDict[bytes, tuple[Account, float]] = OrderedDict()
         self._cache_lock = threading.Lock()
 
     @classmethod
@@ -186,26 +189,46 @@ class Authenticator:
     # -- Basic ------------------------------------------------------------------------------
 
     def _basic(self, token: str, client: str) -> Identity | Refusal:
+        # credentials checked lately: found by their keyed hash (the cache holds no password)
+        key = hmac.new(self._cache_salt, token.encode("latin-1", "replace"), hashlib.sha256).digest()
+        now = time.monotonic()
+        with self._cache_lock:
+            seen = self._basic_cache.get(key)
+        if seen is not None and now - seen[1] < HASH_CACHE_SECONDS:
+            account = seen[0]
+            refusal = self._blocked(client, account)
+            return refusal if refusal is not None else self._succeeded(client, account)
+        outcome, account = self._basic_check(token, client)
+        if isinstance(outcome, Identity):
+            with self._cache_lock:
+                self._basic_cache[key] = (account, now)
+                self._basic_cache.move_to_end(key)
+                while len(self._basic_cache) > HASH_CACHE_ENTRIES:
+                    self._basic_cache.popitem(last=False)
+        return outcome
+
+    def _basic_check(self, token: str, client: str) -> tuple[Identity | Refusal, Account | None]:
+        """The outcome of checking a Basic token, and the account it names (if known)."""
         try:
             raw = base64.b64decode(token, validate=True)
         except (binascii.Error, ValueError):
-            return self._failed(client, None, "basic", "malformed-header")
+            return self._failed(client, None, "basic", "malformed-header"), None
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             text = raw.decode("latin-1")  # what clients without charset support send
         name, colon, password = text.partition(":")
         if not colon:
-            return self._failed(client, None, "basic", "malformed-header")
+            return self._failed(client, None, "basic", "malformed-header"), None
         account = self._accounts.get(name)
         refusal = self._blocked(client, account)
         if refusal is not None:
-            return refusal
+            return refusal, account
         if account is None:
-            return self._failed(client, None, "basic", "unknown-user")
+            return self._failed(client, None, "basic", "unknown-user"), None
         if not self._password_ok(account, password):
-            return self._failed(client, account, "basic", "wrong-password")
-        return self._succeeded(client, account)
+            return self._failed(client, account, "basic", "wrong-password"), account
+        return self._succeeded(client, account), account
 
     def _password_ok(self, account: Account, password: str) -> bool:
         if account.password is not None:

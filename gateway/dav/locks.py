@@ -7,7 +7,8 @@ be granted conflicting locks (WsgiDAV's own check only guards threads of one pro
 A request reads only the locks that concern its paths. WsgiDAV asks for the locks of one path
 at a time (the path, then each parent up to the share root; for a PROPFIND, every member
 listed), so within one request the answers are kept (:class:`_RequestLocks`): the first question
-about a path reads, in one indexed query, the locks on it, on its ancestors and on its siblings;
+about a path reads, in one indexed query, the locks on it, on its ancestors, on its siblings and
+on its members;
 a depth-infinity question (DELETE or MOVE of a folder, a depth-infinity LOCK) reads the locks
 below the path. Any change made through this storage drops what the request kept.
 
@@ -112,6 +113,7 @@ class _RequestLocks:
             return
         self.add(repo.locks_near(path))
         self._paths.update(lock_ancestors(path))
+        self._folders.add(path)
         if path != "/":
             self._folders.add(lock_parent(path))
 

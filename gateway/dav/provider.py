@@ -23,6 +23,9 @@ from gateway.paths import normalize
 
 log = logging.getLogger(__name__)
 
+#: Methods whose handler reads the target's parent right after the target: both in one query.
+_PARENT_TOO = frozenset({"PUT", "MKCOL", "LOCK"})
+
 
 class HfdavProvider(DAVProvider):
     def __init__(
@@ -70,6 +73,12 @@ class HfdavProvider(DAVProvider):
                     node = found[0] if found else None
                     if found:
                         environ.setdefault(EXTENTS_KEY, {})[key] = found[1]
+                elif key and environ.get("REQUEST_METHOD") in _PARENT_TOO:
+                    # WsgiDAV looks at the parent next (it must be a folder, it may be locked)
+                    parent = key.rpartition("/")[0]
+                    found = self.files.repo.get_many([key, parent])
+                    node = found.get(key)
+                    cache.setdefault(parent, found.get(parent))
                 else:
                     node = self.files.repo.get(key)
             except HfdavError as exc:
@@ -144,8 +153,8 @@ class HfdavProvider(DAVProvider):
         try:
             self.files.check_space(length)
             if self.files.quota is not None:
-                path = normalize(environ.get("PATH_INFO", ""))
-                existing = self.files.repo.get(path)
+                res = self.get_resource_inst(environ.get("PATH_INFO", ""), environ)
+                existing = res.node if res is not None else None
                 self.files.check_quota(length, existing.size if existing and not existing.is_dir else 0)
         except HfdavError as exc:
             err = to_dav_error(exc)

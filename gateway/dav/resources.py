@@ -276,6 +276,7 @@ class FileResource(_Common, DAVNonCollection):
         progress = self.provider.upload_progress
         self._session = self.files.open_write(
             self.path,
+            current=None if isinstance(self, PendingFileResource) else self.node,
             expected_length=expected_length(self.environ),
             content_type=content_type,
             mtime=request_mtime(self.environ),

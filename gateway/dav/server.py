@@ -16,6 +16,8 @@
   ``Destination`` header (WsgiDAV decodes before splitting, so ``%3F`` or ``;`` in a name cut it
   short and the request hit another file). The algorithm is WsgiDAV's (RFC 4918 §9.8, §9.9),
   written for a provider whose resources all move recursively in one step.
+* PROPFIND with Depth 0 or 1: answered by :mod:`gateway.dav.propfind` (the same answer, streamed
+  and read from the database a page at a time).
 * PROPFIND with Depth infinity (or no Depth): refused with 403 ``propfind-finite-depth`` over
   ``HFDAV_MAX_PROPFIND_INFINITY`` members (its cost grows with the whole tree below it); a
   COPY of a folder over ``HFDAV_MAX_COPY_MEMBERS`` members likewise with 507.
@@ -51,6 +53,7 @@ from wsgidav.request_resolver import RequestResolver as StockResolver
 from wsgidav.request_server import RequestServer
 
 from gateway.dav.front import DESTINATION_KEY
+from gateway.dav.propfind import PropfindStream
 from gateway.dav.ranges import MAX_RANGES, ByteRange, Multipart, parse_range, resolve
 from gateway.paths import InvalidPath, normalize
 
@@ -191,6 +194,8 @@ class HfdavRequestServer(RequestServer):
             self._fail(HTTP_NOT_FOUND, context_info=path)
         self._evaluate_if_headers(res, environ)
         mode, names = self._propfind_request(environ)
+        if depth != "infinity":
+            return PropfindStream(environ, res, depth, mode, names).start(start_response)
 
         multistatus = xml_tools.make_multistatus_el()
         for child in res.get_descendants(depth=depth, add_self=True):

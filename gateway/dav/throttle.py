@@ -20,6 +20,7 @@ so a client may get up to ``workers`` times as many guesses (the container runs 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import threading
@@ -39,8 +40,10 @@ KNOWN_PAIR_SECONDS = 7 * 24 * 3600.0
 MAX_ENTRIES = 10_000
 
 
+@functools.lru_cache(maxsize=4096)
 def address_key(address: str) -> str:
-    """The throttle key of a client address: the address itself, IPv6 addresses by /64."""
+    """The throttle key of a client address: the address itself, IPv6 addresses by /64.
+    (Asked twice per request: the answers of the addresses seen last are kept.)"""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:

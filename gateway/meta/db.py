@@ -143,6 +143,11 @@ def retrying(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+#: ``sqlite_begin`` execution option of a read that runs one statement: no ``BEGIN``, since
+#: SQLite runs a statement outside a transaction as one of its own (the same snapshot throughout).
+SINGLE_STATEMENT = "single-statement"
+
+
 def make_engine(url: str, *, pool_size: int = 16) -> Engine:
     """Create the engine. SQLite gets WAL, a busy timeout and ``BEGIN IMMEDIATE`` for writers."""
     if url.startswith("sqlite"):
@@ -166,7 +171,8 @@ def make_engine(url: str, *, pool_size: int = 16) -> Engine:
         @event.listens_for(engine, "begin")
         def _on_begin(conn):  # pragma: no cover - driver hook
             mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
-            conn.exec_driver_sql(f"BEGIN {mode}")
+            if mode != SINGLE_STATEMENT:
+                conn.exec_driver_sql(f"BEGIN {mode}")
 
     else:
         engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)

@@ -18,9 +18,9 @@ import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, literal, select, text, update
+from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, insert, literal, select, text, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -228,6 +228,13 @@ def _node_select():
     return select(*_NODE_COLS).select_from(nodes.outerjoin(versions, versions.c.id == nodes.c.version_id))
 
 
+def _node_of(id, parent_id, name, path, is_dir, created_at, modified_at, content_type, version_id, size, etag, md5,
+             sha1) -> Node:  # fmt: skip
+    """:func:`_to_node` of a row's values (``_NODE_COLS``, in order): for rows read in bulk."""
+    return Node(id, parent_id, name, path, bool(is_dir), created_at, modified_at, content_type, version_id, size or 0,
+                etag, Checksums(md5, sha1))  # fmt: skip
+
+
 def _to_node(row) -> Node:
     return Node(
         id=row.id,
@@ -243,6 +250,67 @@ def _to_node(row) -> Node:
         etag=row.etag,
         checksums=Checksums(row.md5, row.sha1),
     )
+
+
+# Statements of the per-request paths, built once: building a statement costs SQLAlchemy more
+# CPU than SQLite needs to run it (the compiled form is cached either way). Bind parameters are
+# named b_* (a name equal to a column's is reserved in VALUES and SET clauses).
+_NODE_BY_PATH = _node_select().where(nodes.c.path == bindparam("b_path"))
+_NODE_BY_PATH_LOCKED = _NODE_BY_PATH.with_for_update(of=nodes)
+_NODES_BY_PATHS = _node_select().where(nodes.c.path.in_(bindparam("b_paths", expanding=True)))
+_NODE_WITH_EXTENTS = (
+    select(*_NODE_COLS, *_PHYSICAL_EXTENT_COLS)
+    .select_from(
+        nodes.outerjoin(versions, versions.c.id == nodes.c.version_id)
+        .outerjoin(extents, extents.c.version_id == nodes.c.version_id)
+        .outerjoin(objects, objects.c.id == extents.c.object_id)
+    )
+    .where(nodes.c.path == bindparam("b_path"))
+    .order_by(extents.c.seq)
+)
+_INSERT_NODE = insert(nodes)
+_INSERT_VERSION = insert(versions)
+_INSERT_EXTENTS = insert(extents)
+_INSERT_JOURNAL = insert(journal)
+_TOUCH = update(nodes).where(nodes.c.id == bindparam("b_id")).values(modified_at=bindparam("b_now"))
+_SET_VERSION = (
+    update(nodes)
+    .where(nodes.c.id == bindparam("b_id"))
+    .values(version_id=bindparam("b_vid"), modified_at=bindparam("b_mtime"))
+)
+_SET_VERSION_AND_TYPE = _SET_VERSION.values(content_type=bindparam("b_type"))
+_ADD_REFS = (
+    update(objects)
+    .where(objects.c.id == bindparam("b_oid"))
+    .values(refcount=objects.c.refcount + bindparam("b_n"), orphaned_at=None)
+)
+_DROP_REFS = (
+    update(objects)
+    .where(objects.c.id == bindparam("b_oid"))
+    .values(refcount=objects.c.refcount - bindparam("b_n"))
+)
+_STAMP_ORPHAN = (
+    update(objects)
+    .where(and_(objects.c.id == bindparam("b_oid"), objects.c.refcount <= 0, objects.c.orphaned_at.is_(None)))
+    .values(orphaned_at=bindparam("b_now"))
+)
+_EXTENT_COUNTS = (
+    select(extents.c.object_id, func.count())
+    .where(extents.c.version_id.in_(bindparam("b_vids", expanding=True)))
+    .group_by(extents.c.object_id)
+    .order_by(extents.c.object_id)
+)
+_DELETE_EXTENTS = delete(extents).where(extents.c.version_id.in_(bindparam("b_vids", expanding=True)))
+_DELETE_VERSIONS = delete(versions).where(versions.c.id.in_(bindparam("b_vids", expanding=True)))
+_OBJECT_BY_ID = select(*_OBJ_COLS).where(objects.c.id == bindparam("b_oid"))
+_LOCKS_NEAR = select(*_LOCK_COLS).where(
+    and_(
+        locks.c.root.in_(bindparam("b_roots", expanding=True))
+        | (locks.c.parent == bindparam("b_path"))
+        | (locks.c.parent == bindparam("b_parent")),
+        locks.c.expire >= bindparam("b_now"),
+    )
+)
 
 
 def _checksum_fields(sums: Checksums) -> dict[str, str]:
@@ -319,6 +387,15 @@ class MetadataRepository:
             c.rollback()
 
     @contextmanager
+    def _read_one(self) -> Iterator[Connection]:
+        """A read of one statement (SQLite: without BEGIN and ROLLBACK, see db.SINGLE_STATEMENT)."""
+        with self.engine.connect() as c:
+            if self._is_sqlite:
+                c = c.execution_options(sqlite_begin=db.SINGLE_STATEMENT)
+            yield c
+            c.rollback()
+
+    @contextmanager
     def _write(self) -> Iterator[Connection]:
         conn = self.engine.connect()
         if self._is_sqlite:
@@ -391,24 +468,21 @@ class MetadataRepository:
 
     # ------------------------------------------------------------------ lookups
     def get(self, path: str) -> Node | None:
-        with self._read() as c:
-            row = c.execute(_node_select().where(nodes.c.path == path)).first()
+        with self._read_one() as c:
+            row = c.execute(_NODE_BY_PATH, {"b_path": path}).first()
             return _to_node(row) if row else None
+
+    def get_many(self, paths: Sequence[str]) -> dict[str, Node]:
+        """The nodes at ``paths`` that exist, by path, in one query (a path and its parent)."""
+        with self._read_one() as c:
+            rows = c.execute(_NODES_BY_PATHS, {"b_paths": list(paths)})
+            return {n.path: n for n in map(_to_node, rows)}
 
     def get_with_extents(self, path: str) -> tuple[Node, list[Extent]] | None:
         """The node at ``path`` and its current version's physical extents, in one statement
         (so both belong to the same version even on PostgreSQL's READ COMMITTED)."""
-        with self._read() as c:
-            rows = c.execute(
-                select(*_NODE_COLS, *_PHYSICAL_EXTENT_COLS)
-                .select_from(
-                    nodes.outerjoin(versions, versions.c.id == nodes.c.version_id)
-                    .outerjoin(extents, extents.c.version_id == nodes.c.version_id)
-                    .outerjoin(objects, objects.c.id == extents.c.object_id)
-                )
-                .where(nodes.c.path == path)
-                .order_by(extents.c.seq)
-            ).all()
+        with self._read_one() as c:
+            rows = c.execute(_NODE_WITH_EXTENTS, {"b_path": path}).all()
         if not rows:
             return None
         return _to_node(rows[0]), [_physical_extent(r) for r in rows if r.file_offset is not None]
@@ -423,6 +497,16 @@ class MetadataRepository:
         with self._read() as c:
             rows = c.execute(_node_select().where(nodes.c.parent_id == node_id).order_by(nodes.c.name))
             return [_to_node(r) for r in rows]
+
+    def children_page(self, node_id: int, *, after: str | None, limit: int) -> list[Node]:
+        """At most ``limit`` children of a folder whose names sort after ``after`` (None: from
+        the first), sorted by name: a listing read a page at a time, in bounded memory."""
+        stmt = _node_select().where(nodes.c.parent_id == node_id)
+        if after is not None:
+            stmt = stmt.where(nodes.c.name > after)
+        with self._read_one() as c:
+            rows = c.execute(stmt.order_by(nodes.c.name).limit(limit)).all()
+        return [_node_of(*r) for r in rows]
 
     def extents(self, version_id: int, *, physical: bool = True) -> list[Extent]:
         """The extents of a version in file order. ``physical``: where the bytes are stored,
@@ -486,15 +570,24 @@ class MetadataRepository:
     def _node_in(self, c: Connection, path: str, *, lock: bool = False) -> Node | None:
         """``lock``: take a row lock (PostgreSQL) so concurrent writers of the same node
         serialize; SQLite write transactions are serialized already."""
-        stmt = _node_select().where(nodes.c.path == path)
-        if lock and not self._is_sqlite:
-            stmt = stmt.with_for_update(of=nodes)
-        row = c.execute(stmt).first()
+        stmt = _NODE_BY_PATH_LOCKED if lock and not self._is_sqlite else _NODE_BY_PATH
+        row = c.execute(stmt, {"b_path": path}).first()
         return _to_node(row) if row else None
 
-    def _parent_dir(self, c: Connection, path: str) -> Node:
+    def _node_and_parent_in(self, c: Connection, path: str) -> tuple[Node | None, Node | None]:
+        """The nodes at ``path`` and at its parent. SQLite: one query (its write transactions
+        are serialized already); PostgreSQL: the node's row lock first, then the parent's, as
+        :meth:`_node_in` and :meth:`_parent_dir` take them."""
         parent_path, _ = split_path(path)
-        parent = self._node_in(c, parent_path, lock=True)
+        if not self._is_sqlite:
+            node = self._node_in(c, path, lock=True)
+            return node, (None if node is not None else self._node_in(c, parent_path, lock=True))
+        found = {n.path: n for n in map(_to_node, c.execute(_NODES_BY_PATHS, {"b_paths": [path, parent_path]}))}
+        return found.get(path), found.get(parent_path)
+
+    def _parent_dir(self, c: Connection, path: str, parent: Node | None = None) -> Node:
+        if parent is None:
+            parent = self._node_in(c, split_path(path)[0], lock=True)
         if parent is None:
             raise Conflict(f"parent folder of {path!r} does not exist")
         if not parent.is_dir:
@@ -505,38 +598,27 @@ class MetadataRepository:
         """``at``: the time the change used for its nodes (a replay reproduces them exactly)."""
         if self.journal_enabled:
             entry = json.dumps({"op": op, **fields}, separators=(",", ":"), ensure_ascii=False)
-            c.execute(insert(journal).values(created_at=self._clock() if at is None else at, entry=entry))
+            c.execute(_INSERT_JOURNAL, {"created_at": self._clock() if at is None else at, "entry": entry})
 
     def _touch(self, c: Connection, node_id: int, now: float) -> None:
-        c.execute(update(nodes).where(nodes.c.id == node_id).values(modified_at=now))
+        c.execute(_TOUCH, {"b_id": node_id, "b_now": now})
 
     def _add_refs(self, c: Connection, counts: dict[str, int]) -> None:
         for oid, n in sorted(counts.items()):  # id order: concurrent writers lock rows alike
-            c.execute(
-                update(objects).where(objects.c.id == oid).values(refcount=objects.c.refcount + n, orphaned_at=None)
-            )
+            c.execute(_ADD_REFS, {"b_oid": oid, "b_n": n})
 
     def _release_versions(self, c: Connection, version_ids: Sequence[int], now: float) -> None:
         """Drop versions and their extents; decrement refcounts, stamping new orphans."""
         if not version_ids:
             return
         for start in range(0, len(version_ids), 500):
-            batch = list(version_ids[start : start + 500])
-            counts = c.execute(
-                select(extents.c.object_id, func.count())
-                .where(extents.c.version_id.in_(batch))
-                .group_by(extents.c.object_id)
-                .order_by(extents.c.object_id)
-            ).all()
+            batch = {"b_vids": list(version_ids[start : start + 500])}
+            counts = c.execute(_EXTENT_COUNTS, batch).all()
             for oid, n in counts:
-                c.execute(update(objects).where(objects.c.id == oid).values(refcount=objects.c.refcount - n))
-                c.execute(
-                    update(objects)
-                    .where(and_(objects.c.id == oid, objects.c.refcount <= 0, objects.c.orphaned_at.is_(None)))
-                    .values(orphaned_at=now)
-                )
-            c.execute(delete(extents).where(extents.c.version_id.in_(batch)))
-            c.execute(delete(versions).where(versions.c.id.in_(batch)))
+                c.execute(_DROP_REFS, {"b_oid": oid, "b_n": n})
+                c.execute(_STAMP_ORPHAN, {"b_oid": oid, "b_now": now})
+            c.execute(_DELETE_EXTENTS, batch)
+            c.execute(_DELETE_VERSIONS, batch)
 
     def _insert_version(
         self, c: Connection, node_id: int, parts: Sequence[Extent], now: float, sums: Checksums = NO_CHECKSUMS
@@ -544,11 +626,12 @@ class MetadataRepository:
         size = sum(p.length for p in parts)
         etag = version_etag((p.object_id, p.object_offset, p.length) for p in parts)
         vid = c.execute(
-            insert(versions).values(node_id=node_id, size=size, etag=etag, created_at=now, md5=sums.md5, sha1=sums.sha1)
+            _INSERT_VERSION,
+            {"node_id": node_id, "size": size, "etag": etag, "created_at": now, "md5": sums.md5, "sha1": sums.sha1},
         ).inserted_primary_key[0]
         if parts:
             c.execute(
-                insert(extents),
+                _INSERT_EXTENTS,
                 [
                     dict(
                         version_id=vid,
@@ -569,15 +652,22 @@ class MetadataRepository:
 
     def _register_objects(self, c: Connection, new_objects: Iterable[NewObject], state: str, now: float) -> None:
         for obj in sorted(new_objects, key=lambda o: o.id):
-            stmt = self._upsert(objects).values(
-                id=obj.id, size=obj.size, state=state, refcount=0, created_at=now, orphaned_at=now
-            )
-            # an id being collected ("deleting") is revived: the writer stored its bytes again
             c.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["id"], set_={"state": state}, where=objects.c.state == "deleting"
-                )
+                self._register_object,
+                {"id": obj.id, "size": obj.size, "state": state, "refcount": 0, "created_at": now, "orphaned_at": now},
             )
+
+    @property
+    def _register_object(self):
+        """The upsert of a new object (built once per repository: it depends on the dialect).
+        An id being collected ("deleting") is revived: the writer stored its bytes again."""
+        stmt = getattr(self, "_register_object_stmt", None)
+        if stmt is None:
+            ins = self._upsert(objects)
+            stmt = self._register_object_stmt = ins.on_conflict_do_update(
+                index_elements=["id"], set_={"state": ins.excluded.state}, where=objects.c.state == "deleting"
+            )
+        return stmt
 
     # ------------------------------------------------------------------ writes
     @db.retrying
@@ -648,34 +738,38 @@ class MetadataRepository:
         now = self._clock()
         mtime = now if mtime is None else mtime
         with self._write() as c:
-            node = self._node_in(c, path, lock=True)
+            node, parent = self._node_and_parent_in(c, path)
             if node is not None and node.is_dir:
                 raise Conflict(f"{path!r} is a folder")
             if node is not None and create_only:
                 raise AlreadyExists(path)
             if node is None:
-                parent = self._parent_dir(c, path)
+                parent = self._parent_dir(c, path, parent)
                 _, name = split_path(path)
                 node_id = c.execute(
-                    insert(nodes).values(
-                        parent_id=parent.id,
-                        name=name,
-                        path=path,
-                        is_dir=False,
-                        created_at=now,
-                        modified_at=mtime,
-                        content_type=content_type,
-                    )
+                    _INSERT_NODE,
+                    {
+                        "parent_id": parent.id,
+                        "name": name,
+                        "path": path,
+                        "is_dir": False,
+                        "created_at": now,
+                        "modified_at": mtime,
+                        "content_type": content_type,
+                    },
                 ).inserted_primary_key[0]
                 self._touch(c, parent.id, now)
+                result = Node(node_id, parent.id, name, path, False, now, mtime, content_type, None, 0, None)
             else:
                 node_id = node.id
+                result = replace(node, content_type=content_type or node.content_type)
             self._register_objects(c, new_objects, object_state, now)  # objects after nodes
             vid = self._insert_version(c, node_id, parts, now, checksums)
-            values = {"version_id": vid, "modified_at": mtime}
             if content_type:
-                values["content_type"] = content_type
-            c.execute(update(nodes).where(nodes.c.id == node_id).values(**values))
+                params = {"b_id": node_id, "b_vid": vid, "b_mtime": mtime, "b_type": content_type}
+                c.execute(_SET_VERSION_AND_TYPE, params)
+            else:
+                c.execute(_SET_VERSION, {"b_id": node_id, "b_vid": vid, "b_mtime": mtime})
             if node is not None and node.version_id is not None:
                 self._release_versions(c, [node.version_id], now)
             self._journal(
@@ -688,7 +782,15 @@ class MetadataRepository:
                 extents=[[p.object_id, p.object_offset, p.length] for p in parts],
                 **_checksum_fields(checksums),
             )
-            return self._node_in(c, path)
+            # what a read of the row would give, without the read
+            return replace(
+                result,
+                modified_at=mtime,
+                version_id=vid,
+                size=sum(p.length for p in parts),
+                etag=version_etag((p.object_id, p.object_offset, p.length) for p in parts),
+                checksums=Checksums(checksums.md5, checksums.sha1),
+            )
 
     @db.retrying
     def delete(self, path: str, *, empty_only: bool = False) -> list[Node]:
@@ -820,9 +922,30 @@ class MetadataRepository:
 
     # ------------------------------------------------------------------ dead properties
     def get_properties(self, node_id: int) -> dict[str, str]:
-        with self._read() as c:
-            rows = c.execute(select(properties.c.name, properties.c.value).where(properties.c.node_id == node_id))
+        """A node's dead properties, by name (in name order)."""
+        with self._read_one() as c:
+            rows = c.execute(
+                select(properties.c.name, properties.c.value)
+                .where(properties.c.node_id == node_id)
+                .order_by(properties.c.name)
+            )
             return dict(rows.all())
+
+    def properties_of(self, node_ids: Sequence[int]) -> dict[int, dict[str, str]]:
+        """Dead properties of several nodes in one query: node id -> name -> value (in name
+        order, as :meth:`get_properties`); nodes without any are left out."""
+        out: dict[int, dict[str, str]] = {}
+        if not node_ids:
+            return out
+        with self._read_one() as c:
+            rows = c.execute(
+                select(properties.c.node_id, properties.c.name, properties.c.value)
+                .where(properties.c.node_id.in_(list(node_ids)))
+                .order_by(properties.c.node_id, properties.c.name)
+            )
+            for nid, name, value in rows:
+                out.setdefault(nid, {})[name] = value
+        return out
 
     def get_properties_of_children(self, parent_id: int) -> dict[int, dict[str, str]]:
         """Dead properties of every child of a folder, in one query (PROPFIND Depth 1)."""
@@ -832,6 +955,7 @@ class MetadataRepository:
                 select(properties.c.node_id, properties.c.name, properties.c.value)
                 .select_from(properties.join(nodes, nodes.c.id == properties.c.node_id))
                 .where(nodes.c.parent_id == parent_id)
+                .order_by(properties.c.node_id, properties.c.name)
             )
             for nid, name, value in rows:
                 out.setdefault(nid, {})[name] = value
@@ -861,14 +985,14 @@ class MetadataRepository:
         return [LockRow(*r) for r in c.execute(stmt)]
 
     def locks_near(self, path: str) -> list[LockRow]:
-        """Locks rooted at ``path``, at any of its ancestors, or at a sibling (a member of the
-        same folder): what a request needs to check ``path`` and, in the same answer, the other
-        members of its folder (PROPFIND lists them all)."""
-        with self._read() as c:
-            cond = locks.c.root.in_(lock_ancestors(path))
-            if path != "/":
-                cond = cond | (locks.c.parent == lock_parent(path))
-            return self._live_locks(c, cond)
+        """Locks rooted at ``path``, at any of its ancestors, at a sibling (a member of the
+        same folder) or at a member of ``path``: what a request needs to check ``path`` and, in
+        the same answer, the other members of its folder (PROPFIND lists them all) and a new
+        member (a PUT checks the folder, then the file)."""
+        parent = lock_parent(path) if path != "/" else path
+        params = {"b_roots": lock_ancestors(path), "b_path": path, "b_parent": parent, "b_now": self._clock()}
+        with self._read_one() as c:
+            return [LockRow(*r) for r in c.execute(_LOCKS_NEAR, params)]
 
     def locks_below(self, path: str) -> list[LockRow]:
         """Locks rooted at ``path`` or anywhere below it (an index range scan)."""
@@ -948,8 +1072,8 @@ class MetadataRepository:
 
     # ------------------------------------------------------------------ objects
     def get_object(self, object_id: str) -> ObjectRow | None:
-        with self._read() as c:
-            r = c.execute(select(*_OBJ_COLS).where(objects.c.id == object_id)).first()
+        with self._read_one() as c:
+            r = c.execute(_OBJECT_BY_ID, {"b_oid": object_id}).first()
             return ObjectRow(*r) if r else None
 
     def objects_in_state(self, state: str, *, limit: int = 1000) -> list[ObjectRow]:
