@@ -7,7 +7,10 @@ Start-up, in order (any failure stops here with a message and a non-zero exit):
    ``gateway/config.py``, and the ones below). Defaults that differ from ``hfdav serve``:
    the share lives under ``HFDAV_PREFIX=/dav`` and the data dir is ``/data`` when it is
    writable (persistent storage on a Space, the volume under compose), else ``$HOME/data``.
-2. With the Hub backend, the dataset repo is created if it does not exist.
+2. With the Hub backend and no database yet, the dataset repo is created if it does not exist
+   (a Hub that does not answer stops the start within HUB_START_DEADLINE_S, exit 2). A data dir
+   that holds a database starts without asking the Hub: the gateway serves from it while the
+   Hub is down and syncs once it answers.
 3. When the metadata database is missing (fresh disk), it comes from whichever is newer: the
    dataset repo (the gateway rebuilds an empty database from the repo as it starts) or the
    newest WebDAV backup (restored here).
@@ -78,10 +81,18 @@ HURRY_TIMEOUT_S = 10
 #: Attempts (and the pause between them) for the Hub calls made before the gateway starts.
 HUB_ATTEMPTS = 5
 HUB_RETRY_PAUSE_S = 5
+#: No attempt starts after this many seconds: a Hub that never answers is reported within 30 s
+#: (with the default API timeout of 20 s, one attempt).
+HUB_START_DEADLINE_S = 25
 
 
 class BootError(Exception):
-    """Start-up cannot continue; the message says why."""
+    """Start-up cannot continue; the message says why. ``exit_code``: 2 when the Hub does not
+    answer at a first start, else 1."""
+
+    def __init__(self, message: str, *, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 # -- settings -------------------------------------------------------------------------------
@@ -138,6 +149,7 @@ def _hub_call(what: str, call):
     """Run a Hub call, retrying transient failures; BootError when it cannot succeed."""
     from gateway.store.hub import HubError, translate
 
+    deadline = time.monotonic() + HUB_START_DEADLINE_S
     for attempt in range(1, HUB_ATTEMPTS + 1):
         try:
             return call()
@@ -147,8 +159,12 @@ def _hub_call(what: str, call):
             error = translate(exc, what)
         if error.status in (401, 403):
             raise BootError(f"{what}: the Hub refused HF_TOKEN (HTTP {error.status}); it needs write access")
-        if not error.transient or attempt == HUB_ATTEMPTS:
+        if not error.transient:
             raise BootError(f"{what}: {error}")
+        if attempt == HUB_ATTEMPTS or time.monotonic() + HUB_RETRY_PAUSE_S > deadline:
+            raise BootError(f"{what}: the Hub does not answer ({' '.join(str(error).split())}); the data dir "
+                            "holds no drive yet: check HF_ENDPOINT and the network, then start again",
+                            exit_code=2)  # fmt: skip
         log.warning("%s failed (attempt %d of %d): %s; retrying", what, attempt, HUB_ATTEMPTS, error)
         time.sleep(HUB_RETRY_PAUSE_S)
     raise AssertionError("unreachable")
@@ -156,13 +172,21 @@ def _hub_call(what: str, call):
 
 def ensure_dataset_repo(settings: Settings) -> datetime | None:
     """Create the (private) dataset repo unless it exists; return when it last changed."""
-    from gateway.store.hub import REPO_TYPE, HubClient
+    from gateway.app import hub_client
+    from gateway.store.hub import REPO_TYPE
 
-    client = HubClient(settings.hf_dataset_repo, token=settings.hf_token, endpoint=settings.hf_endpoint)
+    client = hub_client(settings)
     what = f"dataset repo {settings.hf_dataset_repo}"
     _hub_call(f"creating {what}", client.ensure_repo)
     info = _hub_call(f"reading {what}", lambda: client.api.repo_info(client.repo_id, repo_type=REPO_TYPE))
     return info.last_modified
+
+
+def has_database(settings: Settings) -> bool:
+    """Whether the data dir already holds its (SQLite) database: the gateway then starts from
+    it without the Hub. Another database (PostgreSQL) is the gateway's to judge."""
+    db_path = sqlite_path(settings.database_url)
+    return db_path is None or db_path.exists()
 
 
 # -- metadata restore -------------------------------------------------------------------------
@@ -423,13 +447,13 @@ def main() -> int:
     signal.signal(signal.SIGTERM, supervisor.on_signal)
     signal.signal(signal.SIGINT, supervisor.on_signal)
     try:
-        repo_changed = ensure_dataset_repo(settings) if settings.hub_enabled else None
+        repo_changed = ensure_dataset_repo(settings) if settings.hub_enabled and not has_database(settings) else None
         log.info("metadata: %s", restore_metadata(settings, backup, repo_changed))
         supervisor.start()
     except BootError as exc:
         log.error("cannot start: %s", exc)
         supervisor.stop()
-        return 1
+        return exc.exit_code
     if supervisor.stopping.is_set():
         supervisor.stop()
         return 0

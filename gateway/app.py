@@ -94,13 +94,26 @@ def build_hub_store(settings: Settings, *, check_repo: bool = True) -> ObjectSto
     apply_hub_transport(settings.hub_transport, settings.data_dir)
     client = hub_client(settings)
     if check_repo:
-        client.ensure_repo()
+        ensure_repo_or_explain(client)
     return WriteBackStore(
         HubStore(client),
         settings.data_dir / "hub",
         staging_limit=settings.staging_limit,
         cache_size=settings.cache_size,
     )
+
+
+def ensure_repo_or_explain(client) -> str:
+    """``client.ensure_repo()``; a Hub that does not answer (or only fails) becomes
+    :class:`HubUnreachable` with one line naming the endpoint."""
+    from gateway.store.hub import HubError
+
+    try:
+        return client.ensure_repo()
+    except HubError as exc:
+        if not exc.transient:
+            raise
+        raise client.unreachable(exc) from exc
 
 
 def seed_encryption_record(repo: MetadataRepository, wb) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from gateway import __version__
 from gateway.config import ConfigError, load_settings, parse_size
-from gateway.errors import HfdavError
+from gateway.errors import HfdavError, HubUnreachable
 from gateway.progress import human_size, parse_duration
 
 log = logging.getLogger("hfdav")
@@ -147,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _dispatch(args, settings)
     except ConfigError as exc:  # found once storage is open: wrong key, foreign repo, ...
+        print(f"hfdav: {exc}", file=sys.stderr)
+        return 2
+    except HubUnreachable as exc:  # a first start while the Hub does not answer
         print(f"hfdav: {exc}", file=sys.stderr)
         return 2
     except HfdavError as exc:  # e.g. another process holds the data dir

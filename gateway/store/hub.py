@@ -47,7 +47,7 @@ from huggingface_hub.utils import build_hf_headers, disable_progress_bars
 from urllib3.util.retry import Retry
 
 from gateway import metrics
-from gateway.errors import IntegrityError, ObjectMissing, StoreError
+from gateway.errors import HubUnreachable, IntegrityError, ObjectMissing, StoreError
 from gateway.store.base import OBJECT_ID_RE, ObjectStore, ReadStream, shard_path
 from gateway.store.hubhttp import CONNECT_TIMEOUT_MAX_S, HubHttp, HubLimits, install
 
@@ -267,6 +267,14 @@ class HubClient:
         self.http: HubHttp = install(limits or HubLimits(), self.endpoint)
         self.reader = _Reader(self.http)
         disable_progress_bars()  # a server's log is no terminal
+
+    def unreachable(self, exc: BaseException) -> HubUnreachable:
+        """The error of a first start that could not reach the Hub (one line)."""
+        first = " ".join(str(exc).split())
+        return HubUnreachable(
+            f"the Hub at {self.endpoint} does not answer ({first}); the data dir holds no drive yet, so nothing "
+            "can be served before the dataset repo is read: check HF_ENDPOINT and the network, then start again"
+        )
 
     # -- repo ---------------------------------------------------------------------------------
     def ensure_repo(self) -> str:

@@ -274,8 +274,13 @@ class HubSync:
         self._lock_fd = _exclusive_lock(self.state_dir / LOCK_NAME)
         try:
             if self.repo.is_pristine():
-                with urgent():
-                    head, files = self._prepare_with_retries()
+                try:
+                    with urgent():
+                        head, files = self._prepare_with_retries()
+                except HubError as exc:
+                    if not exc.transient:
+                        raise
+                    raise self.client.unreachable(exc) from exc
                 self._run(head, files)
             else:
                 self._settle_local()
