@@ -276,11 +276,11 @@ def test_an_upload_error_that_is_over_no_longer_shows_in_the_status(emulator: Hu
 @pytest.mark.slow
 def test_the_gateway_obeys_the_hubs_rate_limit_headers(emulator: HubEmulator, tmp_path: Path):
     env = hub_env(emulator, tmp_path / "data", HFDAV_COMMIT_INTERVAL="1", **FAST_TIMEOUTS)
-    files = {f"/f{i:02d}.bin": os.urandom(150_000 + i) for i in range(24)}
+    files = {f"/f{i:02d}.bin": os.urandom(MiB + 300_000 + i) for i in range(24)}
     with served(env, tmp_path / "server.log") as srv:
         s = srv.session()
         srv.wait_synced(60)
-        emulator.faults.api_limit.set(12, window=4)
+        emulator.faults.api_limit.set(5, window=5)
         for path, data in files.items():
             assert s.put(srv.url + path, data=data, timeout=120).status_code == 201
         srv.wait_synced(300)
@@ -291,7 +291,7 @@ def test_the_gateway_obeys_the_hubs_rate_limit_headers(emulator: HubEmulator, tm
             assert s.get(srv.url + path, timeout=60).content == data
     assert 'hfdav_hub_requests_total{kind="commit"}' in text and 'hfdav_hub_requests_total{kind="preupload"}' in text
     print(f"429 answers: {refused}")
-    assert refused <= 3, f"the emulator refused {refused} calls over its limit"
+    assert refused <= 1, f"the emulator refused {refused} calls over its limit"
 
 
 def test_every_hub_request_is_counted_by_kind(emulator: HubEmulator, tmp_path: Path):

@@ -65,6 +65,7 @@ metrics.describe("hfdav_hub_requests_total", "HTTP requests to the Hub (API and 
 metrics.describe("hfdav_hub_budget_waits_total", "Hub API calls delayed to stay within the API budget")
 
 _RATELIMIT_RE = re.compile(r'"?api"?\s*;\s*r=(\d+)\s*;\s*t=(\d+)')
+_POLICY_QUOTA_RE = re.compile(r'"?api"?\s*;\s*q=(\d+)')
 _urgent: contextvars.ContextVar[bool] = contextvars.ContextVar("hfdav_hub_urgent", default=False)
 
 #: (method or None, regex on the path) -> kind, first match wins. Paths of huggingface_hub 2.x.
@@ -150,6 +151,7 @@ class ApiBudget:
         #: the Hub's own count: calls left and when its window resets (monotonic time)
         self._hub_left: int | None = None
         self._hub_reset = 0.0
+        self._hub_quota: int | None = None
         self._paused_until = 0.0
         self.waits = 0
 
@@ -168,34 +170,46 @@ class ApiBudget:
     def wait_time(self, *, urgent: bool = False) -> float:
         """Seconds until an API call may go (0: now)."""
         with self._lock:
-            now = self._clock()
-            self._expire(now)
-            reserve = 0 if urgent else max(1, int(self.budget * URGENT_RESERVE))
-            wait = max(0.0, self._paused_until - now)
-            if len(self._calls) >= self.budget - reserve and self._calls:
-                # the oldest calls leave the window first
-                index = len(self._calls) - (self.budget - reserve)
-                wait = max(wait, self._calls[min(index, len(self._calls) - 1)] + self.window - now)
-            if self._hub_left is not None and self._hub_left <= (0 if urgent else reserve):
+            return self._wait_locked(self._clock(), urgent)
+
+    def _wait_locked(self, now: float, urgent: bool) -> float:
+        self._expire(now)
+        reserve = 0 if urgent else max(1, int(self.budget * URGENT_RESERVE))
+        wait = max(0.0, self._paused_until - now)
+        if len(self._calls) >= self.budget - reserve and self._calls:
+            # the oldest calls leave the window first
+            index = len(self._calls) - (self.budget - reserve)
+            wait = max(wait, self._calls[min(index, len(self._calls) - 1)] + self.window - now)
+        if self._hub_left is not None:
+            hub_reserve = 0 if urgent else max(1, int((self._hub_quota or self.budget) * URGENT_RESERVE))
+            if self._hub_left <= hub_reserve:
                 wait = max(wait, self._hub_reset - now)
-            return wait
+        return wait
 
     def take(self) -> None:
         with self._lock:
-            now = self._clock()
-            self._calls.append(now)
-            if self._hub_left is not None:
-                self._hub_left = max(0, self._hub_left - 1)
+            self._take_locked(self._clock())
+
+    def _take_locked(self, now: float) -> None:
+        self._calls.append(now)
+        if self._hub_left is not None:
+            self._hub_left = max(0, self._hub_left - 1)
 
     def observe(self, status: int, headers) -> None:
         """What an answer says about the limit: ``RateLimit`` (calls left, seconds to reset),
-        ``Retry-After`` or a bare 429."""
+        ``RateLimit-Policy`` (the window's quota), ``Retry-After`` or a bare 429."""
         now = self._clock()
         match = _RATELIMIT_RE.search(headers.get("RateLimit", "") or "")
+        quota = _POLICY_QUOTA_RE.search(headers.get("RateLimit-Policy", "") or "")
         with self._lock:
+            if quota:
+                self._hub_quota = int(quota.group(1))
             if match:
-                self._hub_left = int(match.group(1))
-                self._hub_reset = now + int(match.group(2))
+                left, reset = int(match.group(1)), now + int(match.group(2))
+                if self._hub_left is not None and abs(reset - self._hub_reset) <= 1.5:
+                    # the same window: answers to concurrent calls arrive in any order
+                    left = min(left, self._hub_left)
+                self._hub_left, self._hub_reset = left, reset
             if status == 429:
                 retry_after = headers.get("Retry-After", "")
                 if retry_after.strip().isdigit():
@@ -210,7 +224,13 @@ class ApiBudget:
         """Wait until a call may go, then count it. Returns the seconds waited."""
         waited = 0.0
         noted = False
-        while (wait := self.wait_time(urgent=urgent)) > 0:
+        while True:
+            with self._lock:
+                now = self._clock()
+                wait = self._wait_locked(now, urgent)
+                if wait <= 0:
+                    self._take_locked(now)  # checked and counted at once: threads do not overrun
+                    return waited
             if not noted:
                 noted = True
                 self.waits += 1
@@ -219,8 +239,6 @@ class ApiBudget:
             step = min(wait, BUDGET_SLEEP_MAX_S)
             sleep(step)
             waited += step
-        self.take()
-        return waited
 
 
 class HubHealth:
