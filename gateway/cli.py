@@ -370,6 +370,8 @@ def _show_stats(r: dict) -> None:
         print(f"quota: {human_size(r['quota_bytes'])}")
     if r.get("trash_entries") is not None:
         print(f"in the trash: {r['trash_entries']}")
+    if r.get("hub_requests"):
+        print("Hub requests since the start: " + ", ".join(f"{k} {v}" for k, v in r["hub_requests"].items()))
 
 
 def _show_report(r: dict) -> None:

@@ -268,6 +268,9 @@ def test_an_upload_error_that_is_over_no_longer_shows_in_the_status(emulator: Hu
         status = sync.status()
         assert status["last_error"] is None, status
         assert sync.uploader.uploaded >= 1
+        from gateway.operations import stats
+
+        assert stats(gw)["hub_requests"].get("preupload", 0) >= 2  # the failed one and the retry
 
 
 # -- the API budget against the emulator's limit --------------------------------------------
