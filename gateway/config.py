@@ -59,7 +59,7 @@ Environment variables (command-line flags of ``hfdav serve`` override them):
 ``HFDAV_HUB_API_TIMEOUT``   seconds a Hub API call may wait to connect or for each piece of
                             its answer (default 20); commits: ``HFDAV_HUB_COMMIT_TIMEOUT``
                             (default 120); transfers (LFS PUTs, reads):
-                            ``HFDAV_HUB_TRANSFER_TIMEOUT`` (default 60, per read or write)
+                            ``HFDAV_HUB_TRANSFER_TIMEOUT`` (default 45, per read or write)
 ``HFDAV_HUB_API_BUDGET``    Hub API calls hfdav makes per 5-minute window at most (default
                             1000, a free account's limit); background calls wait beyond
 ``HFDAV_CACHE_SIZE``        on-disk chunk cache (default ``10GiB``)
@@ -174,7 +174,7 @@ class Settings:
     hub_transport: str = "xet"
     hub_api_timeout: int = 20
     hub_commit_timeout: int = 120
-    hub_transfer_timeout: int = 60
+    hub_transfer_timeout: int = 45
     hub_api_budget: int = 1000
     cache_size: int = 10 * GiB
     staging_limit: int = 2 * GiB
@@ -472,7 +472,7 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
         ),
         hub_api_timeout=integer("HFDAV_HUB_API_TIMEOUT", 20, 1, 3600),
         hub_commit_timeout=integer("HFDAV_HUB_COMMIT_TIMEOUT", 120, 1, 3600),
-        hub_transfer_timeout=integer("HFDAV_HUB_TRANSFER_TIMEOUT", 60, 1, 3600),
+        hub_transfer_timeout=integer("HFDAV_HUB_TRANSFER_TIMEOUT", 45, 1, 3600),
         hub_api_budget=integer("HFDAV_HUB_API_BUDGET", 1000, 10, 1_000_000),
         cache_size=size("HFDAV_CACHE_SIZE", 10 * GiB, 0, 1 << 50),
         staging_limit=size("HFDAV_STAGING_LIMIT", 2 * GiB, 2 * MiB, 1 << 50),

@@ -119,11 +119,15 @@ def test_hub_health_reports_failures_and_calls_without_an_answer():
     now = [100.0]
     health = HubHealth(clock=lambda: now[0])
     token = health.begin("commit")
+    transfer = health.begin("transfer")  # a body on its way: only its own timeout ends it
     now[0] += 5
     assert health.problem(30) is None
     now[0] += 30
+    assert health.problem(30) is None  # a commit may take longer than other calls
+    now[0] += 10
     kind, since, error = health.problem(30)
     assert kind == "commit" and since == 100.0 and "no answer" in error
+    health.end(transfer)
     health.end(token, "commit: ReadTimeout: timed out")
     assert health.problem(30)[2] == "commit: ReadTimeout: timed out"
     health.end(health.begin("repo_info"))

@@ -49,7 +49,7 @@ from urllib3.util.retry import Retry
 from gateway import metrics
 from gateway.errors import HubUnreachable, IntegrityError, ObjectMissing, StoreError
 from gateway.store.base import OBJECT_ID_RE, ObjectStore, ReadStream, shard_path
-from gateway.store.hubhttp import CONNECT_TIMEOUT_MAX_S, HubHttp, HubLimits, install
+from gateway.store.hubhttp import HubHttp, HubLimits, install
 
 log = logging.getLogger(__name__)
 
@@ -493,8 +493,7 @@ class _Reader:
         """The final answer to a GET of ``url`` (redirects followed, transient failures retried;
         the body not read yet). Raises urllib3's errors for a transport failure."""
         origin = urlsplit(url).netloc
-        seconds = self._policy.limits.transfer_timeout
-        timeout = urllib3.Timeout(connect=min(seconds, CONNECT_TIMEOUT_MAX_S), read=seconds)
+        timeout = urllib3.Timeout(connect=constants.HF_HUB_DOWNLOAD_TIMEOUT, read=constants.HF_HUB_DOWNLOAD_TIMEOUT)
         headers = {**headers, "Accept-Encoding": "identity"}
         for _ in range(MAX_REDIRECTS + 1):
             kind = "resolve" if urlsplit(url).netloc == origin else "transfer"

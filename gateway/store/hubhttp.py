@@ -11,7 +11,8 @@ one whose transport is :class:`_Transport`, the one place every request of the l
   (LFS PUTs and GETs on the storage origin) ``transfer_timeout``; each is a bound on one
   connect, one read or one write (inactivity), not on a whole body. A timeout the library
   passes itself (e.g. ``HF_HUB_ETAG_TIMEOUT``) is left alone. Ranged reads (urllib3, in
-  :mod:`gateway.store.hub`) use ``transfer_timeout`` too.
+  :mod:`gateway.store.hub`) keep the library's download timeout (``HF_HUB_DOWNLOAD_TIMEOUT``,
+  10 s) and are counted and watched here too.
 * **accounting**: every request is counted by kind (``hfdav_hub_requests_total{kind}``);
   API calls also in the current 5-minute window (:class:`ApiBudget`).
 * **the API budget**: the Hub limits API calls per 5-minute window (1,000 for a free account)
@@ -53,11 +54,16 @@ URGENT_RESERVE = 0.1
 #: Default timeouts (seconds): an API call, a commit, one read/write of a transfer.
 DEFAULT_API_TIMEOUT_S = 20.0
 DEFAULT_COMMIT_TIMEOUT_S = 120.0
-DEFAULT_TRANSFER_TIMEOUT_S = 60.0
+DEFAULT_TRANSFER_TIMEOUT_S = 45.0
 #: A connection that is not established after this long will not be (any kind).
 CONNECT_TIMEOUT_MAX_S = 10.0
 #: Longest single sleep of a call waiting for budget (it looks again after it).
 BUDGET_SLEEP_MAX_S = 5.0
+#: A call without an answer counts as a problem after the watch's threshold, times this for
+#: kinds the Hub may take long to answer (a commit of 100 operations); transfers only fail by
+#: their timeout (their body is on its way all along).
+STALL_FACTOR = {"commit": 1.5}
+NO_STALL = frozenset({"transfer"})
 #: Pause after a 429 that said nothing about how long to wait (seconds).
 DEFAULT_429_PAUSE_S = 30.0
 
@@ -276,23 +282,21 @@ class HubHealth:
                 self.failing_kind = kind
                 self.last_error = error
 
-    def oldest_waiting(self) -> tuple[str, float] | None:
-        """(kind, start) of the request waiting longest for an answer."""
-        with self._lock:
-            if not self._inflight:
-                return None
-            return min(self._inflight.values(), key=lambda item: item[1])
-
     def problem(self, stall_after: float) -> tuple[str, float, str] | None:
         """``(kind, since, error)`` while the Hub fails or a call has had no answer for
-        ``stall_after`` seconds; None while it answers."""
+        ``stall_after`` seconds (commits: STALL_FACTOR times that; transfers, which send or
+        receive a body all along, only by their own timeout); None while it answers."""
         now = self._clock()
-        waiting = self.oldest_waiting()
         with self._lock:
             if self.failing_since is not None:
                 return self.failing_kind or "?", self.failing_since, self.last_error or "failing"
-        if waiting is not None and now - waiting[1] >= stall_after:
-            kind, since = waiting
+            stalled = [
+                (kind, since)
+                for kind, since in self._inflight.values()
+                if kind not in NO_STALL and now - since >= stall_after * STALL_FACTOR.get(kind, 1.0)
+            ]
+        if stalled:
+            kind, since = min(stalled, key=lambda item: item[1])
             return kind, since, f"no answer to a {kind} call for {now - since:.0f} s"
         return None
 
