@@ -25,7 +25,6 @@ Phases, each in a fresh gateway process on the same data dir:
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import re
 import shutil

@@ -44,7 +44,8 @@ def stats(gateway) -> dict:
     if gateway.settings.hub_enabled:
         out["repo"] = gateway.settings.hf_dataset_repo
         # this process's Hub requests by kind (the server's own when asked through the admin API)
-        out["hub_requests"] = {k: int(v) for k, v in sorted(metrics.by_label("hfdav_hub_requests_total", "kind").items())}
+        requests = metrics.by_label("hfdav_hub_requests_total", "kind")
+        out["hub_requests"] = {k: int(v) for k, v in sorted(requests.items())}
     if gateway.settings.quota:
         out["quota_bytes"] = gateway.settings.quota
     return out

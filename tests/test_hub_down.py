@@ -213,9 +213,10 @@ def test_a_drive_starts_serves_and_catches_up_while_the_hub_is_down(emulator: Hu
         srv.wait_synced(240)
         _wait_for(lambda: "the Hub answers again" in srv.log_text(), 60, "the recovery line")
         healthy = _wait_for(
-            lambda: (r := requests.get(srv.origin + "/healthz", auth=("admin", PASSWORD), timeout=30)).status_code
-            == 200
-            and r.json(),
+            lambda: (
+                (r := requests.get(srv.origin + "/healthz", auth=("admin", PASSWORD), timeout=30)).status_code == 200
+                and r.json()
+            ),
             60,
             "/healthz ok again",
         )
@@ -311,3 +312,37 @@ def test_every_hub_request_is_counted_by_kind(emulator: HubEmulator, tmp_path: P
     assert metrics.value("hfdav_hub_requests_total", kind="paths_info") == 1
     assert metrics.value("hfdav_hub_requests_total", kind="commit") == 1
     assert client.http.budget.used() >= 4  # create, revision, paths-info, preupload?, commit
+
+
+@pytest.mark.slow
+def test_a_hub_that_hangs_while_the_gateway_runs_shows_in_the_log_and_healthz(emulator: HubEmulator, tmp_path: Path):
+    """The default timeouts: the warning comes from the watch, not from a short timeout."""
+    env = hub_env(emulator, tmp_path / "data")
+    files = {f"/f{i}.bin": os.urandom(MiB + 1000 * i) for i in range(3)}
+    with served(env, tmp_path / "server.log") as srv:
+        s = srv.session()
+        srv.wait_synced(60)
+        rule = emulator.faults.hang()
+        try:
+            hung = time.monotonic()
+            for path, data in files.items():
+                assert s.put(srv.url + path, data=data, timeout=60).status_code == 201
+            warning = _wait_for(
+                lambda: [line for line in srv.log_text().splitlines() if "the Hub has been failing for" in line],
+                180,
+                "a warning about the hung Hub",
+            )
+            print(f"warning {time.monotonic() - hung:.0f} s after the Hub hung: {warning[0]}")
+            health = requests.get(srv.origin + "/healthz", auth=("admin", PASSWORD), timeout=30)
+            assert health.status_code == 503
+            store = health.json()["checks"]["store"]
+            assert store["hub"]["state"] == "failing" and store["oldest_unsynced_s"] is not None
+            assert "unsynced change" in warning[0]
+        finally:
+            emulator.faults.remove(rule)
+        srv.wait_synced(300)
+        _wait_for(lambda: "the Hub answers again" in srv.log_text(), 60, "the recovery line")
+        health = requests.get(srv.origin + "/healthz", auth=("admin", PASSWORD), timeout=30)
+        assert health.status_code == 200 and health.json()["checks"]["store"]["last_error"] is None
+        for path, data in files.items():
+            assert s.get(srv.url + path, timeout=60).content == data

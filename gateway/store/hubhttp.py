@@ -373,8 +373,10 @@ def install(limits: HubLimits, endpoint: str | None) -> HubHttp:
     from huggingface_hub.utils import set_client_factory
 
     with _install_lock:
-        if _current is not None and _current.limits == limits and _current.endpoint_netloc == (
-            urlsplit(endpoint).netloc if endpoint else None
+        if (
+            _current is not None
+            and _current.limits == limits
+            and _current.endpoint_netloc == (urlsplit(endpoint).netloc if endpoint else None)
         ):
             return _current
         policy = HubHttp(limits, endpoint)

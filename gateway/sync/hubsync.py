@@ -597,7 +597,10 @@ class HubSync:
             return
         self._hub_reported = now
         oldest = self.oldest_unsynced()
-        waiting = "nothing waits to be synced" if oldest is None else f"the oldest unsynced change is {now - oldest:.0f} s old"
+        if oldest is None:
+            waiting = "nothing waits to be synced"
+        else:
+            waiting = f"the oldest unsynced change is {now - oldest:.0f} s old"
         log.warning("the Hub has been failing for %.0f s (%s calls: %s); %s", now - since, kind, error, waiting)
 
 

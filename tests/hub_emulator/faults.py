@@ -146,7 +146,9 @@ class ApiRateLimit:
     :meth:`admit` counts one request and returns ``(allowed, headers)``; the headers go on the answer
     (the 429 included), as the Hub sends them."""
 
-    def __init__(self, limit: int | None = None, window: int = API_WINDOW_S, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, limit: int | None = None, window: int = API_WINDOW_S, clock: Callable[[], float] = time.monotonic
+    ):
         self.limit = limit
         self.window = window
         self.clock = clock
