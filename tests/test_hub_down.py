@@ -84,6 +84,33 @@ def test_requests_are_classified_by_kind_and_get_their_kind_of_timeout():
     assert limits.timeout_for("transfer").connect == 10
 
 
+def test_the_library_client_sends_each_kind_with_its_timeout():
+    import httpx2
+
+    from gateway.store.hubhttp import HubHttp, _Transport
+
+    limits = HubLimits(api_timeout=7, commit_timeout=90, transfer_timeout=45)
+    seen: dict[str, float] = {}
+
+    def answer(request):
+        seen[request.url.path] = request.extensions["timeout"]["read"]
+        return httpx2.Response(200, json={})
+
+    policy = HubHttp(limits, "http://hub.test")
+    client = httpx2.Client(timeout=limits.fallback(), transport=_Transport(policy, httpx2.MockTransport(answer)))
+    client.get("http://hub.test/api/datasets/u/r/revision/main")
+    client.post("http://hub.test/api/datasets/u/r/commit/main", json={})
+    client.put("http://storage.test/lfs/abc", content=b"x")
+    client.get("http://hub.test/api/datasets/u/r/tree/main", timeout=3)  # the library's own: kept
+    assert seen == {
+        "/api/datasets/u/r/revision/main": 7,
+        "/api/datasets/u/r/tree/main": 3,
+        "/api/datasets/u/r/commit/main": 90,
+        "/lfs/abc": 45,
+    }
+    assert policy.budget.used() == 3  # two API calls and the last one; the PUT is no API call
+
+
 def test_the_api_budget_delays_background_calls_first_and_obeys_the_hubs_word():
     now = [1000.0]
     budget = ApiBudget(20, 300, clock=lambda: now[0])

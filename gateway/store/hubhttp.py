@@ -134,6 +134,13 @@ class HubLimits:
         if min(self.api_timeout, self.commit_timeout, self.transfer_timeout, self.window) <= 0 or self.api_budget < 1:
             raise ValueError("Hub timeouts and the window must be > 0, the budget >= 1")
 
+    def fallback(self) -> httpx2.Timeout:
+        """The client's default timeout: the longest of the kinds. Requests that bypass the
+        transport below (through a proxy from ``HTTPS_PROXY``) still get it; the others get
+        their kind's."""
+        longest = max(self.api_timeout, self.commit_timeout, self.transfer_timeout)
+        return httpx2.Timeout(longest, connect=min(longest, CONNECT_TIMEOUT_MAX_S))
+
     def timeout_for(self, kind: str) -> httpx2.Timeout:
         seconds = (
             self.commit_timeout
@@ -345,7 +352,7 @@ class _Transport(httpx2.BaseTransport):
         policy = self.policy
         kind = policy.classify(request.method, str(request.url))
         timeout = request.extensions.get("timeout") or {}
-        if all(v is None for v in timeout.values()):
+        if timeout == policy.limits.fallback().as_dict() or all(v is None for v in timeout.values()):
             request.extensions = {**request.extensions, "timeout": policy.limits.timeout_for(kind).as_dict()}
         policy.before(kind)
         token = policy.health.begin(kind)
@@ -385,7 +392,7 @@ def install(limits: HubLimits, endpoint: str | None) -> HubHttp:
             return httpx2.Client(
                 event_hooks={"request": [hf_http.hf_request_event_hook]},
                 follow_redirects=True,
-                timeout=None,
+                timeout=limits.fallback(),
                 transport=_Transport(policy, httpx2.HTTPTransport()),
             )
 
