@@ -8,8 +8,8 @@ A rule matches requests by HTTP method and a regular expression searched in the 
   A 429 carries ``RateLimit: "api";r=0;t=<reset>`` and ``RateLimit-Policy`` so that huggingface_hub's
   ``http_backoff`` sleeps ``reset + 1`` seconds and retries; 408/500/502/503/504 are retried with
   exponential backoff (1, 2, 4, 8, 8 s); a commit POST is never retried by the client.
-- ``delay``: sleep ``seconds`` and then serve the request normally (client read timeouts are 10 s on
-  downloads and none on API calls).
+- ``delay``: sleep ``seconds`` and then serve the request normally (huggingface_hub's own read timeouts
+  are 10 s on downloads and none on API calls; hfdav sets per-kind ones, ``gateway/store/hubhttp.py``).
 - ``drop_before``: close the connection without reading the body or answering.
 - ``drop_after_read``: read the whole body, then close the connection without processing or answering.
 - ``drop_after`` (alias ``lost_answer``): serve the request completely (a commit is applied, an LFS PUT is
