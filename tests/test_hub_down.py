@@ -261,9 +261,12 @@ def test_a_drive_starts_serves_and_catches_up_while_the_hub_is_down(emulator: Hu
 
 
 @pytest.mark.slow
-def test_a_first_start_against_a_hub_that_never_answers_says_so_and_exits_2(emulator: HubEmulator, tmp_path: Path):
+@pytest.mark.parametrize("fault", ["hang", "down"])
+def test_a_first_start_against_a_hub_that_never_answers_says_so_and_exits_2(
+    emulator: HubEmulator, tmp_path: Path, fault: str
+):
     env = hub_env(emulator, tmp_path / "data")  # the default timeouts
-    emulator.faults.hang()
+    emulator.faults.hang() if fault == "hang" else emulator.faults.down()
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "serve", "--port", "0"],
         env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
@@ -284,6 +287,7 @@ def test_a_first_start_against_a_hub_that_never_answers_says_so_and_exits_2(emul
     lines = [line for line in err.splitlines() if line.startswith("hfdav: ")]
     assert len(lines) == 1, err[-3000:]
     assert "does not answer" in lines[0] and emulator.url in lines[0]
+    assert "HF_ENDPOINT" in lines[0]
 
 
 # -- errors that are over ---------------------------------------------------------------------

@@ -272,8 +272,9 @@ class HubClient:
         """The error of a first start that could not reach the Hub (one line)."""
         first = " ".join(str(exc).split())
         return HubUnreachable(
-            f"the Hub at {self.endpoint} does not answer ({first}); the data dir holds no drive yet, so nothing "
-            "can be served before the dataset repo is read: check HF_ENDPOINT and the network, then start again"
+            f"the Hub at {self.endpoint} does not answer or only fails ({first}); the data dir holds no drive "
+            "yet, so nothing can be served before the dataset repo is read: check HF_ENDPOINT and the network, "
+            "then start again"
         )
 
     # -- repo ---------------------------------------------------------------------------------
