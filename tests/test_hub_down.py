@@ -377,3 +377,19 @@ def test_a_hub_that_hangs_while_the_gateway_runs_shows_in_the_log_and_healthz(em
         assert health.status_code == 200 and health.json()["checks"]["store"]["last_error"] is None
         for path, data in files.items():
             assert s.get(srv.url + path, timeout=60).content == data
+
+
+@pytest.mark.slow
+def test_the_container_boot_gives_up_on_a_hung_hub_at_a_first_start_only(emulator: HubEmulator, tmp_path: Path):
+    import boot
+    from gateway.config import load_settings
+
+    settings = load_settings(hub_env(emulator, tmp_path / "data"))
+    assert not boot.has_database(settings)
+    emulator.faults.hang()
+    finished, outcome = _finishes(lambda: boot.ensure_dataset_repo(settings))
+    assert finished and isinstance(outcome, boot.BootError), outcome
+    assert outcome.exit_code == 2 and "does not answer" in str(outcome)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "meta.sqlite3").write_bytes(b"")
+    assert boot.has_database(settings)  # the Hub is not asked: the gateway starts from the database
