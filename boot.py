@@ -7,7 +7,10 @@ Start-up, in order (any failure stops here with a message and a non-zero exit):
    ``gateway/config.py``, and the ones below). Defaults that differ from ``hfdav serve``:
    the share lives under ``HFDAV_PREFIX=/dav`` and the data dir is ``/data`` when it is
    writable (persistent storage on a Space, the volume under compose), else ``$HOME/data``.
-2. With the Hub backend, the dataset repo is created if it does not exist.
+2. With the Hub backend and no database yet, the dataset repo is created if it does not exist
+   (a Hub that does not answer stops the start within HUB_START_DEADLINE_S, exit 2). A data dir
+   that holds a database starts without asking the Hub: the gateway serves from it while the
+   Hub is down and syncs once it answers.
 3. When the metadata database is missing (fresh disk), it comes from whichever is newer: the
    dataset repo (the gateway rebuilds an empty database from the repo as it starts) or the
    newest WebDAV backup (restored here).
@@ -91,6 +94,9 @@ HURRY_TIMEOUT_S = 10
 #: Attempts (and the pause between them) for the Hub calls made before the gateway starts.
 HUB_ATTEMPTS = 5
 HUB_RETRY_PAUSE_S = 5
+#: No attempt starts after this many seconds: a Hub that never answers is reported within 30 s
+#: (with the default API timeout of 20 s, one attempt).
+HUB_START_DEADLINE_S = 25
 
 
 class BootError(Exception):
@@ -158,6 +164,7 @@ def _hub_call(what: str, call, settings: Settings):
     """Run a Hub call, retrying transient failures; BootError when it cannot succeed."""
     from gateway.store.hub import HubError, translate
 
+    deadline = time.monotonic() + HUB_START_DEADLINE_S
     for attempt in range(1, HUB_ATTEMPTS + 1):
         try:
             return call()
@@ -167,8 +174,12 @@ def _hub_call(what: str, call, settings: Settings):
             error = translate(exc, what)
         if error.status in (401, 403):
             raise BootError(hub_refusal(settings, error.status) or str(error), code=2)
-        if not error.transient or attempt == HUB_ATTEMPTS:
+        if not error.transient:
             raise BootError(f"{what}: {error}")
+        if attempt == HUB_ATTEMPTS or time.monotonic() + HUB_RETRY_PAUSE_S > deadline:
+            raise BootError(f"{what}: the Hub does not answer ({' '.join(str(error).split())}); the data dir "
+                            "holds no drive yet: check HF_ENDPOINT and the network, then start again",
+                            code=2)  # fmt: skip
         log.warning("%s failed (attempt %d of %d): %s; retrying", what, attempt, HUB_ATTEMPTS, error)
         time.sleep(HUB_RETRY_PAUSE_S)
     raise AssertionError("unreachable")
@@ -176,13 +187,21 @@ def _hub_call(what: str, call, settings: Settings):
 
 def ensure_dataset_repo(settings: Settings) -> datetime | None:
     """Create the (private) dataset repo unless it exists; return when it last changed."""
-    from gateway.store.hub import REPO_TYPE, HubClient
+    from gateway.app import hub_client
+    from gateway.store.hub import REPO_TYPE
 
-    client = HubClient(settings.hf_dataset_repo, token=settings.hf_token, endpoint=settings.hf_endpoint)
+    client = hub_client(settings)
     what = f"dataset repo {settings.hf_dataset_repo}"
     _hub_call(f"creating {what}", client.ensure_repo, settings)
     info = _hub_call(f"reading {what}", lambda: client.api.repo_info(client.repo_id, repo_type=REPO_TYPE), settings)
     return info.last_modified
+
+
+def has_database(settings: Settings) -> bool:
+    """Whether the data dir already holds its (SQLite) database: the gateway then starts from
+    it without the Hub. Another database (PostgreSQL) is the gateway's to judge."""
+    db_path = sqlite_path(settings.database_url)
+    return db_path is None or db_path.exists()
 
 
 # -- metadata restore -------------------------------------------------------------------------
@@ -509,7 +528,7 @@ def main() -> int:
     log_summary(settings, share_url=f"{public}{settings.prefix}/",
                 password=password_source(settings, generated, from_env))  # fmt: skip
     try:
-        repo_changed = ensure_dataset_repo(settings) if settings.hub_enabled else None
+        repo_changed = ensure_dataset_repo(settings) if settings.hub_enabled and not has_database(settings) else None
         log.info("metadata: %s", restore_metadata(settings, backup, repo_changed))
         supervisor.start()
     except BootError as exc:

@@ -63,27 +63,57 @@ class Gateway:
         self.repo.close()
 
 
-def build_store(settings: Settings) -> ObjectStore:
+def build_store(settings: Settings, *, check_repo: bool = True) -> ObjectStore:
     if settings.hub_enabled:
-        return build_hub_store(settings)
+        return build_hub_store(settings, check_repo=check_repo)
     return LocalStore(settings.data_dir / "objects")
 
 
-def build_hub_store(settings: Settings) -> ObjectStore:
+def hub_client(settings: Settings):
+    """A client of the settings' dataset repo, with their timeouts and API budget."""
+    from gateway.store.hub import HubClient
+    from gateway.store.hubhttp import HubLimits
+
+    limits = HubLimits(
+        api_timeout=settings.hub_api_timeout,
+        commit_timeout=settings.hub_commit_timeout,
+        transfer_timeout=settings.hub_transfer_timeout,
+        api_budget=settings.hub_api_budget,
+    )
+    return HubClient(settings.hf_dataset_repo, token=settings.hf_token, endpoint=settings.hf_endpoint, limits=limits)
+
+
+def build_hub_store(settings: Settings, *, check_repo: bool = True) -> ObjectStore:
     """The Hub backend's store: local staging and cache (write-back) in front of the dataset
-    repo, which is created (private) if it does not exist."""
-    from gateway.store.hub import HubClient, HubStore, apply_hub_transport
+    repo, which is created (private) if it does not exist. ``check_repo`` False (the data dir
+    already holds a drive): the Hub is not contacted here, so a Hub that is down does not keep
+    the drive from starting (the sync package checks the repo in the background)."""
+    from gateway.store.hub import HubStore, apply_hub_transport
     from gateway.store.writeback import WriteBackStore
 
     apply_hub_transport(settings.hub_transport, settings.data_dir)
-    client = HubClient(settings.hf_dataset_repo, token=settings.hf_token, endpoint=settings.hf_endpoint)
-    client.ensure_repo()
+    client = hub_client(settings)
+    if check_repo:
+        ensure_repo_or_explain(client)
     return WriteBackStore(
         HubStore(client),
         settings.data_dir / "hub",
         staging_limit=settings.staging_limit,
         cache_size=settings.cache_size,
     )
+
+
+def ensure_repo_or_explain(client) -> str:
+    """``client.ensure_repo()``; a Hub that does not answer (or only fails) becomes
+    :class:`HubUnreachable` with one line naming the endpoint."""
+    from gateway.store.hub import HubError
+
+    try:
+        return client.ensure_repo()
+    except HubError as exc:
+        if not exc.transient:
+            raise
+        raise client.unreachable(exc) from exc
 
 
 def seed_encryption_record(repo: MetadataRepository, wb) -> None:
@@ -180,10 +210,13 @@ def build_gateway(settings: Settings, *, refuse_lost_metadata: bool = True) -> G
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     repo = MetadataRepository.open(settings.database_url, journal_enabled=settings.hub_enabled)
     try:
-        base_store = build_store(settings)
+        # a data dir that holds a drive starts without the Hub (it may be down): only a new or
+        # emptied database needs the repo before it can serve
+        has_drive = not repo.is_pristine()
+        base_store = build_store(settings, check_repo=not has_drive)
         if refuse_lost_metadata:
             check_metadata_present(settings, repo, base_store)
-        if settings.hub_enabled and repo.get_setting(ENCRYPTION_SETTING) is None:
+        if settings.hub_enabled and not has_drive and repo.get_setting(ENCRYPTION_SETTING) is None:
             seed_encryption_record(repo, base_store)
         store, object_hasher = wrap_encryption(settings, repo, base_store)
     except Exception:

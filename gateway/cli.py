@@ -14,7 +14,7 @@ from pathlib import Path
 
 from gateway import __version__
 from gateway.config import ConfigError, load_settings, parse_size
-from gateway.errors import HfdavError
+from gateway.errors import HfdavError, HubUnreachable
 from gateway.progress import human_size, parse_duration
 
 log = logging.getLogger("hfdav")
@@ -176,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     except PermissionError as exc:  # a data dir of another user, read-only files
         print(f"hfdav: permission denied: {exc.filename or exc}: this user cannot write in the data dir "
               f"{settings.data_dir} (HFDAV_DATA_DIR or --data-dir)", file=sys.stderr)  # fmt: skip
+        return 2
+    except HubUnreachable as exc:  # a first start while the Hub does not answer
+        print(f"hfdav: {exc}", file=sys.stderr)
         return 2
     except HfdavError as exc:  # e.g. another process holds the data dir
         if (line := _hub_refusal(settings, exc)) is not None:  # a rejected token, a foreign repo
@@ -413,6 +416,8 @@ def _show_stats(r: dict) -> None:
         print(f"quota: {human_size(r['quota_bytes'])}")
     if r.get("trash_entries") is not None:
         print(f"in the trash: {r['trash_entries']}")
+    if r.get("hub_requests"):
+        print("Hub requests since the start: " + ", ".join(f"{k} {v}" for k, v in r["hub_requests"].items()))
 
 
 def _show_report(r: dict) -> None:

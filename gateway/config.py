@@ -61,6 +61,12 @@ Environment variables (command-line flags of ``hfdav serve`` override them):
                             ``lfs``: how chunks go to the Hub; with Xet its
                             cache lives in ``<data dir>/.cache/hf`` and telemetry is off unless
                             ``HF_HUB_DISABLE_TELEMETRY`` is set
+``HFDAV_HUB_API_TIMEOUT``   seconds a Hub API call may wait to connect or for each piece of
+                            its answer (default 20); commits: ``HFDAV_HUB_COMMIT_TIMEOUT``
+                            (default 120); transfers (LFS PUTs, reads):
+                            ``HFDAV_HUB_TRANSFER_TIMEOUT`` (default 45, per read or write)
+``HFDAV_HUB_API_BUDGET``    Hub API calls hfdav makes per 5-minute window at most (default
+                            1000, a free account's limit); background calls wait beyond
 ``HFDAV_CACHE_SIZE``        on-disk chunk cache (default ``10GiB``)
 ``HFDAV_STAGING_LIMIT``     staged-but-not-uploaded bytes before PUTs wait (default ``2GiB``)
 ``HFDAV_COMMIT_INTERVAL``   seconds a change may wait for more to share its Hub commit (default
@@ -177,6 +183,10 @@ class Settings:
     hf_endpoint: str | None = None
     durability: str = "async"
     hub_transport: str = "xet"
+    hub_api_timeout: int = 20
+    hub_commit_timeout: int = 120
+    hub_transfer_timeout: int = 45
+    hub_api_budget: int = 1000
     cache_size: int = 10 * GiB
     staging_limit: int = 2 * GiB
     commit_interval: float = 30.0
@@ -529,6 +539,10 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
             "lfs" if (text("HF_HUB_DISABLE_XET") or "").lower() in ("1", "true", "yes", "on") else "xet",
             ("xet", "lfs"),
         ),
+        hub_api_timeout=integer("HFDAV_HUB_API_TIMEOUT", 20, 1, 3600),
+        hub_commit_timeout=integer("HFDAV_HUB_COMMIT_TIMEOUT", 120, 1, 3600),
+        hub_transfer_timeout=integer("HFDAV_HUB_TRANSFER_TIMEOUT", 45, 1, 3600),
+        hub_api_budget=integer("HFDAV_HUB_API_BUDGET", 1000, 10, 1_000_000),
         cache_size=size("HFDAV_CACHE_SIZE", 10 * GiB, 0, 1 << 50),
         staging_limit=size("HFDAV_STAGING_LIMIT", 2 * GiB, 2 * MiB, 1 << 50),
         commit_interval=integer("HFDAV_COMMIT_INTERVAL", 30, 0, 24 * 3600),

@@ -25,6 +25,11 @@ class ConfigError(HfdavError):
         super().__init__("invalid settings:\n" + "\n".join(f"  - {p}" for p in self.problems))
 
 
+class HubUnreachable(HfdavError):
+    """A first start (no drive in the data dir yet) could not reach the Hub: nothing can be
+    served before the dataset repo is read. The message is one line naming the endpoint."""
+
+
 class NotFound(HfdavError):
     """The path (or an object) does not exist."""
 

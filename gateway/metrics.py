@@ -39,6 +39,14 @@ def value(name: str, **labels: str) -> float:
         return _counters.get(key, 0)
 
 
+def by_label(name: str, label: str) -> dict[str, float]:
+    """The counters ``name`` keyed by the value of their one label ``label`` (e.g. Hub requests
+    by kind)."""
+    with _lock:
+        items = [(labels, val) for (n, labels), val in _counters.items() if n == name]
+    return {dict(labels).get(label, ""): val for labels, val in items}
+
+
 def _fmt_labels(labels: tuple[tuple[str, str], ...]) -> str:
     if not labels:
         return ""

@@ -10,6 +10,7 @@ import dataclasses
 import time
 from pathlib import Path
 
+from gateway import metrics
 from gateway.errors import HfdavError
 from gateway.fsck import Fsck, FsckReport
 from gateway.progress import Progress
@@ -42,6 +43,9 @@ def stats(gateway) -> dict:
     }
     if gateway.settings.hub_enabled:
         out["repo"] = gateway.settings.hf_dataset_repo
+        # this process's Hub requests by kind (the server's own when asked through the admin API)
+        requests = metrics.by_label("hfdav_hub_requests_total", "kind")
+        out["hub_requests"] = {k: int(v) for k, v in sorted(requests.items())}
     if gateway.settings.quota:
         out["quota_bytes"] = gateway.settings.quota
     return out

@@ -47,8 +47,9 @@ from huggingface_hub.utils import build_hf_headers, disable_progress_bars
 from urllib3.util.retry import Retry
 
 from gateway import metrics
-from gateway.errors import IntegrityError, ObjectMissing, StoreError
+from gateway.errors import HubUnreachable, IntegrityError, ObjectMissing, StoreError
 from gateway.store.base import OBJECT_ID_RE, ObjectStore, ReadStream, shard_path
+from gateway.store.hubhttp import HubHttp, HubLimits, install
 
 log = logging.getLogger(__name__)
 
@@ -246,14 +247,35 @@ def apply_hub_transport(transport: str, data_dir: Path) -> None:
 class HubClient:
     """One dataset repo on a Hub (``endpoint`` None: ``HF_ENDPOINT`` or huggingface.co)."""
 
-    def __init__(self, repo_id: str, *, token: str | None, endpoint: str | None = None, private: bool = True):
+    def __init__(
+        self,
+        repo_id: str,
+        *,
+        token: str | None,
+        endpoint: str | None = None,
+        private: bool = True,
+        limits: HubLimits | None = None,
+    ):
+        """``limits``: timeouts and API budget of every request (:mod:`gateway.store.hubhttp`;
+        the defaults when None)."""
         self.repo_id = repo_id
         self.private = private
         self._token = token
         self.api = HfApi(endpoint=endpoint, token=token)
         self.endpoint = self.api.endpoint
-        self.reader = _Reader()
+        #: the process's Hub HTTP policy: timeouts, request counts, API budget, health
+        self.http: HubHttp = install(limits or HubLimits(), self.endpoint)
+        self.reader = _Reader(self.http)
         disable_progress_bars()  # a server's log is no terminal
+
+    def unreachable(self, exc: BaseException) -> HubUnreachable:
+        """The error of a first start that could not reach the Hub (one line)."""
+        first = " ".join(str(exc).split())
+        return HubUnreachable(
+            f"the Hub at {self.endpoint} does not answer or only fails ({first}); the data dir holds no drive "
+            "yet, so nothing can be served before the dataset repo is read: check HF_ENDPOINT and the network, "
+            "then start again"
+        )
 
     # -- repo ---------------------------------------------------------------------------------
     def ensure_repo(self) -> str:
@@ -440,7 +462,8 @@ class _Reader:
     proxy setting, redirects followed here so that each hop gets the proxy its host needs and
     a hop to another host goes without the token."""
 
-    def __init__(self):
+    def __init__(self, policy: HubHttp):
+        self._policy = policy
         self._ssl = httpx2.create_ssl_context()
         self._managers: dict[str | None, urllib3.PoolManager] = {}
         self._lock = threading.Lock()
@@ -474,10 +497,18 @@ class _Reader:
         timeout = urllib3.Timeout(connect=constants.HF_HUB_DOWNLOAD_TIMEOUT, read=constants.HF_HUB_DOWNLOAD_TIMEOUT)
         headers = {**headers, "Accept-Encoding": "identity"}
         for _ in range(MAX_REDIRECTS + 1):
-            response = self._manager(url).urlopen(
-                "GET", url, headers=headers, retries=self._retry, redirect=False,
-                preload_content=False, decode_content=False, timeout=timeout,
-            )  # fmt: skip
+            kind = "resolve" if urlsplit(url).netloc == origin else "transfer"
+            self._policy.before(kind)
+            token = self._policy.health.begin(kind)
+            try:
+                response = self._manager(url).urlopen(
+                    "GET", url, headers=headers, retries=self._retry, redirect=False,
+                    preload_content=False, decode_content=False, timeout=timeout,
+                )  # fmt: skip
+            except BaseException as exc:
+                self._policy.after(token, None, None, f"{kind}: {type(exc).__name__}: {exc}", kind=kind)
+                raise
+            self._policy.after(token, response.status, response.headers, None, kind=kind)
             location = response.headers.get("Location")
             if response.status not in (301, 302, 303, 307, 308) or not location:
                 return response

@@ -1,6 +1,8 @@
 """HubSync: the Hub backend's background work, and the file service's write-back hooks.
 
-Start-up (:meth:`HubSync.start`), in order:
+Start-up (:meth:`HubSync.start`), in order (for a database that already holds a drive, steps 1,
+2, 4 and the Hub's part of 3 run in the background: the drive serves from its local database
+while the Hub is down or hung, and syncs once it answers):
 
 1. the dataset repo exists (created private if missing) and is an hfdav repo of a format this
    code reads (``hfdav.json``; an empty repo gets one, with ``.gitattributes`` lines that keep
@@ -37,6 +39,7 @@ from pathlib import Path
 from gateway.errors import HfdavError, StoreError
 from gateway.meta.repo import MetadataRepository, NewObject
 from gateway.store.hub import HubClient, HubError, HubStore, object_path
+from gateway.store.hubhttp import urgent
 from gateway.store.writeback import WriteBackStore
 from gateway.sync.budget import DEFAULT_BURST, DEFAULT_COMMITS_PER_HOUR, CommitBudget
 from gateway.sync.committer import Committer
@@ -78,9 +81,22 @@ SYNC_LINGER_S = 0.25
 GC_INTERVAL_S = 600.0
 #: Held (flock) by the one process that syncs a data dir with the repo.
 LOCK_NAME = "sync.lock"
-#: Start-up attempts when the Hub fails transiently, and the longest pause between two.
+#: Start-up attempts when the Hub fails transiently, and the longest pause between two. A first
+#: start (nothing to serve before the repo is read) gives up after START_DEADLINE_S: a start
+#: against an endpoint that never answers says so within half a minute.
 START_ATTEMPTS = 6
 START_RETRY_MAX_S = 30.0
+START_DEADLINE_S = 25.0
+#: A data dir that holds a drive: how long the start waits for the Hub before serving without
+#: it (a wrong repo or token found within this time still stops the start), and the longest
+#: pause between two attempts to reach it afterwards.
+CONNECT_WAIT_S = 5.0
+CONNECT_RETRY_MAX_S = 60.0
+#: The Hub watch: how often it looks, how long calls may fail (or one call go unanswered)
+#: before a warning is logged, and how often the warning is repeated while it lasts.
+WATCH_INTERVAL_S = 5.0
+HUB_REPORT_AFTER_S = 30.0
+HUB_REPORT_REPEAT_S = 300.0
 
 
 class HubSync:
@@ -146,6 +162,12 @@ class HubSync:
         self._gc_thread: threading.Thread | None = None
         self.restored_nodes = 0
         self._lock_fd: int | None = None
+        #: set once the repo was checked and the uploader and committer run
+        self.connected = threading.Event()
+        self._connect_error: BaseException | None = None
+        self._connect_thread: threading.Thread | None = None
+        self._watch_thread: threading.Thread | None = None
+        self._hub_reported: float | None = None
         wb.on_delete = self.request_delete
         wb.status_provider = self.status
 
@@ -242,36 +264,118 @@ class HubSync:
         return head
 
     def start(self) -> None:
-        """Steps 1–4 of the start-up (module docstring). Transient Hub failures are retried a
-        few times: the gateway cannot serve before its metadata is settled. One process per data
-        dir: a second one (another server, ``hfdav gc`` while the server runs) is refused."""
+        """Steps 1–4 of the start-up (module docstring). One process per data dir: a second one
+        (another server, ``hfdav gc`` while the server runs) is refused.
+
+        A new or emptied database needs the repo first: transient Hub failures are retried
+        until START_DEADLINE_S. A database that holds a drive settles its local state here and
+        reaches the Hub in the background; errors found within CONNECT_WAIT_S (a foreign repo,
+        a database older than the repo) still stop the start."""
         self._lock_fd = _exclusive_lock(self.state_dir / LOCK_NAME)
         try:
-            head, files = self._prepare_with_retries()
+            if self.repo.is_pristine():
+                try:
+                    with urgent():
+                        head, files = self._prepare_with_retries()
+                except HubError as exc:
+                    if not exc.transient:
+                        raise
+                    raise self.client.unreachable(exc) from exc
+                self._run(head, files)
+            else:
+                self._settle_local()
+                self._connect_thread = threading.Thread(target=self._connect_loop, name="hub-connect", daemon=True)
+                self._connect_thread.start()
+                self.connected.wait(CONNECT_WAIT_S)
+                if self._connect_error is not None:
+                    raise self._connect_error
+                if not self.connected.is_set():
+                    problem = self.client.http.health.problem(0)
+                    log.warning(
+                        "the Hub does not answer yet (%s): the drive serves from its local database; "
+                        "changes are kept on local disk and sent once the Hub answers",
+                        problem[2] if problem else "no answer",
+                    )
         except BaseException:
             os.close(self._lock_fd)
             self._lock_fd = None
             self.mirror.close()
             raise
+        self._watch_thread = threading.Thread(target=self._watch_loop, name="hub-watch", daemon=True)
+        self._watch_thread.start()
+
+    def _run(self, head: str, files: RepoFiles) -> None:
+        """Step 4: the uploader, the committer and the collector start."""
         self.committer.start(head=head, next_batch=files.last_batch + 1, last_snapshot_batch=files.latest_snapshot)
         self.uploader.start()
         if self.collect_garbage is not None:
             self._gc_thread = threading.Thread(target=self._gc_loop, name="hub-gc", daemon=True)
             self._gc_thread.start()
+        self.connected.set()
+
+    def _connect_loop(self) -> None:
+        """Reach the Hub (steps 1, 2, the rest of 3, then 4), trying again while it fails
+        transiently. A lasting error is logged and kept for ``/healthz``; nothing is synced."""
+        attempt = 0
+        while not self._gc_stop.is_set():
+            attempt += 1
+            try:
+                with urgent():
+                    head, files = self._connect()
+                if self._gc_stop.is_set():
+                    return
+                self._run(head, files)
+                if attempt > 1:
+                    log.info("the Hub answers: syncing the changes made meanwhile")
+                return
+            except HubError as exc:
+                if not exc.transient:
+                    self._connect_failed(exc)
+                    return
+                delay = min(CONNECT_RETRY_MAX_S, 2.0**attempt)
+                log.debug("reaching the Hub: %s; again in %.0f s", exc, delay)
+                self._gc_stop.wait(delay)
+            except Exception as exc:  # a foreign repo, a database older than the repo, ...
+                self._connect_failed(exc)
+                return
+
+    def _connect_failed(self, exc: BaseException) -> None:
+        self._connect_error = exc
+        log.error("cannot sync with the dataset repo %s: %s; changes stay on local disk", self.client.repo_id, exc)
 
     def _prepare_with_retries(self) -> tuple[str, RepoFiles]:
+        deadline = time.monotonic() + START_DEADLINE_S
         for attempt in range(1, START_ATTEMPTS + 1):
             try:
                 return self._prepare()
             except HubError as exc:
-                if not exc.transient or attempt == START_ATTEMPTS:
-                    raise
                 delay = min(START_RETRY_MAX_S, 2.0**attempt)
+                if not exc.transient or attempt == START_ATTEMPTS or time.monotonic() + delay > deadline:
+                    raise
                 log.warning(
                     "start-up: %s; trying again in %.0f s (attempt %d of %d)", exc, delay, attempt, START_ATTEMPTS
                 )
                 time.sleep(delay)
         raise AssertionError("unreachable")
+
+    def _settle_local(self) -> None:
+        """Step 3 without the Hub: pins of interrupted uploads released, staged files checked
+        against the database, uploaded objects kept on local disk until the Hub's part of the
+        settlement (:meth:`_connect`) finds them committed."""
+        self.repo.unpin_objects(None)
+        self._settle_staged()
+        for o in self.repo.uploaded_objects(limit=1_000_000):
+            self.wb.pin([o.id], in_remote=o.remote_sha256 is not None)
+
+    def _connect(self) -> tuple[str, RepoFiles]:
+        """Steps 1, 2 and the Hub's part of 3 for a database that holds a drive (writes may be
+        going on: only the repo's side is settled here)."""
+        head, files = self.open_repo()
+        self.store.set_head(head)
+        self.mirror.catch_up(self.client, head, files, self.codec)
+        self._settle_journal(head)
+        self._settle_uploaded(head)
+        return head, files
 
     def _prepare(self) -> tuple[str, RepoFiles]:
         head, files = self.open_repo()
@@ -306,6 +410,10 @@ class HubSync:
 
     def _settle_objects(self, head: str) -> None:
         """Reconcile staged files and object states after a crash."""
+        self._settle_staged()
+        self._settle_uploaded(head)
+
+    def _settle_staged(self) -> None:
         staged = {item.object_id for item in self.wb.staged()}
         rows = self.repo.sync_objects(staged)
         for oid in staged:
@@ -332,6 +440,8 @@ class HubSync:
                     ", ".join(n.path for n in nodes[:20]) + (" ..." if len(nodes) > 20 else ""),
                 )
                 self.repo.set_object_state(damaged, "deleting", only_from="staged")
+
+    def _settle_uploaded(self, head: str) -> None:
         uploaded = self.repo.uploaded_objects(limit=1_000_000)
         if uploaded:
             present = self.client.paths_info([object_path(o.id) for o in uploaded], revision=head)
@@ -347,8 +457,15 @@ class HubSync:
         """Upload and commit what is pending (up to ``drain_timeout`` seconds), then stop the
         threads. Returns True if nothing was left behind."""
         self._gc_stop.set()
-        drained = self.committer.stop(drain_timeout)
-        self.uploader.stop()
+        if self._connect_thread is not None:
+            self._connect_thread.join(timeout=max(1.0, min(drain_timeout, 30.0)))
+        if self._watch_thread is not None:
+            self._watch_thread.join(timeout=WATCH_INTERVAL_S + 1)
+        if self.connected.is_set():
+            drained = self.committer.stop(drain_timeout)
+            self.uploader.stop()
+        else:  # the Hub never answered: nothing to drain into
+            drained = False
         self.mirror.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -416,17 +533,75 @@ class HubSync:
 
     # -- status -------------------------------------------------------------------------------
     def status(self) -> dict:
+        """The sync state for ``/healthz`` and ``hfdav stats``. ``last_error`` is set while the
+        Hub fails or does not answer (``hub``), or the last upload or commit failed."""
         last, through = self.repo.journal_bounds()
+        http = self.client.http
+        problem = http.health.problem(HUB_REPORT_AFTER_S)
+        hub: dict = {"state": "ok" if self.connected.is_set() else "connecting"}
+        if self._connect_error is not None:
+            hub["state"] = "error"
+        if problem is not None:
+            kind, since, error = problem
+            hub.update(state="failing", failing_kind=kind, failing_for_s=round(time.time() - since, 1), error=error)
+        hub["api_calls_window"] = http.budget.used()
+        hub["api_budget"] = http.budget.budget
+        oldest = self.oldest_unsynced()
+        hub_error = None
+        if problem is not None:
+            hub_error = f"the Hub: {problem[2]} (failing for {time.time() - problem[1]:.0f} s)"
+        elif self._connect_error is not None:
+            hub_error = f"the Hub: {self._connect_error}"
         return {
             "head": self.committer.head,
             "pending_changes": last - through,
+            "oldest_unsynced_s": None if oldest is None else round(max(0.0, time.time() - oldest), 1),
             "staged_bytes": self.wb.staged_bytes,
             "uncommitted_objects": len(self.repo.uploaded_objects(limit=10000)),
             "commits": self.committer.commits,
             "uploaded": self.uploader.uploaded,
             "queued_deletions": self.repo.count_hub_deletes(),
-            "last_error": self.committer.last_error or self.uploader.last_error,
+            "hub": hub,
+            "last_error": hub_error or self.committer.last_error or self.uploader.last_error,
         }
+
+    def oldest_unsynced(self) -> float | None:
+        """When (epoch seconds) the oldest change not yet in a Hub commit was made: the oldest
+        pending journal entry or staged object; None when everything is synced."""
+        times = [row.created_at for row in self.repo.pending_journal(limit=1)]
+        times += [item.since for item in self.wb.staged()[:1]]
+        return min(times) if times else None
+
+    # -- the Hub watch ------------------------------------------------------------------------
+    def _watch_loop(self) -> None:
+        while not self._gc_stop.wait(WATCH_INTERVAL_S):
+            try:
+                self.watch_hub()
+            except Exception:  # the watch must not die; it looks again next round
+                log.debug("the Hub watch failed", exc_info=True)
+
+    def watch_hub(self) -> None:
+        """Log once the Hub has failed (or left a call unanswered) for HUB_REPORT_AFTER_S, again
+        every HUB_REPORT_REPEAT_S while it lasts, and once when it answers again."""
+        problem = self.client.http.health.problem(HUB_REPORT_AFTER_S)
+        now = time.time()
+        if problem is None:
+            if self._hub_reported is not None:
+                self._hub_reported = None
+                log.info("the Hub answers again")
+            return
+        kind, since, error = problem
+        if now - since < HUB_REPORT_AFTER_S:
+            return
+        if self._hub_reported is not None and now - self._hub_reported < HUB_REPORT_REPEAT_S:
+            return
+        self._hub_reported = now
+        oldest = self.oldest_unsynced()
+        if oldest is None:
+            waiting = "nothing waits to be synced"
+        else:
+            waiting = f"the oldest unsynced change is {now - oldest:.0f} s old"
+        log.warning("the Hub has been failing for %.0f s (%s calls: %s); %s", now - since, kind, error, waiting)
 
 
 def _reported_chunk(index: int, total: int | None) -> bool:

@@ -223,6 +223,7 @@ class Uploader:
             return
         with self._lock:
             self._failures = 0
+        self.last_error = None  # an earlier failure is over: it must not show in /healthz any more
         states = self.repo.mark_uploaded_many(
             [
                 (i.object_id, d.sha256 if d.lfs else None, d.size if d.lfs else None)

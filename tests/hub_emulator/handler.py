@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from .context import HubContext
-from .faults import FaultRule
+from .faults import API_LIMITED_MESSAGE, FaultRule
 from .httpio import HttpError, Request, Response, json_response
 from .router import Router
 
@@ -91,6 +91,10 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
             if rule is not None:
                 ctx.stats.incr("faults_fired")
                 logger.info("fault %s fired for %s %s", rule.kind, self.command, self.path)
+                if rule.kind == "hang":
+                    rule.hold()
+                    self._drop()
+                    return
                 if rule.kind in ("drop_before", "drop_after_read"):
                     if rule.kind == "drop_after_read":
                         req.drain()
@@ -102,7 +106,16 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
                     req.drain()
                     self._finish(req, self._fault_response(rule))
                     return
+            limit_headers: dict[str, str] = {}
+            if self.server.role != "storage" and self.path.startswith("/api/"):
+                allowed, limit_headers = ctx.faults.api_limit.admit()
+                if not allowed:
+                    req.drain()
+                    self._finish(req, HttpError(429, API_LIMITED_MESSAGE, headers=limit_headers,
+                                                header_message=True).to_response())  # fmt: skip
+                    return
             response = self._dispatch(req)
+            response.headers.update(limit_headers)
             if rule is not None and rule.kind == "drop_after":
                 req.drain()
                 self._drop()

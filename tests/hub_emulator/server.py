@@ -89,6 +89,7 @@ class HubEmulator:
 
     def stop(self) -> None:
         """Stop serving, close open keep-alive connections and release the ports."""
+        self.faults.clear()  # requests held by a "hang" fault end
         stoppers = [threading.Thread(target=server.shutdown) for server in self._servers]
         for stopper in stoppers:
             stopper.start()
