@@ -389,7 +389,7 @@ def test_the_container_boot_gives_up_on_a_hung_hub_at_a_first_start_only(emulato
     emulator.faults.hang()
     finished, outcome = _finishes(lambda: boot.ensure_dataset_repo(settings))
     assert finished and isinstance(outcome, boot.BootError), outcome
-    assert outcome.exit_code == 2 and "does not answer" in str(outcome)
+    assert outcome.code == 2 and "does not answer" in str(outcome)
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "meta.sqlite3").write_bytes(b"")
     assert boot.has_database(settings)  # the Hub is not asked: the gateway starts from the database
