@@ -76,3 +76,32 @@ def store(tmp_path):
 @pytest.fixture
 def files(repo, store, tmp_path):
     return FileService(repo, store, tmp_dir=tmp_path / "tmp", chunk_size=1 << 20)
+
+
+#: Transports the Hub tests run with (``HFDAV_TEST_HUB_TRANSPORTS=lfs`` or ``xet`` for one only).
+HUB_TRANSPORTS = tuple(
+    t for t in os.environ.get("HFDAV_TEST_HUB_TRANSPORTS", "lfs,xet").replace(" ", "").split(",") if t
+)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that uses the Hub emulator (``hub_transport``) runs once per transport, unless it
+    pins one with ``@pytest.mark.parametrize("hub_transport", [...], indirect=True)``. The Xet
+    variant of a slow test is slow too (it is anyway marked so, as the whole test is)."""
+    if "hub_transport" not in metafunc.fixturenames:
+        return
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0] if mark.args else mark.kwargs.get("argnames", "")
+        if "hub_transport" in (names.replace(" ", "").split(",") if isinstance(names, str) else names):
+            return
+    metafunc.parametrize("hub_transport", HUB_TRANSPORTS, indirect=True)
+
+
+@pytest.fixture
+def hub_transport(request, tmp_path, monkeypatch) -> str:
+    """``lfs`` or ``xet``: how huggingface_hub uploads to the Hub emulator in this test."""
+    from tests.hub_fixtures import use_hub_transport
+
+    transport = getattr(request, "param", "lfs")
+    use_hub_transport(transport, monkeypatch, tmp_path / "xet-cache")
+    return transport

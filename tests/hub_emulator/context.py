@@ -21,7 +21,7 @@ GiB = 1 << 30
 class Config:
     """Tunable behaviour. Page sizes follow the Hub (tree 1000, 50 with ``expand``). ``xet_*``: lifetime
     of CAS tokens and of signed storage URLs (s), and whether a shard's files are checked against
-    their sha256 on upload (see xet.py)."""
+    their sha256 on upload, and whether xorbs are uploaded through grants (else ``/v1/xorbs``), see xet.py."""
 
     token: str | None = "hf_test"
     username: str = "testuser"
@@ -35,6 +35,7 @@ class Config:
     xet_token_ttl: int = 3600
     xet_url_ttl: int = 3600
     xet_verify_files: bool = True
+    xet_upload_grants: bool = True
 
 
 STAT_KEYS = (
@@ -63,6 +64,7 @@ STAT_KEYS = (
     "xet_tokens",
     "xet_dedup_queries",
     "xet_grant_requests",
+    "xet_grant_puts",
     "xet_xorbs",
     "xet_shards",
     "xet_files",

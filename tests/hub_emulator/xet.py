@@ -7,8 +7,12 @@ Upload (``preupload`` still answers ``lfs``; the client picks Xet itself)::
                                                        and X-Xet-Cas-Url / X-Xet-Access-Token /
                                                        X-Xet-Token-Expiration headers
     GET  {cas}/v1/chunks/default-merkledb/{chunk}      → 404 (no global dedup here)
-    POST {cas}/v1/xorb-grants/default/{xorb}           → 404: the client then uses /v1/xorbs
-    POST {cas}/v1/xorbs/default/{xorb}                 body: the serialized xorb → {"was_inserted"}
+    POST {cas}/v1/xorb-grants/default/{xorb}           {"length", "checksum"} → 201 {"id", "method",
+                                                       "url", "headers"} (200 if the xorb exists)
+    PUT  {storage}/xorb-uploads/{id}?…                 the serialized xorb, no CAS auth (412: done)
+    POST {cas}/v1/xorb-commits/default/{xorb}/grant/{id}  → {"was_inserted"} (404: nothing uploaded)
+    POST {cas}/v1/xorbs/default/{xorb}                 the client's fallback when grants answer 404
+                                                       (``Config.xet_upload_grants=False``)
     POST {cas}/v2/shards                               body: the MDB shard → NDJSON frames ending
                                                        with {"type": "result"} (/v1/shards: {"result": 1})
     POST /api/{t}s/{id}/commit/{branch}                lfsFile {sha256, size}: accepted when a shard
@@ -29,9 +33,9 @@ Faults are injected like on the LFS path (``emu.faults.add(method, path_regex, �
 targets too); :func:`fail_xorb_uploads` and :func:`fail_shard_uploads` are shortcuts.
 
 State under ``<data_dir>/xet/``: ``xorbs/<hash>`` (as uploaded) with ``xorbs/<hash>.idx`` (chunk
-offsets), ``files/<file hash>.json`` (size, sha256, terms) and ``secret`` (URL signing key); each repo
+offsets), ``grants/<id>.json`` (+ ``.data`` once uploaded), ``files/<file hash>.json`` (size, sha256, terms) and ``secret`` (URL signing key); each repo
 keeps ``xet/<sha256>.json`` for the files uploaded for it (``Repo.xet_file``). Hashes are not
-recomputed (no BLAKE3 here); a file's sha256 is checked against its reconstructed bytes when the
+recomputed (no BLAKE3 here), nor is a grant's CRC-64 (its length is); a file's sha256 is checked against its reconstructed bytes when the
 shard arrives (``Config.xet_verify_files``).
 """
 
@@ -63,8 +67,9 @@ MAX_SHARD = 64 << 20
 
 
 def fail_xorb_uploads(faults: FaultInjector, times: int | None = 1, status: int = 503, kind: str = "status") -> FaultRule:
-    """Fail the next ``times`` xorb uploads (``POST /v1/xorbs/…``) with ``status`` (or another fault kind)."""
-    return faults.add("POST", r"^/v1/xorbs/", kind, status=status, times=times)
+    """Fail the next ``times`` xorb uploads (the ``PUT`` to a grant URL, or ``POST /v1/xorbs/…`` without
+    grants) with ``status`` (or another fault kind)."""
+    return faults.add(None, r"^/(v1/xorbs|xorb-uploads)/", kind, status=status, times=times)
 
 
 def fail_shard_uploads(faults: FaultInjector, times: int | None = 1, status: int = 503, kind: str = "status") -> FaultRule:
@@ -85,6 +90,7 @@ class XetCas:
         (self.root / "xorbs").mkdir(parents=True, exist_ok=True)
         (self.root / "files").mkdir(parents=True, exist_ok=True)
         (self.root / "tmp").mkdir(parents=True, exist_ok=True)
+        (self.root / "grants").mkdir(parents=True, exist_ok=True)
         secret_file = self.root / "secret"
         if not secret_file.exists():
             write_atomic(secret_file, os.urandom(32).hex().encode())
@@ -137,30 +143,89 @@ class XetCas:
     def has_xorb(self, xorb: str) -> bool:
         return (self.root / "xorbs" / f"{xorb}.idx").exists()
 
+    def receive(self, req: Request, target: Path) -> int:
+        """Stream a request body into ``target``; returns its size."""
+        size = 0
+        with open(target, "wb") as fh:
+            for piece in req.iter_body():
+                fh.write(piece)
+                size += len(piece)
+        if req.content_length is not None and size != req.content_length:
+            raise ConnectionError("body shorter than its Content-Length")
+        return size
+
     def put_xorb(self, xorb: str, req: Request) -> bool:
-        """Store an uploaded xorb; False if it was already there (the body is drained)."""
+        """``POST /v1/xorbs``: store an uploaded xorb; False if it was already there (body drained)."""
         if self.has_xorb(xorb):
             req.drain()
             return False
         tmp = self.root / "tmp" / f"{xorb}.{os.urandom(6).hex()}"
         try:
-            size = 0
-            with open(tmp, "wb") as fh:
-                for piece in req.iter_body():
-                    fh.write(piece)
-                    size += len(piece)
-            if req.content_length is not None and size != req.content_length:
-                raise ConnectionError("xorb body shorter than its Content-Length")
-            with open(tmp, "rb") as fh:
-                try:
-                    index = scan_xorb(fh, size)
-                except FormatError as err:
-                    raise HttpError(400, f"Invalid xorb: {err}") from err
-            os.replace(tmp, self.xorb_path(xorb))
-            write_atomic(self.root / "xorbs" / f"{xorb}.idx", json.dumps(index).encode())
+            self.install_xorb(xorb, tmp, self.receive(req, tmp))
         finally:
             tmp.unlink(missing_ok=True)
         return True
+
+    def install_xorb(self, xorb: str, source: Path, size: int) -> None:
+        """Index the chunks of an uploaded xorb file (400 if malformed) and move it into the store."""
+        with open(source, "rb") as fh:
+            try:
+                index = scan_xorb(fh, size)
+            except FormatError as err:
+                raise HttpError(400, f"Invalid xorb: {err}") from err
+        os.replace(source, self.xorb_path(xorb))
+        write_atomic(self.root / "xorbs" / f"{xorb}.idx", json.dumps(index).encode())
+
+    # -- upload grants: POST xorb-grants → PUT to the grant URL → POST xorb-commits ------------------------
+
+    def grant(self, xorb: str, length: int, ttl: int) -> str:
+        """A new upload grant for ``xorb`` of ``length`` bytes; returns its id."""
+        grant_id = os.urandom(12).hex()
+        record = {"xorb": xorb, "length": length, "exp": int(time.time()) + ttl}
+        write_atomic(self.root / "grants" / f"{grant_id}.json", json.dumps(record).encode())
+        return grant_id
+
+    def _grant(self, grant_id: str) -> dict[str, Any] | None:
+        if not re.fullmatch(r"[0-9a-f]{24}", grant_id):
+            return None
+        try:
+            return json.loads((self.root / "grants" / f"{grant_id}.json").read_text())
+        except FileNotFoundError:
+            return None
+
+    def upload_to_grant(self, grant_id: str, req: Request) -> Response:
+        """The grant URL: 404 unknown grant, 412 already uploaded, 400 wrong length, else 200."""
+        grant = self._grant(grant_id)
+        if grant is None:
+            raise not_found("EntryNotFound", "NoSuchUpload")
+        target = self.root / "grants" / f"{grant_id}.data"
+        if target.exists():
+            req.drain()
+            return Response(412, {"Content-Type": "text/plain"}, b"PreconditionFailed")
+        tmp = self.root / "tmp" / f"{grant_id}.{os.urandom(6).hex()}"
+        try:
+            size = self.receive(req, tmp)
+            if size != grant["length"]:
+                raise HttpError(400, f"BadDigest: {size} bytes received, the grant is for {grant['length']}")
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return Response(200, {"ETag": f'"{grant_id}"'})
+
+    def commit_grant(self, xorb: str, grant_id: str) -> bool:
+        """``POST xorb-commits``: install the uploaded xorb; 404 if nothing was uploaded for the grant."""
+        grant = self._grant(grant_id)
+        data = self.root / "grants" / f"{grant_id}.data"
+        if grant is None or grant["xorb"] != xorb or not data.exists():
+            if self.has_xorb(xorb):
+                return False
+            raise not_found("EntryNotFound", "Commit found no uploaded data for grant")
+        inserted = not self.has_xorb(xorb)
+        if inserted:
+            self.install_xorb(xorb, data, data.stat().st_size)
+        data.unlink(missing_ok=True)
+        (self.root / "grants" / f"{grant_id}.json").unlink(missing_ok=True)
+        return inserted
 
     def xorb_index(self, xorb: str) -> list[tuple[int, int]]:
         """``[(offset, uncompressed length)]`` per chunk, then ``(end of chunks, 0)``."""
@@ -358,6 +423,12 @@ def storage(ctx: HubContext, req: Request, segs: list[str]) -> Response | None:
         ctx.stats.incr("xet_xorb_gets")
         path = cas.xorb_path(xorb)
         return file_response(path, path.stat().st_size, req.headers.get("Range"), {"ETag": f'"{xorb}"'})
+    if segs[:1] == ["xorb-uploads"] and len(segs) == 2:
+        if req.method != "PUT":
+            raise HttpError(405, "Method not allowed")
+        cas.check_signed(req)
+        ctx.stats.incr("xet_grant_puts")
+        return cas.upload_to_grant(segs[1], req)
     if segs[:1] == ["xet-bridge"] and len(segs) == 2:
         if req.method not in ("GET", "HEAD"):
             raise HttpError(405, "Method not allowed")
@@ -378,10 +449,26 @@ def storage(ctx: HubContext, req: Request, segs: list[str]) -> Response | None:
         cas.check_token(req, "read")
         ctx.stats.incr("xet_dedup_queries")
         raise not_found("EntryNotFound", "Chunk not tracked by global deduplication")
-    if route == "xorb-grants" and method == "POST":
+    if route == "xorb-grants" and method == "POST" and len(segs) == 4:
         cas.check_token(req, "write")
         ctx.stats.incr("xet_grant_requests")
-        raise not_found("EntryNotFound", "Upload grants are not available on this CAS")
+        if not ctx.config.xet_upload_grants:
+            raise not_found("EntryNotFound", "Upload grants are not available on this CAS")
+        xorb = segs[3]
+        body = req.json()
+        length = body.get("length") if isinstance(body, dict) else None
+        if not _HASH_RE.match(xorb) or not isinstance(length, int) or length <= 0:
+            raise HttpError(400, "Expected a xorb hash and {'length', 'checksum'}")
+        if cas.has_xorb(xorb):
+            return json_response({})
+        grant_id = cas.grant(xorb, length, ctx.config.xet_url_ttl)
+        url = ctx.storage_url + cas.signed_path(f"/xorb-uploads/{grant_id}", ctx.config.xet_url_ttl)
+        return json_response({"id": grant_id, "method": "PUT", "url": url, "headers": {}}, 201)
+    if route == "xorb-commits" and method == "POST" and len(segs) == 6 and segs[4] == "grant":
+        cas.check_token(req, "write")
+        inserted = cas.commit_grant(segs[3], segs[5])
+        ctx.stats.incr("xet_xorbs")
+        return json_response({"was_inserted": inserted})
     if route == "xorbs" and method == "POST" and len(segs) == 4 and version == 1:
         cas.check_token(req, "write")
         if not _HASH_RE.match(segs[3]):
