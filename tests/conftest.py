@@ -78,12 +78,6 @@ def files(repo, store, tmp_path):
     return FileService(repo, store, tmp_dir=tmp_path / "tmp", chunk_size=1 << 20)
 
 
-#: Transports the Hub tests run with (``HFDAV_TEST_HUB_TRANSPORTS=lfs`` or ``xet`` for one only).
-HUB_TRANSPORTS = tuple(
-    t for t in os.environ.get("HFDAV_TEST_HUB_TRANSPORTS", "lfs,xet").replace(" ", "").split(",") if t
-)
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Every test that uses the Hub emulator (``hub_transport``) runs once per transport, unless it
     pins one with ``@pytest.mark.parametrize("hub_transport", [...], indirect=True)``. The Xet
@@ -94,6 +88,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         names = mark.args[0] if mark.args else mark.kwargs.get("argnames", "")
         if "hub_transport" in (names.replace(" ", "").split(",") if isinstance(names, str) else names):
             return
+    from tests.hub_fixtures import HUB_TRANSPORTS
+
     metafunc.parametrize("hub_transport", HUB_TRANSPORTS, indirect=True)
 
 

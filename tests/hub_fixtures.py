@@ -42,6 +42,15 @@ MiB = 1 << 20
 ROOT = Path(__file__).resolve().parent.parent
 
 
+#: Transports the Hub tests run with, each test once per transport (conftest.py); set
+#: ``HFDAV_TEST_HUB_TRANSPORTS=lfs`` (or ``xet``) to run one only.
+HUB_TRANSPORTS = tuple(t for t in os.environ.get("HFDAV_TEST_HUB_TRANSPORTS", "lfs,xet").replace(" ", "").split(",") if t)
+
+#: Raw-target regexes of the storage requests that upload an object's bytes / serve them, per transport.
+UPLOAD_PUTS = {"lfs": r"^/upload/", "xet": r"^/xorb-uploads/"}
+STORAGE_READS = {"lfs": r"^/objects/", "xet": r"^/xet-bridge/"}
+
+
 def use_hub_transport(transport: str, monkeypatch: pytest.MonkeyPatch, xet_cache: Path) -> None:
     """Point this process's huggingface_hub at ``transport`` (``lfs``: classic LFS, ``xet``: hf_xet to
     the emulator's CAS) for one test, restored afterwards; used by the ``hub_transport`` fixture

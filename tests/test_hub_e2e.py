@@ -20,6 +20,8 @@ import pytest
 
 from tests.hub_emulator import HubEmulator
 from tests.hub_fixtures import (  # noqa: F401  (emulator_fixture provides the emulator fixture)
+    STORAGE_READS,
+    UPLOAD_PUTS,
     PASSWORD,
     REPO,
     Server,
@@ -174,14 +176,19 @@ def test_sigkill_mid_upload_loses_nothing_acknowledged(emulator: HubEmulator, tm
         assert s.get(srv.url + "/partial.bin", timeout=60).status_code == 404
 
 
-def test_injected_faults_end_with_every_acknowledged_byte_intact(emulator: HubEmulator, tmp_path: Path):
+def test_injected_faults_end_with_every_acknowledged_byte_intact(
+    emulator: HubEmulator, tmp_path: Path, hub_transport: str
+):
     faults = [
         dict(method="POST", path=r"/commit/", kind="drop_after", times=1),
         dict(method="POST", path=r"/commit/", kind="status", status=503, times=1),
-        dict(method="PUT", path=r"/upload/", kind="status", status=500, times=2),
+        dict(method="PUT", path=UPLOAD_PUTS[hub_transport], kind="status", status=500, times=2),
         dict(method="POST", path=r"/preupload/", kind="drop_before", times=1),
-        dict(method="POST", path=r"/objects/batch", kind="status", status=429, reset=1, times=1),
     ]
+    if hub_transport == "xet":
+        faults.append(dict(method="POST", path=r"^/v2/shards", kind="status", status=429, reset=1, times=1))
+    else:
+        faults.append(dict(method="POST", path=r"/objects/batch", kind="status", status=429, reset=1, times=1))
     for spec in faults:
         emulator.faults.add(**spec)
     written = {f"/f{i}.bin": os.urandom(MiB * (i % 4) + 777 * i + 1) for i in range(16)}
@@ -193,8 +200,9 @@ def test_injected_faults_end_with_every_acknowledged_byte_intact(emulator: HubEm
         srv.wait_synced(300)
     assert not emulator.faults.rules, "every fault fired"
     shutil.rmtree(tmp_path / "data" / "hub" / "cache")
-    emulator.faults.add(method="GET", path=r"/objects/", kind="drop_after", times=2)
-    emulator.faults.add(method="GET", path=r"/objects/", kind="status", status=503, times=1)
+    reads = STORAGE_READS[hub_transport]
+    emulator.faults.add(method="GET", path=reads, kind="drop_after", times=2)
+    emulator.faults.add(method="GET", path=reads, kind="status", status=503, times=1)
     with served(env, tmp_path / "server2.log") as srv:
         s = srv.session()
         for path, data in written.items():

@@ -219,22 +219,27 @@ class WriteBackStore(ObjectStore):
         self._fill_for(object_id)
 
     def _open_local(self, object_id: str, offset: int, length: int) -> BinaryIO | None:
-        with self._cond:
-            if object_id in self._staged:
-                path = self._staged[object_id].path
-            elif object_id in self._cache:
-                self._cache.move_to_end(object_id)
-                path = self.cache_path(object_id)
-            elif object_id in self._fills:
-                return _FillReader(self._fills[object_id], offset, length)
-            else:
-                return None
-        try:
-            f = open(path, "rb", buffering=0)  # noqa: SIM115 - returned to the caller
-        except FileNotFoundError:
-            return None  # moved between staging and cache, or evicted: try again remotely
-        except OSError as exc:
-            raise StoreError(f"cannot read object {object_id}: {exc}") from exc
+        for _attempt in range(3):
+            with self._cond:
+                if object_id in self._staged:
+                    path = self._staged[object_id].path
+                elif object_id in self._cache:
+                    self._cache.move_to_end(object_id)
+                    path = self.cache_path(object_id)
+                elif object_id in self._fills:
+                    return _FillReader(self._fills[object_id], offset, length)
+                else:
+                    return None
+            try:
+                f = open(path, "rb", buffering=0)  # noqa: SIM115 - returned to the caller
+                break
+            except FileNotFoundError:
+                continue  # moved from staging to the cache meanwhile (an uploaded object may not be
+                # in the remote's commit yet), or evicted: look again, then read remotely
+            except OSError as exc:
+                raise StoreError(f"cannot read object {object_id}: {exc}") from exc
+        else:
+            return None
         if offset:
             f.seek(offset)
         return ExactReader(f, length, f"object {object_id}")
@@ -316,23 +321,22 @@ class WriteBackStore(ObjectStore):
         """The uploader sent the object: it leaves the staging limit and moves to the cache,
         pinned until :meth:`mark_committed`. ``in_remote``: the remote holds the bytes (LFS), so
         the local copy may go if space runs out; False: the commit itself carries them."""
-        with self._cond:
+        target = self.cache_path(object_id)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with self._cond:  # one step for readers: the object is staged or cached, never neither
             item = self._staged.pop(object_id, None)
             if item is None:
                 return
             self._staged_bytes -= item.size
             self._cond.notify_all()
-        target = self.cache_path(object_id)
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(item.path, target)
-        except FileNotFoundError:
-            return  # deleted meanwhile
-        if self._fsync:
-            _drop_page_cache(target)
-        with self._cond:
+            try:
+                os.replace(item.path, target)
+            except FileNotFoundError:
+                return  # deleted meanwhile
             self._cache[object_id] = _Cached(item.size, pinned=True, evictable=in_remote)
             self._cache_bytes += item.size
+        if self._fsync:
+            _drop_page_cache(target)
         self._evict()
 
     def mark_committed(self, object_ids: Iterable[str]) -> None:
