@@ -119,7 +119,10 @@ def decompress_chunk(header: ChunkHeader, data: bytes) -> bytes:
     else:
         import lz4.frame  # test extra; only Xet reads need it
 
-        out = lz4.frame.decompress(data)
+        try:
+            out = lz4.frame.decompress(data)
+        except RuntimeError as err:
+            raise FormatError(f"bad LZ4 frame: {err}") from err
         if header.scheme == SCHEME_BG4_LZ4:
             out = _bg4_regroup(out)
     if len(out) != header.uncompressed:
