@@ -81,7 +81,7 @@ def files(repo, store, tmp_path):
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Every test that uses the Hub emulator (``hub_transport``) runs once per transport, unless it
     pins one with ``@pytest.mark.parametrize("hub_transport", [...], indirect=True)``. The Xet
-    variant of a slow test is slow too (it is anyway marked so, as the whole test is)."""
+    variant of a slow or end-to-end test is marked slow."""
     if "hub_transport" not in metafunc.fixturenames:
         return
     for mark in metafunc.definition.iter_markers("parametrize"):
@@ -90,7 +90,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             return
     from tests.hub_fixtures import HUB_TRANSPORTS
 
-    metafunc.parametrize("hub_transport", HUB_TRANSPORTS, indirect=True)
+    heavy = any(metafunc.definition.iter_markers(name) for name in ("slow", "e2e"))
+    params = [
+        pytest.param(t, marks=pytest.mark.slow) if t == "xet" and heavy else pytest.param(t) for t in HUB_TRANSPORTS
+    ]
+    metafunc.parametrize("hub_transport", params, indirect=True)
 
 
 @pytest.fixture

@@ -298,3 +298,16 @@ def test_telemetry_stays_off_for_hfdav_clients(emulator: HubEmulator, tmp_path: 
     gateway) turns it off."""
     _upload(emulator, tmp_path, os.urandom(MiB))
     assert emulator.stats["xet_telemetry"] == 0
+
+
+@XET
+def test_without_redirects_resolve_serves_a_xet_file_itself(emulator: HubEmulator, tmp_path: Path, hub_transport: str):
+    data = os.urandom(MiB) + b"z" * MiB
+    _upload(emulator, tmp_path, data)
+    emulator.config.lfs_redirect = False
+    url = f"{emulator.url}/datasets/{REPO}/resolve/main/objects/a.bin"
+    whole = requests.get(url, headers=AUTH, timeout=30, allow_redirects=False)
+    assert whole.status_code == 200 and whole.content == data
+    assert whole.headers["X-Xet-Hash"] == emulator.xet_files(REPO)["objects/a.bin"]
+    part = requests.get(url, headers={**AUTH, "Range": "bytes=-10"}, timeout=30, allow_redirects=False)
+    assert part.status_code == 206 and part.content == data[-10:]
