@@ -81,7 +81,7 @@ def files(repo, store, tmp_path):
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Every test that uses the Hub emulator (``hub_transport``) runs once per transport, unless it
     pins one with ``@pytest.mark.parametrize("hub_transport", [...], indirect=True)``. The Xet
-    variant of a slow or end-to-end test is marked slow."""
+    variant of a slow or end-to-end test, or of one allowed 5 minutes or more, is marked slow."""
     if "hub_transport" not in metafunc.fixturenames:
         return
     for mark in metafunc.definition.iter_markers("parametrize"):
@@ -90,7 +90,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             return
     from tests.hub_fixtures import HUB_TRANSPORTS
 
-    heavy = any(metafunc.definition.iter_markers(name) for name in ("slow", "e2e"))
+    timeout = metafunc.definition.get_closest_marker("timeout")
+    long_timeout = timeout is not None and bool(timeout.args) and timeout.args[0] >= 300
+    heavy = long_timeout or any(metafunc.definition.get_closest_marker(name) for name in ("slow", "e2e"))
     params = [
         pytest.param(t, marks=pytest.mark.slow) if t == "xet" and heavy else pytest.param(t) for t in HUB_TRANSPORTS
     ]
