@@ -44,7 +44,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: Transports the Hub tests run with, each test once per transport (conftest.py); set
 #: ``HFDAV_TEST_HUB_TRANSPORTS=lfs`` (or ``xet``) to run one only.
-HUB_TRANSPORTS = tuple(t for t in os.environ.get("HFDAV_TEST_HUB_TRANSPORTS", "lfs,xet").replace(" ", "").split(",") if t)
+HUB_TRANSPORTS = tuple(
+    t for t in os.environ.get("HFDAV_TEST_HUB_TRANSPORTS", "lfs,xet").replace(" ", "").split(",") if t
+)
 
 #: Raw-target regexes of the storage requests that upload an object's bytes / serve them, per transport.
 UPLOAD_PUTS = {"lfs": r"^/upload/", "xet": r"^/xorb-uploads/"}

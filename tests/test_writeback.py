@@ -350,7 +350,9 @@ FAULT_CASES = [(t, name) for t in HUB_TRANSPORTS for name in [*sorted(FAULTS), *
 
 
 @pytest.mark.parametrize(("hub_transport", "fault"), FAULT_CASES, indirect=["hub_transport"])
-def test_injected_faults_lose_no_acknowledged_data(emulator: HubEmulator, tmp_path: Path, hub_transport: str, fault: str):
+def test_injected_faults_lose_no_acknowledged_data(
+    emulator: HubEmulator, tmp_path: Path, hub_transport: str, fault: str
+):
     written = {f"/d/f{i}.bin": os.urandom(MiB * (i % 3) + 1000 + i) for i in range(12)}
     with in_process_gateway(hub_env(emulator, tmp_path / "data")) as gw:
         for spec in FAULTS.get(fault) or TRANSPORT_FAULTS[hub_transport][fault]:

@@ -33,10 +33,11 @@ Faults are injected like on the LFS path (``emu.faults.add(method, path_regex, â
 targets too); :func:`fail_xorb_uploads` and :func:`fail_shard_uploads` are shortcuts.
 
 State under ``<data_dir>/xet/``: ``xorbs/<hash>`` (as uploaded) with ``xorbs/<hash>.idx`` (chunk
-offsets), ``grants/<id>.json`` (+ ``.data`` once uploaded), ``files/<file hash>.json`` (size, sha256, terms) and ``secret`` (URL signing key); each repo
-keeps ``xet/<sha256>.json`` for the files uploaded for it (``Repo.xet_file``). Hashes are not
-recomputed (no BLAKE3 here), nor is a grant's CRC-64 (its length is); a file's sha256 is checked against its reconstructed bytes when the
-shard arrives (``Config.xet_verify_files``).
+offsets), ``grants/<id>.json`` (+ ``.data`` once uploaded), ``files/<file hash>.json`` (size,
+sha256, terms) and ``secret`` (URL signing key); each repo keeps ``xet/<sha256>.json`` for the
+files uploaded for it (``Repo.xet_file``). Hashes are not recomputed (no BLAKE3 here), nor is a
+grant's CRC-64 (its length is); a file's sha256 is checked against its reconstructed bytes when
+the shard arrives (``Config.xet_verify_files``).
 """
 
 from __future__ import annotations
@@ -54,7 +55,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .httpio import HttpError, RangeNotSatisfiable, Request, Response, file_response, json_response, not_found, parse_range
+from .httpio import (
+    HttpError,
+    RangeNotSatisfiable,
+    Request,
+    Response,
+    file_response,
+    json_response,
+    not_found,
+    parse_range,
+)
 from .store import Repo, write_atomic
 from .xet_format import FormatError, ShardFile, Term, iter_chunks, parse_shard, scan_xorb
 
@@ -66,13 +76,17 @@ _HASH_RE = re.compile(r"^[0-9a-f]{64}$")
 MAX_SHARD = 64 << 20
 
 
-def fail_xorb_uploads(faults: FaultInjector, times: int | None = 1, status: int = 503, kind: str = "status") -> FaultRule:
+def fail_xorb_uploads(
+    faults: FaultInjector, times: int | None = 1, status: int = 503, kind: str = "status"
+) -> FaultRule:
     """Fail the next ``times`` xorb uploads (the ``PUT`` to a grant URL, or ``POST /v1/xorbs/â€¦`` without
     grants) with ``status`` (or another fault kind)."""
     return faults.add(None, r"^/(v1/xorbs|xorb-uploads)/", kind, status=status, times=times)
 
 
-def fail_shard_uploads(faults: FaultInjector, times: int | None = 1, status: int = 503, kind: str = "status") -> FaultRule:
+def fail_shard_uploads(
+    faults: FaultInjector, times: int | None = 1, status: int = 503, kind: str = "status"
+) -> FaultRule:
     """Fail the next ``times`` shard uploads (``POST /v1/shards`` or ``/v2/shards``)."""
     return faults.add("POST", r"^/v[12]/shards", kind, status=status, times=times)
 
@@ -393,7 +407,9 @@ def resolve_headers(ctx: HubContext, req: Request, repo: Repo, commit_id: str, e
     }
 
 
-def file_bytes_response(ctx: HubContext, file_hash: str, size: int, range_header: str | None, headers: dict[str, str]) -> Response:
+def file_bytes_response(
+    ctx: HubContext, file_hash: str, size: int, range_header: str | None, headers: dict[str, str]
+) -> Response:
     """200/206/416 serving a Xet file's reconstructed bytes."""
     headers = {"Accept-Ranges": "bytes", "Content-Type": "application/octet-stream", **headers}
     try:

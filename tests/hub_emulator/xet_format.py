@@ -28,7 +28,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-SHARD_TAG = bytes([*b"HFRepoMetaData", 0, 85, 105, 103, 69, 106, 123, 129, 87, 131, 165, 189, 217, 92, 205, 209, 74, 169])
+SHARD_TAG = bytes(
+    [*b"HFRepoMetaData", 0, 85, 105, 103, 69, 106, 123, 129, 87, 131, 165, 189, 217, 92, 205, 209, 74, 169]
+)
 SHARD_HEADER_SIZE = 48
 RECORD = 48
 BOOKEND = b"\xff" * 32
@@ -70,9 +72,7 @@ class ChunkHeader:
     def parse(cls, raw: bytes) -> ChunkHeader:
         if len(raw) != CHUNK_HEADER:
             raise FormatError("truncated chunk header")
-        header = cls(
-            raw[0], int.from_bytes(raw[1:4], "little"), raw[4], int.from_bytes(raw[5:8], "little")
-        )
+        header = cls(raw[0], int.from_bytes(raw[1:4], "little"), raw[4], int.from_bytes(raw[5:8], "little"))
         if header.version != 0 or header.scheme not in (SCHEME_NONE, SCHEME_LZ4, SCHEME_BG4_LZ4):
             raise FormatError(f"bad chunk header {raw.hex()}")
         return header
