@@ -58,18 +58,21 @@ def use_hub_transport(transport: str, monkeypatch: pytest.MonkeyPatch, xet_cache
     the emulator's CAS) for one test, restored afterwards; used by the ``hub_transport`` fixture
     (conftest.py), which runs each Hub test with both.
 
-    With Xet, hf_xet's cache goes to ``xet_cache``, outside any gateway data dir: the library keeps
-    one hf_xet session per process, created with the cache directory of the first upload, and a
-    test may wipe a data dir while that session lives. ``hub_env`` reads the transport back from
-    ``HFDAV_HUB_TRANSPORT``."""
+    With Xet the test gets an hf_xet session of its own (the library keeps one per process), with
+    its cache in ``xet_cache``, outside any gateway data dir (a test may wipe one while the session
+    lives): the local dedup of one test never refers to xorbs of another test's emulator, which may
+    have had the same port. ``hub_env`` reads the transport back from ``HFDAV_HUB_TRANSPORT``."""
     xet = transport == "xet"
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", not xet)
     monkeypatch.setenv("HF_HUB_DISABLE_XET", "0" if xet else "1")
     monkeypatch.setenv("HFDAV_HUB_TRANSPORT", transport)
     if xet:
+        from huggingface_hub.utils import _xet
+
         monkeypatch.setenv("HF_XET_CACHE", str(xet_cache))
         if hasattr(constants, "HF_XET_CACHE"):
             monkeypatch.setattr(constants, "HF_XET_CACHE", str(xet_cache))
+        monkeypatch.setattr(_xet, "_GLOBAL_XET_HOLDER", _xet.XetSessionHolder())
 
 
 @pytest.fixture(name="emulator")

@@ -313,3 +313,20 @@ def test_without_redirects_resolve_serves_a_xet_file_itself(emulator: HubEmulato
     assert whole.headers["X-Xet-Hash"] == emulator.xet_files(REPO)["objects/a.bin"]
     part = requests.get(url, headers={**AUTH, "Range": "bytes=-10"}, timeout=30, allow_redirects=False)
     assert part.status_code == 206 and part.content == data[-10:]
+
+
+def test_each_xet_test_gets_its_own_client_session_and_cache(tmp_path: Path):
+    """An emulator of a later test on the same port holds none of an earlier test's xorbs: the same
+    bytes uploaded again are sent again (not deduplicated against the earlier upload) and read back."""
+    from tests.hub_fixtures import use_hub_transport
+
+    data = os.urandom(2 * MiB)
+    port = None
+    for run in ("first", "second"):
+        with pytest.MonkeyPatch.context() as mp:
+            use_hub_transport("xet", mp, tmp_path / run / "xet-cache")
+            with HubEmulator(tmp_path / run / "hub", token=TOKEN, storage_port=port or 0) as emu:
+                port = int(emu.storage_url.rsplit(":", 1)[1])
+                _upload(emu, tmp_path / run, data)
+                assert emu.read_file(REPO, "objects/a.bin") == data
+                assert emu.stats["xet_xorbs"] >= 1  # sent again: nothing deduplicated against the first run
