@@ -6,6 +6,7 @@ driver's or the gateway's). Prints ``URL <endpoint>``; then answers lines on std
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from tests.hub_emulator import HubEmulator  # noqa: E402
 
 
 def main() -> int:
-    emu = HubEmulator(sys.argv[1]).start()
+    # HUB_EMULATOR_XET_VERIFY=0: Xet files are not re-read against their sha256 when their shard arrives
+    emu = HubEmulator(sys.argv[1], xet_verify_files=os.environ.get("HUB_EMULATOR_XET_VERIFY") != "0").start()
     print(f"URL {emu.url}", flush=True)
     for line in sys.stdin:
         cmd, _, arg = line.strip().partition(" ")

@@ -80,3 +80,34 @@ def store(tmp_path):
 @pytest.fixture
 def files(repo, store, tmp_path):
     return FileService(repo, store, tmp_dir=tmp_path / "tmp", chunk_size=1 << 20)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that uses the Hub emulator (``hub_transport``) runs once per transport, unless it
+    pins one with ``@pytest.mark.parametrize("hub_transport", [...], indirect=True)``. The Xet
+    variant of a slow or end-to-end test, or of one allowed 5 minutes or more, is marked slow."""
+    if "hub_transport" not in metafunc.fixturenames:
+        return
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0] if mark.args else mark.kwargs.get("argnames", "")
+        if "hub_transport" in (names.replace(" ", "").split(",") if isinstance(names, str) else names):
+            return
+    from tests.hub_fixtures import HUB_TRANSPORTS
+
+    timeout = metafunc.definition.get_closest_marker("timeout")
+    long_timeout = timeout is not None and bool(timeout.args) and timeout.args[0] >= 300
+    heavy = long_timeout or any(metafunc.definition.get_closest_marker(name) for name in ("slow", "e2e"))
+    params = [
+        pytest.param(t, marks=pytest.mark.slow) if t == "xet" and heavy else pytest.param(t) for t in HUB_TRANSPORTS
+    ]
+    metafunc.parametrize("hub_transport", params, indirect=True)
+
+
+@pytest.fixture
+def hub_transport(request, tmp_path, monkeypatch) -> str:
+    """``lfs`` or ``xet``: how huggingface_hub uploads to the Hub emulator in this test."""
+    from tests.hub_fixtures import use_hub_transport
+
+    transport = getattr(request, "param", "lfs")
+    use_hub_transport(transport, monkeypatch, tmp_path / "xet-cache")
+    return transport

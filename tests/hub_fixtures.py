@@ -42,23 +42,67 @@ MiB = 1 << 20
 ROOT = Path(__file__).resolve().parent.parent
 
 
+#: Transports the Hub tests run with, each test once per transport (conftest.py); set
+#: ``HFDAV_TEST_HUB_TRANSPORTS=lfs`` (or ``xet``) to run one only.
+HUB_TRANSPORTS = tuple(
+    t for t in os.environ.get("HFDAV_TEST_HUB_TRANSPORTS", "lfs,xet").replace(" ", "").split(",") if t
+)
+
+#: Raw-target regexes of the storage requests that upload an object's bytes / serve them, per transport.
+UPLOAD_PUTS = {"lfs": r"^/upload/", "xet": r"^/xorb-uploads/"}
+STORAGE_READS = {"lfs": r"^/objects/", "xet": r"^/xet-bridge/"}
+
+
+def use_hub_transport(transport: str, monkeypatch: pytest.MonkeyPatch, xet_cache: Path) -> None:
+    """Point this process's huggingface_hub at ``transport`` (``lfs``: classic LFS, ``xet``: hf_xet to
+    the emulator's CAS) for one test, restored afterwards; used by the ``hub_transport`` fixture
+    (conftest.py), which runs each Hub test with both.
+
+    With Xet the test gets an hf_xet session of its own (the library keeps one per process), with
+    its cache in ``xet_cache``, outside any gateway data dir (a test may wipe one while the session
+    lives): the local dedup of one test never refers to xorbs of another test's emulator, which may
+    have had the same port. ``hub_env`` reads the transport back from ``HFDAV_HUB_TRANSPORT``."""
+    xet = transport == "xet"
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", not xet)
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "0" if xet else "1")
+    monkeypatch.setenv("HFDAV_HUB_TRANSPORT", transport)
+    if xet:
+        from huggingface_hub.utils import _xet
+
+        monkeypatch.setenv("HF_XET_CACHE", str(xet_cache))
+        if hasattr(constants, "HF_XET_CACHE"):
+            monkeypatch.setattr(constants, "HF_XET_CACHE", str(xet_cache))
+        monkeypatch.setattr(_xet, "_GLOBAL_XET_HOLDER", _xet.XetSessionHolder())
+
+
 @pytest.fixture(name="emulator")
-def emulator_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubEmulator]:
-    """A Hub emulator on free ports; the client library is kept off Xet."""
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+def emulator_fixture(tmp_path: Path, hub_transport: str) -> Iterator[HubEmulator]:
+    """A Hub emulator on free ports (it speaks LFS and Xet); the client uses ``hub_transport``, and
+    nothing went the other way (with Xet the LFS batch API is never called, with LFS no xorb sent)."""
     with HubEmulator(tmp_path / "hub-emulator", token=TOKEN) as emu:
         yield emu
+        stats = emu.stats
+    other = ("lfs_batches", "lfs_puts") if hub_transport == "xet" else ("xet_xorbs", "xet_shards")
+    assert not any(stats[key] for key in other), f"{hub_transport} test used the other transport: {stats}"
+
+
+def current_transport() -> str:
+    """The transport the running test chose (``hub_transport``), ``lfs`` outside such a test."""
+    return "xet" if os.environ.get("HFDAV_HUB_TRANSPORT") == "xet" else "lfs"
 
 
 def hub_env(emu: HubEmulator, data_dir: Path, **extra: str) -> dict[str, str]:
     """Environment of a gateway on the emulator: 1 MiB chunks, commits after 1 s, a budget that
-    does not slow tests down, no trash (deletes are final)."""
+    does not slow tests down, no trash (deletes are final). The transport is the test's
+    (``hub_transport``); a ``hfdav serve`` subprocess keeps its Xet cache in its data dir."""
+    transport = current_transport()
     env = {
         "HF_DATASET_REPO": REPO,
         "HF_TOKEN": TOKEN,
         "HF_ENDPOINT": emu.url,
-        "HF_HUB_DISABLE_XET": "1",
-        "HFDAV_HUB_TRANSPORT": "lfs",
+        "HF_HUB_DISABLE_XET": "0" if transport == "xet" else "1",
+        "HFDAV_HUB_TRANSPORT": transport,
+        "HF_XET_CACHE": str(data_dir / ".cache" / "hf" / "xet"),
         "HF_HUB_DISABLE_TELEMETRY": "1",
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",
         "HF_HOME": str(data_dir.parent / "hf-home"),

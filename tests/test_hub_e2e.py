@@ -22,6 +22,8 @@ from tests.hub_emulator import HubEmulator
 from tests.hub_fixtures import (  # noqa: F401  (emulator_fixture provides the emulator fixture)
     PASSWORD,
     REPO,
+    STORAGE_READS,
+    UPLOAD_PUTS,
     Server,
     check_repo_format,
     commit_sizes,
@@ -86,6 +88,33 @@ def test_a_300_mb_file_round_trips_and_reads_cold_from_the_hub(emulator: HubEmul
         before = emulator.stats["bytes_out"]
         assert _get_sha256(s, srv.url + "/big.bin") == (200, digest, BIG)
         assert emulator.stats["bytes_out"] - before >= BIG
+
+
+@pytest.mark.parametrize("encryption", ["clear", "encrypted"])
+def test_a_file_written_over_webdav_survives_a_wiped_data_dir_with_either_transport(
+    emulator: HubEmulator, tmp_path: Path, hub_transport: str, encryption: str
+):
+    """The bar of both transports: PUT over WebDAV, the data dir lost, the same bytes back from
+    the repo alone, whole and by Range (a range across a chunk boundary, one deep inside)."""
+    data = os.urandom(3 * MiB + 12345) + b"compressible text " * 100_000 + os.urandom(77)
+    extra = {"HFDAV_ENCRYPTION_KEY": "passphrase:correct horse battery staple"} if encryption == "encrypted" else {}
+    env = hub_env(emulator, tmp_path / "data", **extra)
+    with served(env, tmp_path / "server.log") as srv:
+        s = srv.session()
+        assert s.put(srv.url + "/bar.bin", data=data, timeout=120).status_code == 201
+        srv.wait_synced(120)
+    objects = [p for p in emulator.repo_files(REPO) if p.startswith("objects/")]
+    assert len(objects) >= 4
+    xet_objects = [p for p in emulator.xet_files(REPO) if p.startswith("objects/")]
+    assert sorted(xet_objects) == (sorted(objects) if hub_transport == "xet" else [])
+    shutil.rmtree(tmp_path / "data")
+    with served(env, tmp_path / "server2.log") as srv:
+        s = srv.session()
+        r = s.get(srv.url + "/bar.bin", timeout=120)
+        assert r.status_code == 200 and r.content == data
+        for start, end in ((MiB - 100, MiB + 100), (3 * MiB + 5, 3 * MiB + 400_000), (len(data) - 10, len(data) - 1)):
+            r = s.get(srv.url + "/bar.bin", headers={"Range": f"bytes={start}-{end}"}, timeout=60)
+            assert r.status_code == 206 and r.content == data[start : end + 1], (start, end)
 
 
 def test_a_thousand_small_files_round_trip_and_survive_the_loss_of_the_data_dir(emulator: HubEmulator, tmp_path: Path):
@@ -174,14 +203,19 @@ def test_sigkill_mid_upload_loses_nothing_acknowledged(emulator: HubEmulator, tm
         assert s.get(srv.url + "/partial.bin", timeout=60).status_code == 404
 
 
-def test_injected_faults_end_with_every_acknowledged_byte_intact(emulator: HubEmulator, tmp_path: Path):
+def test_injected_faults_end_with_every_acknowledged_byte_intact(
+    emulator: HubEmulator, tmp_path: Path, hub_transport: str
+):
     faults = [
         dict(method="POST", path=r"/commit/", kind="drop_after", times=1),
         dict(method="POST", path=r"/commit/", kind="status", status=503, times=1),
-        dict(method="PUT", path=r"/upload/", kind="status", status=500, times=2),
+        dict(method="PUT", path=UPLOAD_PUTS[hub_transport], kind="status", status=500, times=2),
         dict(method="POST", path=r"/preupload/", kind="drop_before", times=1),
-        dict(method="POST", path=r"/objects/batch", kind="status", status=429, reset=1, times=1),
     ]
+    if hub_transport == "xet":
+        faults.append(dict(method="POST", path=r"^/v2/shards", kind="status", status=429, reset=1, times=1))
+    else:
+        faults.append(dict(method="POST", path=r"/objects/batch", kind="status", status=429, reset=1, times=1))
     for spec in faults:
         emulator.faults.add(**spec)
     written = {f"/f{i}.bin": os.urandom(MiB * (i % 4) + 777 * i + 1) for i in range(16)}
@@ -193,8 +227,9 @@ def test_injected_faults_end_with_every_acknowledged_byte_intact(emulator: HubEm
         srv.wait_synced(300)
     assert not emulator.faults.rules, "every fault fired"
     shutil.rmtree(tmp_path / "data" / "hub" / "cache")
-    emulator.faults.add(method="GET", path=r"/objects/", kind="drop_after", times=2)
-    emulator.faults.add(method="GET", path=r"/objects/", kind="status", status=503, times=1)
+    reads = STORAGE_READS[hub_transport]
+    emulator.faults.add(method="GET", path=reads, kind="drop_after", times=2)
+    emulator.faults.add(method="GET", path=reads, kind="status", status=503, times=1)
     with served(env, tmp_path / "server2.log") as srv:
         s = srv.session()
         for path, data in written.items():

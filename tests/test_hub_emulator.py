@@ -109,7 +109,9 @@ def test_auth_and_not_found_errors(repo: str, emu: HubEmulator) -> None:
         api.dataset_info("testuser/missing")
     with pytest.raises(RevisionNotFoundError):
         api.dataset_info(repo, revision="nope")
-    assert get_session().get(f"{emu.url}/api/datasets/{repo}/xet-write-token/main", headers=AUTH).status_code == 501
+    token = get_session().get(f"{emu.url}/api/datasets/{repo}/xet-write-token/main", headers=AUTH)
+    assert token.status_code == 200 and token.json()["casUrl"] == token.headers["X-Xet-Cas-Url"] == emu.storage_url
+    assert get_session().get(f"{emu.url}/api/datasets/{repo}/xet-read-token/nope", headers=AUTH).status_code == 404
     assert get_session().get(f"{emu.url}/api/agent-harnesses").json() == {"standardEnvVars": [], "harnesses": {}}
 
 

@@ -18,7 +18,7 @@ import pytest
 from gateway.errors import IntegrityError, ObjectMissing, StoreError
 from gateway.store.hub import Add, HubClient, HubError, Upload
 from tests.hub_emulator import HubEmulator
-from tests.hub_fixtures import REPO, TOKEN, emulator_fixture  # noqa: F401  (the emulator fixture)
+from tests.hub_fixtures import REPO, STORAGE_READS, TOKEN, emulator_fixture  # noqa: F401  (the emulator fixture)
 
 pytestmark = pytest.mark.timeout(120)
 MiB = 1 << 20
@@ -115,18 +115,18 @@ def test_reads_go_through_the_environment_proxy_and_drop_the_token_on_the_storag
         proxy.server_close()
 
 
-def test_transient_answers_and_dropped_connections_are_retried(stored, emulator: HubEmulator):
+def test_transient_answers_and_dropped_connections_are_retried(stored, emulator: HubEmulator, hub_transport: str):
     client, path, head, data = stored
     emulator.faults.add(method="GET", path=r"/resolve/", kind="status", status=503, times=1)
-    emulator.faults.add(method="GET", path=r"^/objects/", kind="drop_before", times=1)
-    emulator.faults.add(method="GET", path=r"^/objects/", kind="status", status=429, reset=1, times=1)
+    emulator.faults.add(method="GET", path=STORAGE_READS[hub_transport], kind="drop_before", times=1)
+    emulator.faults.add(method="GET", path=STORAGE_READS[hub_transport], kind="status", status=429, reset=1, times=1)
     assert _read_range(client, path, head, 0, None) == data
     assert not emulator.faults.rules, "every fault fired"
 
 
-def test_a_lasting_failure_is_a_transient_hub_error(stored, emulator: HubEmulator):
+def test_a_lasting_failure_is_a_transient_hub_error(stored, emulator: HubEmulator, hub_transport: str):
     client, path, head, _ = stored
-    emulator.faults.add(method="GET", path=r"^/objects/", kind="status", status=500, times=None)
+    emulator.faults.add(method="GET", path=STORAGE_READS[hub_transport], kind="status", status=500, times=None)
     with pytest.raises(HubError) as err:
         _read_range(client, path, head, 0, 10)
     assert err.value.status == 500 and err.value.transient
@@ -148,14 +148,33 @@ def test_a_body_cut_short_is_an_error(stored, emulator: HubEmulator, monkeypatch
 
     real = httpio.file_response
 
-    def truncated(*args, **kwargs):
-        resp = real(*args, **kwargs)
-        if resp.file is not None and resp.length > MiB:
-            resp.length -= MiB // 2  # the file part sent is short...
+    from tests.hub_emulator import xet
+
+    real_xet = xet.file_bytes_response
+
+    def cut(resp):
+        if (resp.file is not None or resp.stream is not None) and resp.length > MiB:
+            resp.length -= MiB // 2  # the part sent is short...
             resp.headers["Content-Length"] = str(resp.length + MiB // 2)  # ...of what was announced
+            if resp.stream is not None:
+                stream, length = resp.stream, resp.length
+
+                def short():
+                    left = length
+                    for piece in stream():
+                        if left <= 0:
+                            break
+                        yield piece[:left]
+                        left -= len(piece[:left])
+
+                resp.stream = short
         return resp
 
+    def truncated(*args, **kwargs):
+        return cut(real(*args, **kwargs))
+
     monkeypatch.setattr("tests.hub_emulator.lfs.file_response", truncated)
+    monkeypatch.setattr("tests.hub_emulator.xet.file_bytes_response", lambda *a, **k: cut(real_xet(*a, **k)))
     with pytest.raises(StoreError) as err:
         _read_range(client, path, head, 0, None)
     assert isinstance(err.value, (HubError, IntegrityError))

@@ -22,6 +22,7 @@ from gateway.sync.budget import CommitBudget
 from gateway.sync.hubsync import wait_until
 from tests.hub_emulator import HubEmulator
 from tests.hub_fixtures import (  # noqa: F401  (emulator_fixture provides the emulator fixture)
+    HUB_TRANSPORTS,
     REPO,
     TOKEN,
     commit_sizes,
@@ -183,6 +184,39 @@ def test_restart_finds_staged_and_cached_objects(tmp_path: Path):
     assert _read(again, b, 0, 2000) == b"b" * 2000
 
 
+def test_a_read_during_the_move_from_staging_to_the_cache_stays_local(tmp_path: Path, monkeypatch):
+    """An uploaded object is not in the remote's commit yet: a read while the uploader moves it
+    from staging to the cache must find it locally (the remote here does not hold it at all)."""
+    import gateway.store.writeback as writeback
+
+    wb = WriteBackStore(LocalStore(tmp_path / "remote"), tmp_path / "wb", staging_limit=64 * MiB, cache_size=64 * MiB)
+    data = os.urandom(3000)
+    oid, src = _src(tmp_path, data)
+    wb.adopt(oid, src, len(data))
+    results: list[object] = []
+
+    def reader() -> None:
+        try:
+            results.append(_read(wb, oid, 0, len(data)))
+        except Exception as exc:  # the remote has no such object
+            results.append(exc)
+
+    real_replace = os.replace
+
+    def replace_while_reading(a, b):
+        thread = threading.Thread(target=reader)
+        thread.start()
+        thread.join(2)  # a reader that could go ahead now would have finished; else it waits for us
+        real_replace(a, b)
+        replace_while_reading.thread = thread
+
+    monkeypatch.setattr(writeback.os, "replace", replace_while_reading)
+    wb.mark_uploaded(oid, in_remote=True)
+    monkeypatch.setattr(writeback.os, "replace", real_replace)
+    replace_while_reading.thread.join(10)
+    assert results == [data]
+
+
 def test_delete_of_a_staged_object_is_local_only(tmp_path: Path):
     sunk: list[str] = []
     wb = WriteBackStore(
@@ -337,21 +371,40 @@ FAULTS = {
     "commit dropped before": [dict(method="POST", path=r"/commit/", kind="drop_before", times=1)],
     "commit 409": [dict(method="POST", path=r"/commit/", kind="status", status=409, times=1)],
     "rate limited": [dict(method="POST", path=r"/commit/", kind="status", status=429, reset=1, times=1)],
-    "LFS PUT 500": [dict(method="PUT", path=r"/upload/", kind="status", status=500, times=2)],
-    "LFS PUT answer lost": [dict(method="PUT", path=r"/upload/", kind="drop_after", times=1)],
     "preupload dropped": [dict(method="POST", path=r"/preupload/", kind="drop_before", times=1)],
-    "batch 502 and verify 500": [
-        dict(method="POST", path=r"/objects/batch", kind="status", status=502, times=1),
-        dict(method="POST", path=r"/verify", kind="status", status=500, times=1),
-    ],
 }
+TRANSPORT_FAULTS = {
+    "lfs": {
+        "LFS PUT 500": [dict(method="PUT", path=r"/upload/", kind="status", status=500, times=2)],
+        "LFS PUT answer lost": [dict(method="PUT", path=r"/upload/", kind="drop_after", times=1)],
+        "batch 502 and verify 500": [
+            dict(method="POST", path=r"/objects/batch", kind="status", status=502, times=1),
+            dict(method="POST", path=r"/verify", kind="status", status=500, times=1),
+        ],
+    },
+    "xet": {
+        "xorb PUT 500": [dict(method="PUT", path=r"^/xorb-uploads/", kind="status", status=500, times=2)],
+        "xorb PUT answer lost": [dict(method="PUT", path=r"^/xorb-uploads/", kind="drop_after", times=1)],
+        "xorb grant 503 and commit 500": [
+            dict(method="POST", path=r"^/v1/xorb-grants/", kind="status", status=503, times=1),
+            dict(method="POST", path=r"^/v1/xorb-commits/", kind="status", status=500, times=1),
+        ],
+        "write token 502 and shard 503": [
+            dict(method="GET", path=r"/xet-write-token/", kind="status", status=502, times=1),
+            dict(method="POST", path=r"^/v2/shards", kind="status", status=503, times=1),
+        ],
+    },
+}
+FAULT_CASES = [(t, name) for t in HUB_TRANSPORTS for name in [*sorted(FAULTS), *sorted(TRANSPORT_FAULTS[t])]]
 
 
-@pytest.mark.parametrize("fault", sorted(FAULTS))
-def test_injected_faults_lose_no_acknowledged_data(emulator: HubEmulator, tmp_path: Path, fault: str):
+@pytest.mark.parametrize(("hub_transport", "fault"), FAULT_CASES, indirect=["hub_transport"])
+def test_injected_faults_lose_no_acknowledged_data(
+    emulator: HubEmulator, tmp_path: Path, hub_transport: str, fault: str
+):
     written = {f"/d/f{i}.bin": os.urandom(MiB * (i % 3) + 1000 + i) for i in range(12)}
     with in_process_gateway(hub_env(emulator, tmp_path / "data")) as gw:
-        for spec in FAULTS[fault]:
+        for spec in FAULTS.get(fault) or TRANSPORT_FAULTS[hub_transport][fault]:
             emulator.faults.add(**spec)
         gw.files.mkdir("/d")
         for path, data in written.items():

@@ -219,8 +219,7 @@ class WriteBackStore(ObjectStore):
         self._fill_for(object_id)
 
     def _open_local(self, object_id: str, offset: int, length: int) -> BinaryIO | None:
-        tried: set[Path] = set()
-        while True:
+        for _attempt in range(3):
             with self._cond:
                 if object_id in self._staged:
                     path = self._staged[object_id].path
@@ -231,16 +230,16 @@ class WriteBackStore(ObjectStore):
                     return _FillReader(self._fills[object_id], offset, length)
                 else:
                     return None
-            if path in tried:
-                return None  # gone from where the books say it is: read it remotely
-            tried.add(path)
             try:
                 f = open(path, "rb", buffering=0)  # noqa: SIM115 - returned to the caller
                 break
             except FileNotFoundError:
-                continue  # moved from staging to the cache meanwhile, or evicted: look again
+                continue  # moved from staging to the cache meanwhile (an uploaded object may not be
+                # in the remote's commit yet), or evicted: look again, then read remotely
             except OSError as exc:
                 raise StoreError(f"cannot read object {object_id}: {exc}") from exc
+        else:
+            return None
         if offset:
             f.seek(offset)
         return ExactReader(f, length, f"object {object_id}")
@@ -323,16 +322,14 @@ class WriteBackStore(ObjectStore):
         pinned until :meth:`mark_committed`. ``in_remote``: the remote holds the bytes (LFS), so
         the local copy may go if space runs out; False: the commit itself carries them."""
         target = self.cache_path(object_id)
-        # One step under the lock: a reader sees the object staged or cached, never neither
-        # (it would go to the remote, which lacks uncommitted objects).
-        with self._cond:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with self._cond:  # one step for readers: the object is staged or cached, never neither
             item = self._staged.pop(object_id, None)
             if item is None:
                 return
             self._staged_bytes -= item.size
             self._cond.notify_all()
             try:
-                target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(item.path, target)
             except FileNotFoundError:
                 return  # deleted meanwhile

@@ -1,4 +1,5 @@
-"""Hugging Face Hub emulator for tests: speaks the HTTP protocol of ``huggingface_hub`` 2.4 (Xet disabled).
+"""Hugging Face Hub emulator for tests: speaks the HTTP protocol of ``huggingface_hub`` 2.4, classic LFS and
+Xet (``hf_xet`` 1.8, see xet.py).
 
 Usage::
 

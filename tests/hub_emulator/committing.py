@@ -5,7 +5,8 @@ Body: one JSON object per line, ``{"key": ..., "value": ...}``; first the ``head
 
 - ``file``: ``{path, content, encoding: "base64"}`` — a regular file, inline;
 - ``lfsFile``: ``{path, algo: "sha256", oid[, size]}`` — the object must already be in this repo's LFS
-  store (400 otherwise); ``size`` is absent for copies and then looked up;
+  store or declared by a shard uploaded to the Xet CAS for this repo (400 otherwise); ``size`` is
+  absent for copies and then looked up;
 - ``deletedFile``: ``{path}`` — 404 ``EntryNotFound`` if the file does not exist;
 - ``deletedFolder``: ``{path}`` — every file under the folder.
 
@@ -118,9 +119,12 @@ class TreeEditor:
         elif kind == "lfsFile":
             oid = value["oid"]
             stored = self.repo.lfs_size(oid)
+            xet = self.repo.xet_file(oid) if stored is None else None
+            if xet is not None:
+                stored = xet[1]
             if stored is None or (value.get("size") is not None and value["size"] != stored):
                 raise HttpError(400, MISSING_LFS.format(path=path))
-            self._add(path, FileEntry.for_lfs(oid, stored))
+            self._add(path, FileEntry.for_xet(oid, stored, xet[0]) if xet else FileEntry.for_lfs(oid, stored))
         elif kind == "deletedFile":
             if path not in self.tree:
                 raise not_found("EntryNotFound", f"A file with this name doesn't exist: {path}")

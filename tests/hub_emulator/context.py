@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from .faults import FaultInjector
 from .httpio import Request
 from .store import RepoStore
+from .xet import XetCas
 
 URL_PREFIXES = {"model": "", "dataset": "datasets/", "space": "spaces/", "kernel": "kernels/"}
 API_PLURALS = {"models": "model", "datasets": "dataset", "spaces": "space", "kernels": "kernel"}
@@ -18,7 +19,9 @@ GiB = 1 << 30
 
 @dataclass
 class Config:
-    """Tunable behaviour. Page sizes follow the Hub (tree 1000, 50 with ``expand``)."""
+    """Tunable behaviour. Page sizes follow the Hub (tree 1000, 50 with ``expand``). ``xet_*``: lifetime
+    of CAS tokens and of signed storage URLs (s), and whether a shard's files are checked against
+    their sha256 on upload, and whether xorbs are uploaded through grants (else ``/v1/xorbs``), see xet.py."""
 
     token: str | None = "hf_test"
     username: str = "testuser"
@@ -33,6 +36,10 @@ class Config:
     multipart_threshold: int = 5 * GiB
     multipart_chunk_size: int = 512 * MiB
     lfs_redirect: bool = True
+    xet_token_ttl: int = 3600
+    xet_url_ttl: int = 3600
+    xet_verify_files: bool = True
+    xet_upload_grants: bool = True
 
 
 STAT_KEYS = (
@@ -58,6 +65,16 @@ STAT_KEYS = (
     "status_429",
     "faults_fired",
     "dropped_connections",
+    "xet_tokens",
+    "xet_dedup_queries",
+    "xet_grant_requests",
+    "xet_grant_puts",
+    "xet_xorbs",
+    "xet_shards",
+    "xet_files",
+    "xet_reconstructions",
+    "xet_xorb_gets",
+    "xet_telemetry",
 )
 
 
@@ -91,6 +108,7 @@ class HubContext:
         self.stats = Stats()
         self.api_url = ""
         self.storage_url = ""
+        self.xet = XetCas(store.root.parent)
 
     def api_base(self, req: Request) -> str:
         """The endpoint as the client addressed it (``url``/``commitUrl`` must use the client's host)."""

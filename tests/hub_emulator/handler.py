@@ -177,6 +177,13 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
                 raise ConnectionError(f"{response.file} vanished") from err
             if sent != response.length:
                 raise ConnectionError(f"short file body: {sent} of {response.length} bytes")
+        elif response.stream is not None:
+            sent = 0
+            for piece in response.stream():
+                self.wfile.write(piece)
+                sent += len(piece)
+            if sent != response.length:
+                raise ConnectionError(f"short streamed body: {sent} of {response.length} bytes")
         else:
             self.wfile.write(response.body)
         stats.incr("bytes_out", response.content_length)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
@@ -51,7 +51,8 @@ def not_found(code: str, message: str, headers: dict[str, str] | None = None) ->
 
 @dataclass
 class Response:
-    """A response: either ``body`` bytes or ``length`` bytes of ``file`` from ``offset``."""
+    """A response: ``body`` bytes, ``length`` bytes of ``file`` from ``offset``, or ``length`` bytes
+    produced by ``stream`` (not called for HEAD)."""
 
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
@@ -59,10 +60,11 @@ class Response:
     file: Path | None = None
     offset: int = 0
     length: int = 0
+    stream: Callable[[], Iterator[bytes]] | None = None
 
     @property
     def content_length(self) -> int:
-        return self.length if self.file is not None else len(self.body)
+        return self.length if self.file is not None or self.stream is not None else len(self.body)
 
 
 def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

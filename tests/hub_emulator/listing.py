@@ -26,6 +26,8 @@ def file_json(path: str, view: TreeView) -> dict[str, Any]:
     data: dict[str, Any] = {"type": "file", "oid": entry.oid, "size": entry.size, "path": path}
     if entry.lfs:
         data["lfs"] = {"oid": entry.sha256, "size": entry.size, "pointerSize": entry.pointer_size}
+    if entry.xet_hash:
+        data["xetHash"] = entry.xet_hash
     return data
 
 

@@ -9,11 +9,14 @@ Headers the client reads from the final response: ``X-Repo-Commit`` (required), 
   response and keeps its headers; httpx drops the Authorization header on the cross-origin hop),
   ``ETag: "<pointer sha1>"``, ``X-Linked-Etag: "<sha256>"``, ``X-Linked-Size``. With
   ``lfs_redirect=False`` the bytes are served directly with ``ETag: "<sha256>"``.
+- Xet file (uploaded through the CAS): the same 302, to a signed storage URL serving the
+  reconstructed bytes, plus ``X-Xet-Hash`` and ``Link: <…/xet-read-token/{commit}>; rel="xet-auth"``.
 - Missing file: 404 ``EntryNotFound`` with ``X-Repo-Commit``; unknown revision: 404 ``RevisionNotFound``.
 """
 
 from __future__ import annotations
 
+from . import xet
 from .api import resolve_revision
 from .context import HubContext
 from .httpio import Request, Response, file_response, not_found
@@ -27,6 +30,13 @@ def resolve(ctx: HubContext, req: Request, repo: Repo, revision: str, path: str)
     if entry is None:
         raise not_found("EntryNotFound", f"Entry not found: {path}", headers={"X-Repo-Commit": commit.id})
     headers = {"X-Repo-Commit": commit.id}
+    if entry.xet_hash:
+        xet_headers = xet.resolve_headers(ctx, req, repo, commit.id, entry)
+        if ctx.config.lfs_redirect:
+            return Response(302, {**headers, **xet_headers})
+        headers.update({k: v for k, v in xet_headers.items() if k != "Location"})
+        headers["ETag"] = f'"{entry.sha256}"'
+        return xet.file_bytes_response(ctx, entry.xet_hash, entry.size, req.headers.get("Range"), headers)
     if entry.lfs and ctx.config.lfs_redirect:
         location = ctx.storage_object_url(repo.repo_type, repo.repo_id, entry.sha256 or "")
         headers.update(

@@ -19,7 +19,7 @@ reads only, and no token writes to a repo of ``foreign_namespaces``: 403)::
     POST   /api/{t}s/{ns}/{name}/super-squash/{branch}
     GET    /api/{t}s/{ns}/{name}/refs           POST /api/{t}s/{ns}/{name}/branch/{branch}
     PUT    /api/{t}s/{ns}/{name}/settings
-    GET    /api/{t}s/{ns}/{name}/xet-{read,write}-token/{rev}   → 501 (Xet is not emulated)
+    GET    /api/{t}s/{ns}/{name}/xet-{read,write}-token/{rev}   (CAS token, see xet.py)
     POST   /{P}{ns}/{name}.git/info/lfs/objects/batch | /objects/verify
     POST   /{P}{ns}/{name}.git/info/lfs/complete/{oid}        (no auth)
     HEAD|GET /{P}{ns}/{name}/resolve/{rev}/{path}
@@ -28,13 +28,14 @@ Storage origin (no auth)::
 
     PUT      /upload/{type}/{ns}/{name}/{oid}[/{part}]
     HEAD|GET /objects/{type}/{ns}/{name}/{oid}
+    /v1/…, /v2/…  (the Xet CAS API, its own Bearer tokens), HEAD|GET /xorbs/…, /xet-bridge/… (signed)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import api, lfs
+from . import api, lfs, xet
 from .context import API_PLURALS, URL_PREFIXES, HubContext
 from .httpio import HttpError, Request, Response, json_response, not_found
 from .resolve import resolve
@@ -117,8 +118,10 @@ class Router:
             ("POST", "branch"): lambda: api.create_branch(self.ctx, req, repo, _arg(rest, 1)),
             ("PUT", "settings"): lambda: api.settings(self.ctx, req, repo),
         }
-        if action in ("xet-read-token", "xet-write-token"):
-            raise HttpError(501, "Xet storage is not available on this Hub emulator", header_message=True)
+        if action in ("xet-read-token", "xet-write-token") and method in ("GET", "HEAD"):
+            if action == "xet-write-token":
+                api.check_write(self.ctx, req, repo.repo_id)
+            return xet.token(self.ctx, req, repo, action[4:-6], _arg(rest, 1))
         if method in ("POST", "PUT") and action != "paths-info":
             api.check_write(self.ctx, req, repo.repo_id)
         route = routes.get((method if method != "HEAD" else "GET", action))
@@ -170,6 +173,9 @@ class Router:
 
     def _storage(self, req: Request) -> Response:
         segs = [Request.decode(s) for s in req.segments]
+        answer = xet.storage(self.ctx, req, segs)
+        if answer is not None:
+            return answer
         if len(segs) in (5, 6) and segs[0] == "upload" and segs[1] in REPO_TYPES:
             if req.method != "PUT":
                 raise _method_not_allowed()

@@ -9,8 +9,9 @@ Two listening sockets on the same host:
   302 to this origin; since the origin differs, ``get_hf_file_metadata`` takes the metadata from the
   302 itself, and httpx drops the Authorization header on the redirect.
 
-Client setup: ``HF_HUB_DISABLE_XET=1`` (Xet token endpoints answer 501), ``HfApi(endpoint=emu.url,
-token=emu.token)``; see ``emu.client_env()``.
+The storage origin also serves the Xet CAS API (xet.py): with ``hf_xet`` enabled the client gets a
+CAS token from the Hub origin and uploads xorbs and shards there. Client setup:
+``HfApi(endpoint=emu.url, token=emu.token)`` and ``emu.client_env(transport="lfs"|"xet")``.
 """
 
 from __future__ import annotations
@@ -137,12 +138,13 @@ class HubEmulator:
     def reset_stats(self) -> None:
         self._ctx.stats.reset()
 
-    def client_env(self, hf_home: str | Path | None = None) -> dict[str, str]:
-        """Environment for a ``huggingface_hub`` client (to set before importing it)."""
+    def client_env(self, hf_home: str | Path | None = None, transport: str = "lfs") -> dict[str, str]:
+        """Environment for a ``huggingface_hub`` client (to set before importing it); ``transport``
+        ``xet`` lets the client upload through hf_xet to the emulated CAS."""
         env = {
             "HF_ENDPOINT": self.url,
-            "HF_HUB_DISABLE_XET": "1",
-            "HFDAV_HUB_TRANSPORT": "lfs",
+            "HF_HUB_DISABLE_XET": "0" if transport == "xet" else "1",
+            "HFDAV_HUB_TRANSPORT": transport,
             "HF_HUB_DISABLE_TELEMETRY": "1",
             "HF_HUB_DISABLE_PROGRESS_BARS": "1",
         }
@@ -189,7 +191,14 @@ class HubEmulator:
         entry = commit.tree.get(path)
         if entry is None:
             raise KeyError(f"{path!r} not found at {revision!r}")
+        if entry.xet_hash:
+            return b"".join(self._ctx.xet.read_range(entry.xet_hash, 0, entry.size - 1))
         return repo.path_of(entry).read_bytes()
+
+    def xet_files(self, repo_id: str, repo_type: str = "dataset", revision: str = "main") -> dict[str, str]:
+        """``path -> Xet file hash`` of the files at ``revision`` whose content is in the Xet CAS."""
+        _, commit = self._commit(repo_id, repo_type, revision)
+        return {path: entry.xet_hash for path, entry in sorted(commit.tree.items()) if entry.xet_hash}
 
     def lfs_object_path(self, repo_id: str, oid: str, repo_type: str = "dataset") -> Path:
         """Where this repo stores (or would store) the LFS object ``oid``."""

@@ -8,6 +8,7 @@ Layout under ``<data_dir>/repos/<type>/<namespace>/<name>/``::
                           "tree": {path: {"oid", "size", "lfs", "blob"[, "sha256"]}}}
     blobs/<sha1>         regular file contents, named by git blob SHA-1
     lfs/<sha256>         LFS objects of this repo only (the Hub validates ``lfsFile`` oids per repo)
+    xet/<sha256>.json    files uploaded to the Xet CAS for this repo: {"xet_hash", "size"} (see xet.py)
     tmp/                 uploads in progress
 
 Every JSON file is replaced atomically (write to a temporary file, then ``os.replace``), so the
@@ -57,13 +58,15 @@ def valid_repo_id(repo_id: str) -> bool:
 
 @dataclass(frozen=True)
 class FileEntry:
-    """One file of a commit tree. ``oid`` is the git blob SHA-1 (of the pointer for LFS files)."""
+    """One file of a commit tree. ``oid`` is the git blob SHA-1 (of the pointer for LFS files).
+    ``xet_hash`` is set for an LFS file whose content is in the Xet CAS rather than in ``lfs/``."""
 
     oid: str
     size: int
     lfs: bool
     blob: str
     sha256: str | None = None
+    xet_hash: str | None = None
 
     @property
     def pointer_size(self) -> int:
@@ -74,15 +77,22 @@ class FileEntry:
         data: dict[str, Any] = {"oid": self.oid, "size": self.size, "lfs": self.lfs, "blob": self.blob}
         if self.sha256:
             data["sha256"] = self.sha256
+        if self.xet_hash:
+            data["xetHash"] = self.xet_hash
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FileEntry:
-        return cls(data["oid"], data["size"], data["lfs"], data["blob"], data.get("sha256"))
+        return cls(data["oid"], data["size"], data["lfs"], data["blob"], data.get("sha256"), data.get("xetHash"))
 
     @classmethod
     def for_lfs(cls, sha256: str, size: int) -> FileEntry:
         return cls(gitutil.git_blob_sha1(gitutil.lfs_pointer(sha256, size)), size, True, f"lfs/{sha256}", sha256)
+
+    @classmethod
+    def for_xet(cls, sha256: str, size: int, xet_hash: str) -> FileEntry:
+        pointer_oid = gitutil.git_blob_sha1(gitutil.lfs_pointer(sha256, size))
+        return cls(pointer_oid, size, True, f"xet/{sha256}.json", sha256, xet_hash)
 
 
 @dataclass
@@ -246,6 +256,17 @@ class Repo:
             return self.lfs_path(oid).stat().st_size
         except (FileNotFoundError, OSError):
             return None
+
+    def xet_file(self, sha256: str) -> tuple[str, int] | None:
+        """``(xet file hash, size)`` of a file a shard uploaded for this repo declared, or None."""
+        try:
+            data = json.loads((self.root / "xet" / f"{sha256}.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        return data["xet_hash"], data["size"]
+
+    def add_xet_file(self, sha256: str, xet_hash: str, size: int) -> None:
+        write_atomic(self.root / "xet" / f"{sha256}.json", json.dumps({"xet_hash": xet_hash, "size": size}).encode())
 
     def lfs_oids(self) -> set[str]:
         directory = self.root / "lfs"
