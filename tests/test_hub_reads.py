@@ -179,3 +179,74 @@ def test_a_body_cut_short_is_an_error(stored, emulator: HubEmulator, monkeypatch
         _read_range(client, path, head, 0, None)
     assert isinstance(err.value, (HubError, IntegrityError))
     assert err.value.transient  # a retry may well succeed
+
+
+# -- what the storage behind the redirect may answer --------------------------------------------
+def _resolves(emulator: HubEmulator) -> int:
+    return emulator.stats["resolve_gets"]
+
+
+def test_an_expired_signed_url_is_resolved_again(stored, emulator: HubEmulator, hub_transport: str):
+    client, path, head, data = stored
+    emulator.faults.add(method="GET", path=STORAGE_READS[hub_transport], kind="status", status=403,
+                        message="Request has expired", times=1)  # fmt: skip
+    before = _resolves(emulator)
+    assert _read_range(client, path, head, 1000, 5000) == data[1000:6000]
+    assert not emulator.faults.rules and _resolves(emulator) - before == 2
+
+
+def test_a_refusal_that_lasts_is_an_error_after_one_new_resolve(stored, emulator: HubEmulator, hub_transport: str):
+    client, path, head, _ = stored
+    emulator.faults.add(method="GET", path=STORAGE_READS[hub_transport], kind="status", status=403, times=None)
+    before = _resolves(emulator)
+    with pytest.raises(HubError) as err:
+        _read_range(client, path, head, 0, 10)
+    assert err.value.status == 403 and _resolves(emulator) - before == 2
+
+
+def test_reading_to_the_end_from_the_end_is_empty(stored):
+    """The storage answers 416 to ``bytes=<size>-``: there is nothing to read, not an error."""
+    client, path, head, data = stored
+    assert _read_range(client, path, head, len(data), None) == b""
+    with pytest.raises(HubError) as err:  # a range that starts beyond the end is still refused
+        _read_range(client, path, head, len(data) + 10, 5)
+    assert err.value.status == 416
+
+
+def _edit_range_answers(monkeypatch: pytest.MonkeyPatch, edit) -> None:
+    """Let ``edit(headers)`` change the storage's ranged answers (LFS and Xet alike)."""
+    from tests.hub_emulator import lfs, xet
+
+    real_lfs, real_xet = lfs.file_response, xet.file_bytes_response
+
+    def patched(real):
+        def answer(*args, **kwargs):
+            resp = real(*args, **kwargs)
+            if resp.status == 206:
+                edit(resp.headers)
+            return resp
+
+        return answer
+
+    monkeypatch.setattr("tests.hub_emulator.lfs.file_response", patched(real_lfs))
+    monkeypatch.setattr("tests.hub_emulator.xet.file_bytes_response", patched(real_xet))
+
+
+def test_a_partial_answer_without_content_range_reads_to_its_end(stored, monkeypatch: pytest.MonkeyPatch):
+    client, path, head, data = stored
+    _edit_range_answers(monkeypatch, lambda headers: headers.pop("Content-Range", None))
+    assert _read_range(client, path, head, 100, None) == data[100:]
+    assert _read_range(client, path, head, 7, 1000) == data[7:1007]
+
+
+def test_a_partial_answer_of_other_bytes_is_an_integrity_error(stored, monkeypatch: pytest.MonkeyPatch):
+    client, path, head, data = stored
+
+    def shift(headers):
+        start_end, size = headers["Content-Range"].split(" ")[1].split("/")
+        start, end = (int(x) for x in start_end.split("-"))
+        headers["Content-Range"] = f"bytes {start + 1}-{end + 1}/{size}"
+
+    _edit_range_answers(monkeypatch, shift)
+    with pytest.raises(IntegrityError):
+        _read_range(client, path, head, 100, 1000)

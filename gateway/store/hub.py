@@ -75,6 +75,9 @@ UPLOAD_READ = 1 << 20
 READ_ATTEMPTS = 5
 READ_BACKOFF_MAX_S = 8.0
 READ_RETRY_AFTER_MAX_S = 60
+#: GETs of one read when the storage refuses the signed URL it was redirected to (403): the first,
+#: and one after resolving again.
+SIGNED_URL_ATTEMPTS = 2
 MAX_REDIRECTS = 5
 #: Kept-alive connections per host for ranged reads (cache fills, windowed reads).
 READ_POOL_SIZE = 16
@@ -441,6 +444,20 @@ def _remote_file(entry) -> RemoteFile | None:
     return RemoteFile(entry.path, int(entry.size), lfs.sha256 if lfs else None, entry.blob_id)
 
 
+def _range_start(response) -> int | None:
+    """The first byte a 206 answer says it holds (``Content-Range: bytes a-b/n``), if it says."""
+    unit, _, spec = response.headers.get("Content-Range", "").partition(" ")
+    first = spec.split("-", 1)[0]
+    return int(first) if unit.lower() == "bytes" and first.isdigit() else None
+
+
+def _unsatisfied_size(response) -> int | None:
+    """The size a 416 answer names (``Content-Range: bytes */n``), if it names one."""
+    spec = response.headers.get("Content-Range", "")
+    size = spec.rsplit("/", 1)[-1] if spec.startswith("bytes */") else ""
+    return int(size) if size.isdigit() else None
+
+
 def _total_size(response) -> int | None:
     content_range = response.headers.get("Content-Range", "")
     if "/" in content_range and not content_range.endswith("/*"):
@@ -490,9 +507,10 @@ class _Reader:
                 self._managers[proxy] = manager
             return manager
 
-    def get(self, url: str, headers: dict[str, str]) -> urllib3.BaseHTTPResponse:
+    def get(self, url: str, headers: dict[str, str]) -> tuple[urllib3.BaseHTTPResponse, bool]:
         """The final answer to a GET of ``url`` (redirects followed, transient failures retried;
-        the body not read yet). Raises urllib3's errors for a transport failure."""
+        the body not read yet), and whether it came from another host than ``url``'s (the
+        storage behind the Hub's redirect). Raises urllib3's errors for a transport failure."""
         origin = urlsplit(url).netloc
         timeout = urllib3.Timeout(connect=constants.HF_HUB_DOWNLOAD_TIMEOUT, read=constants.HF_HUB_DOWNLOAD_TIMEOUT)
         headers = {**headers, "Accept-Encoding": "identity"}
@@ -511,7 +529,7 @@ class _Reader:
             self._policy.after(token, response.status, response.headers, None, kind=kind)
             location = response.headers.get("Location")
             if response.status not in (301, 302, 303, 307, 308) or not location:
-                return response
+                return response, urlsplit(url).netloc != origin
             response.drain_conn()
             response.release_conn()
             url = urljoin(url, location)
@@ -571,19 +589,36 @@ class _RangeStream(ReadStream):
         url = self._client._resolve_url(self._path, self._revision)
         metrics.inc("hfdav_hub_api_calls_total", kind="resolve_get")
         what = f"reading {self._path}@{self._revision[:12]}"
-        try:
-            response = self._client.reader.get(url, headers)
-        except StoreError:
-            raise
-        except Exception as exc:
-            raise translate(exc, what) from exc
+        for attempt in range(1, SIGNED_URL_ATTEMPTS + 1):
+            try:
+                response, from_storage = self._client.reader.get(url, headers)
+            except StoreError:
+                raise
+            except Exception as exc:
+                raise translate(exc, what) from exc
+            if response.status == 403 and from_storage and attempt < SIGNED_URL_ATTEMPTS:
+                # the storage refused the URL the Hub signed (expired on the way, or a clock
+                # apart): resolve again for a freshly signed one
+                log.info("%s: the storage refused its signed URL (403); resolving again", what)
+                response.drain_conn()
+                response.release_conn()
+                continue
+            break
         self._response = response
+        if response.status == 416 and self._left is None and self._offset >= (_unsatisfied_size(response) or -1):
+            self.total_size, self._left = _unsatisfied_size(response), 0  # from the end: nothing left to read
+            self.close()
+            return
         if response.status >= 400:
             self.close()
             raise _answer_error(response, what)
         if "Range" in headers and response.status != 206 and self._offset:
             self.close()
             raise IntegrityError(f"{what}: the server ignored the Range header (status {response.status})")
+        start = _range_start(response)
+        if response.status == 206 and start is not None and start != self._offset:
+            self.close()
+            raise IntegrityError(f"{what}: asked for bytes from {self._offset}, the storage sent them from {start}")
         self.total_size = _total_size(response)
         if self._left is None and self.total_size is not None:
             self._left = self.total_size - self._offset
@@ -600,6 +635,8 @@ class _RangeStream(ReadStream):
             return b""
         if self._response is None:
             self._open()
+            if self._left == 0:
+                return b""  # a read from the end
         want = n if n is not None and n >= 0 else None
         if self._left is not None:
             want = self._left if want is None else min(want, self._left)
