@@ -77,9 +77,8 @@ def test_max_copy_members(tmp_path):
 
 def test_hub_transport(tmp_path):
     base = {"HFDAV_DATA_DIR": str(tmp_path)}
-    assert load_settings(base).hub_transport == "xet"
-    assert load_settings({**base, "HFDAV_HUB_TRANSPORT": "LFS"}).hub_transport == "lfs"
-    # a user who turned Xet off in the library keeps it off
+    assert load_settings(base).hub_transport == "lfs"
+    assert load_settings({**base, "HFDAV_HUB_TRANSPORT": "XET"}).hub_transport == "xet"
     assert load_settings({**base, "HF_HUB_DISABLE_XET": "1"}).hub_transport == "lfs"
     assert load_settings({**base, "HF_HUB_DISABLE_XET": "1", "HFDAV_HUB_TRANSPORT": "xet"}).hub_transport == "xet"
     with pytest.raises(ConfigError, match="HFDAV_HUB_TRANSPORT"):
