@@ -200,7 +200,7 @@ def _dispatch(args: argparse.Namespace, settings) -> int:
     if args.command == "rebuild" and not args.into:
         return _rebuild_here(settings, args.force)
     if args.command == "locks":
-        if args.action == "list" and (missing := _no_drive(settings)):
+        if missing := _no_drive(settings):
             return _fail(missing)
         return _locks(settings, args)
     missing = _no_drive(settings)

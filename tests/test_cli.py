@@ -96,7 +96,8 @@ def test_read_only_command_on_a_data_dir_typo_creates_no_drive(env, capsys):
     _gateway().close()  # the real drive
     capsys.readouterr()
     typo = env / "dta"
-    for argv in (["stats"], ["fsck"], ["verify"], ["trash", "list"], ["sync", "status"], ["locks", "list"]):
+    for argv in (["stats"], ["fsck"], ["verify"], ["trash", "list"], ["sync", "status"], ["locks", "list"],
+                 ["locks", "break", "opaquelocktoken:x"], ["locks", "break-path", "/a"]):  # fmt: skip
         assert main([*argv, "--data-dir", str(typo)]) == 2, argv
         line = _one_line(capsys.readouterr().err)
         assert line.startswith(f"hfdav: no drive in {typo} (") and "--data-dir" in line, line
