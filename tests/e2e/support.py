@@ -61,6 +61,7 @@ TOOL_HINTS = {
     "dbus-run-session": "apt-get install dbus-daemon (or scripts/test.sh as root)",
     "git": "apt-get install git (or scripts/test.sh as root)",
     "sqlite3": "apt-get install sqlite3 (or scripts/test.sh as root)",
+    "joplin": "npm install -g joplin@3.5 (the terminal app; its sqlite3 module builds with node-gyp)",
 }
 
 #: Environment variables of the gateway that must not leak from the caller into a test server.
