@@ -20,7 +20,8 @@
   evaluated as RFC 9110 §13.2.2 orders them (:func:`http_precondition`). WsgiDAV answered 412
   to a GET whose If-None-Match matched when its If-Modified-Since was later than the file's
   time (davfs2 revalidates its cache that way, and then failed the read with EINVAL). A 304
-  carries the ETag, as RFC 9110 §15.4.5 asks.
+  carries the ETag, as RFC 9110 §15.4.5 asks. A PUT with If-Match to a name that does not
+  exist is 412 (WsgiDAV created the file).
 * PROPFIND with Depth infinity (or no Depth): refused with 403 ``propfind-finite-depth`` over
   ``HFDAV_MAX_PROPFIND_INFINITY`` members (its cost grows with the whole tree below it); a
   COPY of a folder over ``HFDAV_MAX_COPY_MEMBERS`` members likewise with 507.
@@ -120,6 +121,10 @@ class HfdavRequestServer(RequestServer):
             status = http_precondition(environ, res.get_etag(), res.get_last_modified())
             if status is not None:
                 raise DAVError(status)
+        elif "HTTP_IF_MATCH" in environ:
+            # no current representation: If-Match is false, even "*" (RFC 9110 §13.1.1), so a
+            # client updating the version it knows does not bring back a file deleted meanwhile
+            raise DAVError(HTTP_PRECONDITION_FAILED, "If-Match: the resource does not exist")
         hidden = {k: environ.pop(k) for k in HTTP_CONDITIONALS if k in environ}
         try:
             super()._evaluate_if_headers(res, environ)

@@ -80,6 +80,10 @@ def test_revalidation_with_matching_etag_and_a_later_date_is_304(srv):
     old_date = {"If-Unmodified-Since": "Mon, 01 Jan 2001 00:00:00 GMT"}
     assert _put(srv, "cond/a.txt", b"lost", **old_date).status_code == 412
     assert _get(srv, "cond/a.txt").content == b"kept"
+    # an update of a version that was deleted meanwhile does not bring the file back
+    for tag in ("*", etag):
+        assert _put(srv, "cond/deleted.txt", b"back", **{"If-Match": tag}).status_code == 412
+        assert _get(srv, "cond/deleted.txt").status_code == 404
     assert modified  # sent with every file
 
 
