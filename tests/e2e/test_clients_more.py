@@ -80,11 +80,21 @@ def test_revalidation_with_matching_etag_and_a_later_date_is_304(srv):
     old_date = {"If-Unmodified-Since": "Mon, 01 Jan 2001 00:00:00 GMT"}
     assert _put(srv, "cond/a.txt", b"lost", **old_date).status_code == 412
     assert _get(srv, "cond/a.txt").content == b"kept"
-    # an update of a version that was deleted meanwhile does not bring the file back
-    for tag in ("*", etag):
-        assert _put(srv, "cond/deleted.txt", b"back", **{"If-Match": tag}).status_code == 412
-        assert _get(srv, "cond/deleted.txt").status_code == 404
     assert modified  # sent with every file
+
+
+@ON_BOTH
+def test_put_if_match_to_a_deleted_file_is_412_and_creates_nothing(srv):
+    """A sync client updates the version it knows with If-Match; when another client deleted
+    the file meanwhile, the condition is false (RFC 9110 §13.1.1, "*" included) and the file
+    must not come back. The server created it."""
+    _mkcol(srv, "cond")
+    assert _put(srv, "cond/gone.txt", b"v1").status_code in (201, 204)
+    etag = requests.head(srv.url_for("cond/gone.txt"), auth=srv.auth, timeout=30).headers["ETag"]
+    assert requests.delete(srv.url_for("cond/gone.txt"), auth=srv.auth, timeout=30).status_code == 204
+    for tag in ("*", etag):
+        assert _put(srv, "cond/gone.txt", b"v2", **{"If-Match": tag}).status_code == 412
+        assert _get(srv, "cond/gone.txt").status_code == 404
 
 
 # -- git and sqlite3 inside a davfs2 mount ----------------------------------------------------
