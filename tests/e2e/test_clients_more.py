@@ -413,3 +413,52 @@ def test_joplin_two_profiles_sync_a_notebook_both_ways(srv, tmp_path: Path):
     assert "edited in two" in joplin("p1", "cat", "second note")
     resources = [p for p in (tmp_path / "p1" / "resources").iterdir() if p.is_file()]
     assert [p.read_bytes() for p in resources] == [attachment.read_bytes()]
+
+
+# -- git over WebDAV (dumb HTTP clone, http-push) ---------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.requires_tool("git")
+@ON_BOTH
+def test_git_dumb_http_clone_and_webdav_push(srv, tmp_path: Path):
+    """git's own WebDAV client: a bare repository uploaded to the drive is cloned over dumb
+    HTTP, a commit is pushed with ``git http-push`` (PROPFIND, MKCOL, LOCK of the ref, PUT of
+    each object, MOVE of the ref into place, UNLOCK), and a fresh clone has both commits."""
+    if not Path("/usr/lib/git-core/git-http-push").exists() and shutil.which("git-http-push") is None:
+        pytest.skip("git-http-push not installed (git built without WebDAV push)")
+    src = tmp_path / "src"
+    src.mkdir()
+    _git("init", "-q", cwd=src)
+    for i in range(20):
+        (src / f"f{i}.txt").write_text(f"line {i}\n")
+    (src / "blob.bin").write_bytes(os.urandom(2 * MiB + 3))
+    _git("add", "-A", cwd=src)
+    _git("commit", "-qm", "one", cwd=src)
+    bare = tmp_path / "bare.git"
+    _git("clone", "-q", "--bare", str(src), str(bare), cwd=tmp_path)
+    _git("update-server-info", cwd=bare)
+    remote = f"git-{srv.kind}/repo.git"
+    _mkcol(srv, f"git-{srv.kind}")
+    _mkcol(srv, remote)
+    for p in sorted(bare.rglob("*")):
+        rel = f"{remote}/{p.relative_to(bare)}"
+        if p.is_dir():
+            _mkcol(srv, rel)
+        else:
+            assert _put(srv, rel, p.read_bytes()).status_code in (201, 204), rel
+    url = srv.url_for(remote).replace("http://", f"http://{srv.user}:{srv.password}@")
+
+    _git("clone", "-q", url, str(tmp_path / "work"), cwd=tmp_path)
+    work = tmp_path / "work"
+    (work / "f1.txt").write_text("pushed\n")
+    (work / "new.bin").write_bytes(os.urandom(1 * MiB + 9))
+    _git("add", "-A", cwd=work)
+    _git("commit", "-qm", "two", cwd=work)
+    _git("push", "-q", "origin", "HEAD", cwd=work)
+
+    _git("clone", "-q", url, str(tmp_path / "again"), cwd=tmp_path)
+    again = tmp_path / "again"
+    _git("fsck", "--full", cwd=again)
+    assert _git("log", "--format=%s", cwd=again).stdout.split() == ["two", "one"]
+    assert (again / "new.bin").read_bytes() == (work / "new.bin").read_bytes()
