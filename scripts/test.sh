@@ -56,6 +56,16 @@ declare -A TOOLS=(
     [duplicity]=duplicity
     [chromium]=chromium
     [chromedriver]=chromium-driver
+    [aria2c]=aria2
+    [axel]=axel
+    [wget]=wget
+    [ffprobe]=ffmpeg
+    [gio]=libglib2.0-bin
+    [dbus-run-session]=dbus-daemon
+    [/usr/libexec/gvfsd]=gvfs-daemons
+    [/usr/libexec/gvfsd-dav]=gvfs-backends
+    [git]=git
+    [sqlite3]=sqlite3
 )
 
 have() { PATH="$PATH:/usr/sbin:/sbin" command -v "$1" >/dev/null 2>&1; }

@@ -18,6 +18,12 @@
   written for a provider whose resources all move recursively in one step.
 * PROPFIND with Depth 0 or 1: answered by :mod:`gateway.dav.propfind` (the same answer, streamed
   and read from the database a page at a time).
+* The HTTP preconditions (If-Match, If-Unmodified-Since, If-None-Match, If-Modified-Since) are
+  evaluated as RFC 9110 §13.2.2 orders them (:func:`http_precondition`). WsgiDAV answered 412
+  to a GET whose If-None-Match matched when its If-Modified-Since was later than the file's
+  time (davfs2 revalidates its cache that way, and then failed the read with EINVAL). A 304
+  carries the ETag, as RFC 9110 §15.4.5 asks. A PUT with If-Match to a name that does not
+  exist is 412 (WsgiDAV created the file).
 * PROPFIND with Depth infinity (or no Depth): refused with 403 ``propfind-finite-depth`` over
   ``HFDAV_MAX_PROPFIND_INFINITY`` members (its cost grows with the whole tree below it); a
   COPY of a folder over ``HFDAV_MAX_COPY_MEMBERS`` members likewise with 507.
@@ -42,6 +48,7 @@ from wsgidav.dav_error import (
     HTTP_INSUFFICIENT_STORAGE,
     HTTP_NO_CONTENT,
     HTTP_NOT_FOUND,
+    HTTP_NOT_MODIFIED,
     HTTP_PRECONDITION_FAILED,
     HTTP_RANGE_NOT_SATISFIABLE,
     DAVError,
@@ -74,8 +81,58 @@ def if_range_holds(value: str, etag: str, last_modified: float | None) -> bool:
     return when is not None and last_modified is not None and int(last_modified) == when
 
 
+#: The request headers :func:`http_precondition` evaluates (WSGI names).
+HTTP_CONDITIONALS = ("HTTP_IF_MATCH", "HTTP_IF_UNMODIFIED_SINCE", "HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE")
+
+
+def http_precondition(environ, etag: str | None, last_modified: float | None) -> int | None:
+    """The status a failed HTTP precondition answers with (412, or 304 for GET/HEAD), or None
+    when the request may go on. RFC 9110 §13.2.2: If-Match, else If-Unmodified-Since; then
+    If-None-Match, else (GET/HEAD only) If-Modified-Since. Dates compare at the second
+    Last-Modified is sent with; entity tags strongly for If-Match, weakly for If-None-Match.
+    A resource without an entity tag ignores the tag conditions, as WsgiDAV did."""
+    method = environ["REQUEST_METHOD"]
+    modified = None if last_modified is None else int(last_modified)
+    if "HTTP_IF_MATCH" in environ:
+        value = environ["HTTP_IF_MATCH"].strip()
+        if value != "*" and etag is not None and f'"{etag}"' not in [t.strip() for t in value.split(",")]:
+            return HTTP_PRECONDITION_FAILED
+    elif "HTTP_IF_UNMODIFIED_SINCE" in environ:
+        when = util.parse_time_string(environ["HTTP_IF_UNMODIFIED_SINCE"])
+        if when is not None and modified is not None and modified > when:
+            return HTTP_PRECONDITION_FAILED
+    if "HTTP_IF_NONE_MATCH" in environ:
+        value = environ["HTTP_IF_NONE_MATCH"].strip()
+        if value == "*" or (etag is not None and etag in util.parse_if_match_header(value)):
+            return HTTP_NOT_MODIFIED if method in ("GET", "HEAD") else HTTP_PRECONDITION_FAILED
+    elif "HTTP_IF_MODIFIED_SINCE" in environ and method in ("GET", "HEAD"):
+        when = util.parse_time_string(environ["HTTP_IF_MODIFIED_SINCE"])
+        # 304 only for a date after the file's second: two writes within one second share
+        # the Last-Modified, and a client holding the first must not be told it is current
+        if when is not None and modified is not None and modified < when:
+            return HTTP_NOT_MODIFIED
+    return None
+
+
 class HfdavRequestServer(RequestServer):
     """See the module docstring."""
+
+    def _evaluate_if_headers(self, res, environ):
+        """The HTTP preconditions by :func:`http_precondition`, then WsgiDAV's ``If:`` (locks
+        and state tokens) with those headers hidden from it."""
+        if res is not None:
+            status = http_precondition(environ, res.get_etag(), res.get_last_modified())
+            if status is not None:
+                raise DAVError(status)
+        elif "HTTP_IF_MATCH" in environ:
+            # no current representation: If-Match is false, even "*" (RFC 9110 §13.1.1), so a
+            # client updating the version it knows does not bring back a file deleted meanwhile
+            raise DAVError(HTTP_PRECONDITION_FAILED, "If-Match: the resource does not exist")
+        hidden = {k: environ.pop(k) for k in HTTP_CONDITIONALS if k in environ}
+        try:
+            super()._evaluate_if_headers(res, environ)
+        finally:
+            environ.update(hidden)
 
     # -- PROPFIND ---------------------------------------------------------------------------
 
@@ -108,10 +165,20 @@ class HfdavRequestServer(RequestServer):
                 or environ.get("HTTP_DEPTH", "0") != "0"):  # fmt: skip
             # WsgiDAV's answers: 404, 403, 415, 400
             return self._send_resource(environ, start_response, is_head_method=head)
-        self._evaluate_if_headers(res, environ)
-        size = res.get_content_length()
         etag = res.get_etag()
         modified = res.get_last_modified()
+        try:
+            self._evaluate_if_headers(res, environ)
+        except DAVError as e:
+            if e.value != HTTP_NOT_MODIFIED:
+                raise
+            # WsgiDAV's error answer would drop the validators a 304 carries (RFC 9110 §15.4.5)
+            headers = [("Date", util.get_rfc1123_time()), ("ETag", f'"{etag}"'), ("Content-Length", "0")]
+            if modified is not None:
+                headers.append(("Last-Modified", util.get_rfc1123_time(modified)))
+            start_response("304 Not Modified", headers)
+            return [b""]
+        size = res.get_content_length()
         ctype = res.get_content_type()
         headers = [("Date", util.get_rfc1123_time()), ("ETag", f'"{etag}"'), ("Accept-Ranges", "bytes"), *FILE_HEADERS]
         if modified is not None:

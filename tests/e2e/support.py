@@ -52,6 +52,16 @@ TOOL_HINTS = {
     "lftp": "apt-get install lftp (or scripts/test.sh as root)",
     "restic": "apt-get install restic (or scripts/test.sh as root)",
     "duplicity": "apt-get install duplicity (or scripts/test.sh as root)",
+    "aria2c": "apt-get install aria2 (or scripts/test.sh as root)",
+    "axel": "apt-get install axel (or scripts/test.sh as root)",
+    "wget": "apt-get install wget (or scripts/test.sh as root)",
+    "ffmpeg": "apt-get install ffmpeg (or scripts/test.sh as root)",
+    "ffprobe": "apt-get install ffmpeg (or scripts/test.sh as root)",
+    "gio": "apt-get install libglib2.0-bin gvfs-daemons gvfs-backends (or scripts/test.sh as root)",
+    "dbus-run-session": "apt-get install dbus-daemon (or scripts/test.sh as root)",
+    "git": "apt-get install git (or scripts/test.sh as root)",
+    "sqlite3": "apt-get install sqlite3 (or scripts/test.sh as root)",
+    "joplin": "npm install -g joplin@3.5 (the terminal app; its sqlite3 module builds with node-gyp)",
 }
 
 #: Environment variables of the gateway that must not leak from the caller into a test server.
