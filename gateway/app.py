@@ -15,6 +15,7 @@ from gateway.meta.repo import MetadataRepository
 from gateway.packing import Packer
 from gateway.store.base import ObjectStore
 from gateway.store.encrypted import EncryptedStore
+from gateway.store.inline import InlineStore
 from gateway.store.local import LocalStore
 from gateway.trash import Trash, free_reserved_name
 
@@ -66,7 +67,8 @@ class Gateway:
 def build_store(settings: Settings) -> ObjectStore:
     if settings.hub_enabled:
         return build_hub_store(settings)
-    return LocalStore(settings.data_dir / "objects")
+    # small objects in one database: a small PUT pays one fsync (see gateway.store.inline)
+    return InlineStore(LocalStore(settings.data_dir / "objects"), settings.data_dir / "small-objects.sqlite")
 
 
 def build_hub_store(settings: Settings) -> ObjectStore:
