@@ -452,6 +452,9 @@ class StrictRequest(cheroot_request.Request):
                 self.conn.wfile.write(b"0\r\n\r\n")
         finally:
             self.conn.rfile.raw.interim = None
+            release = getattr(self.conn.wfile, "release", None)
+            if release is not None:
+                release()  # a head held back by send_headers, when no body followed
 
     def send_headers(self):
         # A body not asked for (still waiting for 100 Continue) or too big to drain is not
@@ -460,6 +463,9 @@ class StrictRequest(cheroot_request.Request):
         if self.conn.rfile.raw.interim is not None or remaining > MAX_BODY_DRAIN:
             self.close_connection = True
         self.conn.rfile.raw.interim = None
+        hold = getattr(self.conn.wfile, "hold_next", None)
+        if hold is not None:
+            hold()  # the head goes out with the first body bytes (gateway.server_io._SendallWriter)
         super().send_headers()
 
 

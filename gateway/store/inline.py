@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 #: Objects up to this size are kept in the database (a PUT of a few KiB pays one fsync).
 INLINE_MAX = 32 << 10
 
-_SCHEMA = "CREATE TABLE IF NOT EXISTS objects (id TEXT PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID"
+#: a rowid table: rows of kilobytes sit badly in a WITHOUT ROWID tree (SQLite keeps those for small rows)
+_SCHEMA = "CREATE TABLE IF NOT EXISTS objects (id TEXT PRIMARY KEY, data BLOB NOT NULL)"
 
 
 class InlineStore(ObjectStore):
