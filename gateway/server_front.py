@@ -34,6 +34,7 @@ import collections
 import contextlib
 import logging
 import re
+import select
 import selectors
 import socket
 import threading
@@ -58,6 +59,13 @@ MAX_CHUNK_LINE = 4096
 MAX_BODY_DRAIN = 1 << 20
 #: Header lines of one request, at most (gunicorn's limit, see gateway.cli.gunicorn_command).
 MAX_HEADER_FIELDS = 100
+#: After an answer on a kept-alive connection, the request thread waits this long for the next
+#: request itself (a client sending one request after another) before it hands the connection
+#: back to the manager: no wake-up of the manager and no hand-over between threads per request.
+#: Only while no other connection waits for a thread.
+KEEP_SERVING_S = 0.002
+#: Requests one thread serves in a row on one connection before handing it back anyway.
+KEEP_SERVING_MAX = 100
 _RECV = 65536
 _HEAD_END = b"\r\n\r\n"
 _DIGITS = re.compile(rb"[0-9]{1,19}")
@@ -470,7 +478,43 @@ class StrictRequest(cheroot_request.Request):
 
 
 class Connection(server_io.Connection):
+    """A connection whose request thread serves the next request too when its complete head
+    arrives within :data:`KEEP_SERVING_S` (the manager's checks apply to it: size, fields)."""
+
     RequestHandlerClass = StrictRequest
+
+    def communicate(self):
+        for _ in range(KEEP_SERVING_MAX):
+            keep = super().communicate()
+            if not keep or not self._next_head_here():
+                return keep
+        return True
+
+    def _next_head_here(self) -> bool:
+        """Wait briefly for the next request head; True when it is complete and well formed
+        (it is then in the read buffer). Whatever arrived otherwise is in the read buffer too,
+        and the manager takes it from there (:meth:`HeadGate.put`)."""
+        server = self.server
+        limits = getattr(server, "limits", None)
+        if limits is None or not server.ready or self.rfile.has_buffered() or server.requests.qsize:
+            return False
+        poller = select.poll()
+        try:
+            poller.register(self.socket.fileno(), select.POLLIN)
+            if not poller.poll(KEEP_SERVING_S * 1000):
+                return False
+            data = self.socket.recv(_RECV, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except (OSError, ValueError):
+            return False  # the manager sees the broken connection itself
+        if not data:
+            return False  # the client closed: the manager finds the end again and closes
+        self.rfile.unread(data)
+        end = data.find(_HEAD_END)
+        if end < 0 or end + len(_HEAD_END) > limits.max_header_bytes:
+            return False  # incomplete or too large: the manager waits, or refuses
+        return well_formed_fields(data[:end])
 
 
 class Server(wsgi.Server):

@@ -127,6 +127,10 @@ class _Reader(StreamReader):
             self._read_buf = data + self._read_buf[self._read_pos :]
             self._read_pos = 0
 
+    def has_buffered(self) -> bool:
+        """Whether bytes were read ahead and not consumed yet."""
+        return len(self._read_buf) > self._read_pos
+
     def take_buffered(self) -> bytes:
         """Remove and return what is buffered and not read yet."""
         with self._read_lock:
