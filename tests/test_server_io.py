@@ -249,4 +249,3 @@ def test_a_held_head_goes_out_with_the_first_body_bytes():
     writer.release()
     assert sock.sends == [b"HEAD2"]
     assert writer.bytes_written == len(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello") + 4 + len(big) + 5
-
