@@ -496,7 +496,9 @@ class Connection(server_io.Connection):
         and the manager takes it from there (:meth:`HeadGate.put`)."""
         server = self.server
         limits = getattr(server, "limits", None)
-        if limits is None or not server.ready or self.rfile.has_buffered() or server.requests.qsize:
+        if limits is None or not hasattr(self.rfile, "has_buffered") or not server.ready:
+            return False  # a TLS adapter's reader: the manager waits for the next request
+        if self.rfile.has_buffered() or server.requests.qsize:
             return False
         poller = select.poll()
         try:
