@@ -17,7 +17,10 @@ blank line) has arrived, reading it without blocking in the manager's own thread
 A complete head whose header lines are malformed (whitespace before the colon, obs-fold, a
 bare CR or a NUL: RFC 9112 §5) is refused with 400 there too. Only then does a request thread
 get the connection, with the head already in its read buffer;
-the body is read with ``body_timeout`` seconds allowed per socket read or write. Refusals are
+the body is read with ``body_timeout`` seconds allowed per socket read or write. After an answer
+on a kept-alive connection, the request thread itself waits up to ``KEEP_SERVING_S`` for the
+next head (a client sending requests back to back) and serves it when it is complete and passes
+the same checks; anything else goes back to the manager. Refusals are
 written without blocking, then the connection is half-closed and what the client still sends is
 read and dropped for a moment, so that the client reads the answer instead of a reset.
 
