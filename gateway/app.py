@@ -15,6 +15,7 @@ from gateway.meta.repo import MetadataRepository
 from gateway.packing import Packer
 from gateway.store.base import ObjectStore
 from gateway.store.encrypted import EncryptedStore
+from gateway.store.inline import InlineStore
 from gateway.store.local import LocalStore
 from gateway.trash import Trash, free_reserved_name
 
@@ -66,7 +67,8 @@ class Gateway:
 def build_store(settings: Settings, *, check_repo: bool = True) -> ObjectStore:
     if settings.hub_enabled:
         return build_hub_store(settings, check_repo=check_repo)
-    return LocalStore(settings.data_dir / "objects")
+    # small objects in one database: a small PUT pays one fsync (see gateway.store.inline)
+    return InlineStore(LocalStore(settings.data_dir / "objects"), settings.data_dir / "small-objects.sqlite")
 
 
 def hub_client(settings: Settings):
@@ -195,7 +197,8 @@ def check_metadata_present(settings: Settings, repo: MetadataRepository, store: 
         "the database lost its contents, and starting would show an empty drive. Nothing was changed. "
         "To recover, put the database back from a backup (`hfdav restore --force` with WEBDAV_URL set, "
         "or a copy of the database file) and run `hfdav fsck`; "
-        f"to start over with an empty drive instead, move {where} away.",
+        f"to start over with an empty drive instead, move {where} and "
+        f"{settings.data_dir / 'small-objects.sqlite'} away.",
     ])  # fmt: skip
 
 

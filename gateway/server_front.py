@@ -17,7 +17,10 @@ blank line) has arrived, reading it without blocking in the manager's own thread
 A complete head whose header lines are malformed (whitespace before the colon, obs-fold, a
 bare CR or a NUL: RFC 9112 §5) is refused with 400 there too. Only then does a request thread
 get the connection, with the head already in its read buffer;
-the body is read with ``body_timeout`` seconds allowed per socket read or write. Refusals are
+the body is read with ``body_timeout`` seconds allowed per socket read or write. After an answer
+on a kept-alive connection, the request thread itself waits up to ``KEEP_SERVING_S`` for the
+next head (a client sending requests back to back) and serves it when it is complete and passes
+the same checks; anything else goes back to the manager. Refusals are
 written without blocking, then the connection is half-closed and what the client still sends is
 read and dropped for a moment, so that the client reads the answer instead of a reset.
 
@@ -34,6 +37,7 @@ import collections
 import contextlib
 import logging
 import re
+import select
 import selectors
 import socket
 import threading
@@ -58,6 +62,13 @@ MAX_CHUNK_LINE = 4096
 MAX_BODY_DRAIN = 1 << 20
 #: Header lines of one request, at most (gunicorn's limit, see gateway.cli.gunicorn_command).
 MAX_HEADER_FIELDS = 100
+#: After an answer on a kept-alive connection, the request thread waits this long for the next
+#: request itself (a client sending one request after another) before it hands the connection
+#: back to the manager: no wake-up of the manager and no hand-over between threads per request.
+#: Only while no other connection waits for a thread.
+KEEP_SERVING_S = 0.002
+#: Requests one thread serves in a row on one connection before handing it back anyway.
+KEEP_SERVING_MAX = 100
 _RECV = 65536
 _HEAD_END = b"\r\n\r\n"
 _DIGITS = re.compile(rb"[0-9]{1,19}")
@@ -452,6 +463,9 @@ class StrictRequest(cheroot_request.Request):
                 self.conn.wfile.write(b"0\r\n\r\n")
         finally:
             self.conn.rfile.raw.interim = None
+            release = getattr(self.conn.wfile, "release", None)
+            if release is not None:
+                release()  # a head held back by send_headers, when no body followed
 
     def send_headers(self):
         # A body not asked for (still waiting for 100 Continue) or too big to drain is not
@@ -460,11 +474,52 @@ class StrictRequest(cheroot_request.Request):
         if self.conn.rfile.raw.interim is not None or remaining > MAX_BODY_DRAIN:
             self.close_connection = True
         self.conn.rfile.raw.interim = None
+        hold = getattr(self.conn.wfile, "hold_next", None)
+        if hold is not None:
+            hold()  # the head goes out with the first body bytes (gateway.server_io._SendallWriter)
         super().send_headers()
 
 
 class Connection(server_io.Connection):
+    """A connection whose request thread serves the next request too when its complete head
+    arrives within :data:`KEEP_SERVING_S` (the manager's checks apply to it: size, fields)."""
+
     RequestHandlerClass = StrictRequest
+
+    def communicate(self):
+        for _ in range(KEEP_SERVING_MAX):
+            keep = super().communicate()
+            if not keep or not self._next_head_here():
+                return keep
+        return True
+
+    def _next_head_here(self) -> bool:
+        """Wait briefly for the next request head; True when it is complete and well formed
+        (it is then in the read buffer). Whatever arrived otherwise is in the read buffer too,
+        and the manager takes it from there (:meth:`HeadGate.put`)."""
+        server = self.server
+        limits = getattr(server, "limits", None)
+        if limits is None or not hasattr(self.rfile, "has_buffered") or not server.ready:
+            return False  # a TLS adapter's reader: the manager waits for the next request
+        if self.rfile.has_buffered() or server.requests.qsize:
+            return False
+        poller = select.poll()
+        try:
+            poller.register(self.socket.fileno(), select.POLLIN)
+            if not poller.poll(KEEP_SERVING_S * 1000):
+                return False
+            data = self.socket.recv(_RECV, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except (OSError, ValueError):
+            return False  # the manager sees the broken connection itself
+        if not data:
+            return False  # the client closed: the manager finds the end again and closes
+        self.rfile.unread(data)
+        end = data.find(_HEAD_END)
+        if end < 0 or end + len(_HEAD_END) > limits.max_header_bytes:
+            return False  # incomplete or too large: the manager waits, or refuses
+        return well_formed_fields(data[:end])
 
 
 class Server(wsgi.Server):

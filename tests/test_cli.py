@@ -2,6 +2,7 @@
 
 import json
 import os
+import sqlite3
 
 import pytest
 
@@ -23,6 +24,20 @@ def _gateway():
     from gateway.config import load_settings
 
     return build_gateway(load_settings())
+
+
+def _corrupt_only_object(data_dir, content: bytes) -> None:
+    """Replace the bytes of the one stored object: a row of the small-object database
+    (gateway.store.inline), or else its file."""
+    db = sqlite3.connect(data_dir / "small-objects.sqlite")
+    try:
+        with db:
+            changed = db.execute("UPDATE objects SET data = ?", (content,)).rowcount
+    finally:
+        db.close()
+    assert changed <= 1
+    if not changed:
+        next(p for p in (data_dir / "objects").rglob("*") if p.is_file()).write_bytes(content)
 
 
 def test_bad_settings_exit_2_listing_all(env, monkeypatch, capsys):
@@ -49,9 +64,8 @@ def test_trash_list_restore_and_fsck(env, capsys):
     assert "0 findings" in capsys.readouterr().out
     gw = _gateway()
     assert gw.files.read_bytes("/docs/a.txt") == b"hello"
-    store_file = next(p for p in (env / "d" / "objects").rglob("*") if p.is_file())
     gw.close()
-    store_file.write_bytes(b"HELLO")
+    _corrupt_only_object(env / "d", b"HELLO")
     assert main(["fsck", "--verify", "1"]) == 1
     assert "hash:" in capsys.readouterr().out
 
@@ -187,7 +201,7 @@ def test_fsck_json_exit_code_reflects_problems(env, capsys):
     assert json.loads(out)["findings"] == []
     assert "checking objects: done, 1 of 1 objects (100%)" in err  # progress off a terminal
     assert "verifying: done, 5 B of 5 B (100%)" in err
-    next(p for p in (env / "d" / "objects").rglob("*") if p.is_file()).write_bytes(b"HELLO")
+    _corrupt_only_object(env / "d", b"HELLO")
     assert main(["verify", "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert report["unrepaired"] == 1 and report["findings"][0]["kind"] == "hash"

@@ -204,3 +204,48 @@ def test_a_huge_announced_read_allocates_only_what_arrives():
         tracemalloc.stop()
     assert bytes(data) == b"<?xml "
     assert peak < 4 << 20, f"{peak} bytes allocated for a 6-byte body announced as 1 GiB"
+
+
+class _RecordingSocket:
+    """What a writer sends, one entry per ``sendall``."""
+
+    def __init__(self):
+        self.sends: list[bytes] = []
+
+    def sendall(self, data) -> None:
+        self.sends.append(bytes(data))
+
+    def send(self, data) -> int:  # pragma: no cover - the writer always uses sendall
+        self.sends.append(bytes(data))
+        return len(data)
+
+    def _decref_socketios(self) -> None:
+        pass
+
+
+def test_a_held_head_goes_out_with_the_first_body_bytes():
+    from gateway.server_io import COALESCE_MAX, _SendallWriter
+
+    sock = _RecordingSocket()
+    writer = _SendallWriter(sock, 8192)
+    writer.hold_next()
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+    assert sock.sends == []
+    writer.write(memoryview(b"hello"))
+    writer.release()
+    assert sock.sends == [b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"]
+    # a large first block is not copied behind the head: two sends
+    sock.sends.clear()
+    writer.hold_next()
+    writer.write(b"HEAD")
+    big = b"x" * (COALESCE_MAX + 1)
+    writer.write(big)
+    assert sock.sends == [b"HEAD", big]
+    # no body: the head is sent by release, once
+    sock.sends.clear()
+    writer.hold_next()
+    writer.write(b"HEAD2")
+    writer.release()
+    writer.release()
+    assert sock.sends == [b"HEAD2"]
+    assert writer.bytes_written == len(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello") + 4 + len(big) + 5

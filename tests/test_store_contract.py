@@ -1,6 +1,7 @@
 """The object store contract (gateway/store/base.py), run against every store.
 
-Stores: ``local`` (LocalStore), ``hub`` (HubStore on the Hub emulator, one commit per call),
+Stores: ``local`` (LocalStore), ``inline`` (InlineStore: small objects in SQLite, the rest in a
+LocalStore), ``hub`` (HubStore on the Hub emulator, one commit per call),
 ``writeback`` (WriteBackStore staging in front of HubStore; its deletions are handed to a sink,
 here the Hub store itself, as the sync package does in batches). To add a store, add a builder
 to :data:`BUILDERS`.
@@ -19,6 +20,7 @@ import pytest
 from gateway.errors import ObjectMissing, StoreError
 from gateway.store.base import ObjectStore
 from gateway.store.hub import HubClient, HubStore
+from gateway.store.inline import InlineStore
 from gateway.store.local import LocalStore
 from gateway.store.writeback import WriteBackStore
 from tests.hub_emulator import HubEmulator
@@ -39,6 +41,11 @@ def _local(tmp: Path, request) -> ObjectStore:
     return LocalStore(tmp / "objects")
 
 
+def _inline(tmp: Path, request) -> ObjectStore:
+    # objects of up to 60,000 bytes in the database, larger ones in the files behind it
+    return InlineStore(LocalStore(tmp / "objects"), tmp / "small.sqlite", small_max=60_000)
+
+
 def _hubstore(tmp: Path, request) -> ObjectStore:
     return _hub(request.getfixturevalue("emulator"))
 
@@ -50,6 +57,7 @@ def _writeback(tmp: Path, request) -> ObjectStore:
 
 BUILDERS: dict[str, Callable[[Path, pytest.FixtureRequest], ObjectStore]] = {
     "local": _local,
+    "inline": _inline,
     "hub": _hubstore,
     "writeback": _writeback,
 }

@@ -355,3 +355,63 @@ def test_expect_continue_through_nginx_is_not_answered_before_authentication(tmp
         assert requests.get(booted.url_for("ok.bin"), auth=booted.auth, timeout=10).content == b"hello"
     finally:
         assert booted.shutdown() == 0
+
+
+# -- a request thread serving the next request of its connection -------------------------------
+
+
+def test_requests_in_a_row_on_one_connection_are_all_answered(server_factory):
+    """More requests in a row than one thread serves before handing the connection back
+    (gateway.server_front.KEEP_SERVING_MAX), each sent right after the last answer: each is
+    answered with its own file."""
+    from gateway.server_front import KEEP_SERVING_MAX
+
+    srv = server_factory.start("cheroot")
+    with srv.session() as s:
+        for i in range(3):
+            assert s.put(srv.url_for(f"k{i}.txt"), data=f"body {i}".encode(), timeout=30).status_code == 201
+    with connect(srv.host, srv.port) as s:
+        for n in range(KEEP_SERVING_MAX + 20):
+            s.sendall(_head(srv, f"GET /k{n % 3}.txt HTTP/1.1", basic_header(srv)))
+            data = read_response(s)
+            assert status_of(data) == 200 and data.endswith(f"body {n % 3}".encode()), (n, data[-200:])
+
+
+@pytest.mark.parametrize("pause", [0.0, 0.3])
+def test_a_next_head_in_two_pieces_is_answered(server_factory, pause):
+    """The next request's head arrives in two pieces (together, or the second after the request
+    thread stopped waiting): answered either way."""
+    srv = server_factory.start("cheroot")
+    head = _head(srv, "OPTIONS / HTTP/1.1", basic_header(srv))
+    with connect(srv.host, srv.port) as s:
+        s.sendall(head)
+        assert status_of(read_response(s)) == 200
+        s.sendall(head[:20])
+        time.sleep(pause)
+        s.sendall(head[20:])
+        assert status_of(read_response(s)) == 200
+
+
+def test_a_malformed_next_head_is_refused(server_factory):
+    """A header line with whitespace before its colon, sent right after an answer on the same
+    connection, gets the 400 a first request gets."""
+    srv = server_factory.start("cheroot")
+    with connect(srv.host, srv.port) as s:
+        s.sendall(_head(srv, "OPTIONS / HTTP/1.1", basic_header(srv)))
+        assert status_of(read_response(s)) == 200
+        s.sendall(_head(srv, "OPTIONS / HTTP/1.1", basic_header(srv), "X-Bad : 1"))
+        assert status_of(read_response(s)) == 400
+
+
+def test_an_unfinished_next_head_meets_the_header_deadline(server_factory):
+    """The start of a next request that never ends, on a kept-alive connection: 408 and closed
+    at the header deadline (2 s here), as on a fresh connection."""
+    srv = server_factory.start("cheroot", env={"HFDAV_HEADER_TIMEOUT": "2"})
+    with connect(srv.host, srv.port) as s:
+        s.sendall(_head(srv, "OPTIONS / HTTP/1.1", basic_header(srv)))
+        assert status_of(read_response(s)) == 200
+        started = time.monotonic()
+        s.sendall(UNFINISHED_HEAD)
+        data = read_response(s, timeout=15, until_close=True)
+        assert status_of(data) == 408, data[:200]
+        assert time.monotonic() - started < 10
