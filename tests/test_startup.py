@@ -373,12 +373,12 @@ def test_summary_local_and_the_password_on_a_second_start(tmp_path):
         assert secret not in first + second
 
 
-def test_summary_hub_mode(emulator, tmp_path):
+def test_summary_hub_mode(emulator, tmp_path, hub_transport):
     env = _hub(emulator, tmp_path, HFDAV_ENCRYPTION_KEY="passphrase:a long passphrase for the test",
                HFDAV_DURABILITY="sync")  # fmt: skip
     text = _serve_until(env, "hfdav serving")
     summary = _summary(text)
-    assert summary["backend"] == f"hub, dataset repo {REPO} on {emulator.url}, transport lfs, durability sync"
+    assert summary["backend"] == f"hub, dataset repo {REPO} on {emulator.url}, transport {hub_transport}, durability sync"
     assert summary["encryption"] == "on; chunk size: 1.0 MiB"
     assert summary["admin password"] == "from SYS_TOKEN"
     assert summary["HF_TOKEN"] == "testuser's write token"
