@@ -284,6 +284,18 @@ class DbLockStorage:
         return self._repo.delete_lock(token)
 
     @translated
+    def member_lock_roots(self, path) -> set[str]:
+        """For a listing of the folder ``path``: the roots of live locks on its direct members
+        (one query; locks deeper down are not read, see :meth:`MetadataRepository.locks_near`)."""
+        path = normalize_lock_root(path)
+        cache = self._cache()
+        cache.ensure_near(self._repo, path)
+        now = self._clock()
+        return {
+            r.root for r in cache.rows.values() if r.expire >= now and r.root != path and lock_parent(r.root) == path
+        }
+
+    @translated
     def get_lock_list(self, path, *, include_root, include_children, token_only):
         path = normalize_lock_root(path)
         cache = self._cache()

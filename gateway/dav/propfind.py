@@ -176,13 +176,11 @@ class PropfindStream:
                 return
 
     def _read_lock_roots(self) -> set[str]:
-        """Roots of the live locks on the folder's members and below (one query)."""
+        """Roots of the live locks on the folder's members (one query, none deeper: a member's
+        lockdiscovery lists the locks rooted at it, as WsgiDAV's does)."""
         if not self._has_locks:
             return set()
-        storage = self.provider.lock_manager.storage
-        root = self.res.get_ref_url()
-        found = storage.get_lock_list(root, include_root=False, include_children=True, token_only=False)
-        return {lock["root"] for lock in found}
+        return self.provider.lock_manager.storage.member_lock_roots(self.res.get_ref_url())
 
     # -- WsgiDAV's own code ---------------------------------------------------------------
     def _prop_list(self, res) -> list:
