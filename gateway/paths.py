@@ -9,6 +9,13 @@ import unicodedata
 
 from gateway.errors import InvalidPath
 
+#: Folders at the root of the drive that belong to the gateway: the trash, and the parts of S3
+#: multipart uploads not completed yet. No listing shows them (WebDAV, S3, the file manager);
+#: each is reachable by its own path.
+TRASH_NAME = ".hfdav-trash"
+S3_STAGING_NAME = ".hfdav-s3-uploads"
+HIDDEN_ROOT_NAMES = frozenset({TRASH_NAME, S3_STAGING_NAME})
+
 #: Longest name accepted, in UTF-8 bytes (the common file-system limit, so copies to disk work).
 MAX_NAME_BYTES = 255
 #: Longest path accepted, in UTF-8 bytes.

@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 
 from gateway.errors import AlreadyExists, NotFound
 from gateway.meta.repo import MetadataRepository, Node
+from gateway.paths import TRASH_NAME
 
-TRASH_NAME = ".hfdav-trash"
 TRASH_PATH = "/" + TRASH_NAME
 _STAMP_FORMAT = "%Y-%m-%dT%H-%M-%S"
 

@@ -8,6 +8,7 @@ byte (lock timeouts, which count down, aside).
 
 from __future__ import annotations
 
+import logging
 import re
 
 import pytest
@@ -153,3 +154,22 @@ def test_root_listing_hides_trash(server):
     assert dav("DELETE", server + "/f/sub").status_code == 204  # makes the trash folder
     root = _propfind(server + "/", "1", b"").content
     assert b".hfdav-trash" not in root and b"<D:href>/f/</D:href>" in root
+
+
+def test_a_streamed_listing_logs_no_error(server, monkeypatch, caplog):
+    """WsgiDAV calls a 207 without Content-Length an error; for a streamed listing it is the
+    design, so nothing is logged (the same complaint for any other answer still is)."""
+    monkeypatch.setattr(propfind, "PAGE_SIZE", 4)
+    with caplog.at_level(logging.WARNING, logger="wsgidav"):
+        assert _propfind(server + "/f/", "1", b"").headers.get("Transfer-Encoding") == "chunked"
+    assert not [r for r in caplog.records if r.name.startswith("wsgidav")], caplog.text
+    quiet = propfind.QuietStreamedAnswers()
+    message = "Missing required Content-Length header in 207-response: closing connection"
+    other = logging.LogRecord("wsgidav.wsgidav_app", logging.ERROR, __file__, 1, message, (), None)
+    assert quiet.filter(other)
+
+
+def test_root_listing_hides_pending_s3_uploads(server):
+    assert dav("MKCOL", server + "/.hfdav-s3-uploads").status_code == 201
+    root = _propfind(server + "/", "1", b"").content
+    assert b".hfdav-s3-uploads" not in root and b"<D:href>/f/</D:href>" in root

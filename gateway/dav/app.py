@@ -16,6 +16,7 @@ from gateway.dav.browser import DirBrowser
 from gateway.dav.digest import load_key
 from gateway.dav.front import QuietBrokenBodies, RequestFront
 from gateway.dav.locks import DbLockStorage
+from gateway.dav.propfind import QuietStreamedAnswers
 from gateway.dav.props import DbPropertyManager
 from gateway.dav.provider import HfdavProvider
 from gateway.dav.server import RequestResolver
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 IO_BLOCK_SIZE = 1 << 20
 
 _QUIET_BROKEN_BODIES = QuietBrokenBodies()
+_QUIET_STREAMED = QuietStreamedAnswers()
 
 
 class _ResourceHeaders:
@@ -91,6 +93,7 @@ def make_wsgi_app(settings: Settings, files: FileService):
     wsgidav_log.propagate = True
     wsgidav_log.setLevel(logging.WARNING)
     logging.getLogger("wsgidav.request_server").addFilter(_QUIET_BROKEN_BODIES)
+    logging.getLogger("wsgidav.wsgidav_app").addFilter(_QUIET_STREAMED)
     checks = {"database": database_check(repo), "store": store_check(files.store), "committer": committer_check(files)}
     auth = Authenticator.from_settings(settings, load_key(settings.data_dir) if settings.digest else None)
     admin = AdminApi(RequestFront(AuthGate(dav, auth)), repo, auth)  # /.hfdav-admin/: maintenance

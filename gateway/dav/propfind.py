@@ -24,7 +24,9 @@ truncated body, never a well-formed partial listing.
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from urllib.parse import quote
@@ -38,7 +40,7 @@ from gateway.dav.resources import NODES_KEY, USED_KEY
 from gateway.dav.syncprops import OC_CHECKSUMS
 from gateway.errors import HfdavError
 from gateway.meta.repo import EMPTY_ETAG, Node
-from gateway.trash import TRASH_NAME
+from gateway.paths import HIDDEN_ROOT_NAMES
 
 #: Members read (and answered) per database query.
 PAGE_SIZE = 500
@@ -67,6 +69,21 @@ _SUPPORTED_LOCK = (
 )
 _COLLECTION = "<D:resourcetype><D:collection/></D:resourcetype>"
 _NO_LOCKS = "<D:lockdiscovery/>"
+
+#: Set while a streamed answer (no Content-Length) starts: see :class:`QuietStreamedAnswers`.
+_STREAMING = threading.local()
+
+
+class QuietStreamedAnswers(logging.Filter):
+    """For WsgiDAV's application logger: a streamed multistatus has no Content-Length by design,
+    so WsgiDAV's error about it (and its note that it closes the connection, which it does)
+    is dropped for those answers; for any other answer it stays."""
+
+    _EXPECTED = ("Missing required Content-Length header in 207-response", "Adding 'Connection: close' header.")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (getattr(_STREAMING, "active", False) and record.getMessage().startswith(self._EXPECTED))
+
 
 #: Text lxml writes other than as is (besides ``&<>``): a member with such a value is left to
 #: WsgiDAV's code, whatever it makes of it.
@@ -133,12 +150,18 @@ class PropfindStream:
             body = b"".join(first)
             start_response("207 Multi-Status", [*headers, ("Content-Length", str(len(body)))])
             return [body]
+        # WsgiDAV's complaint about the missing length is expected; WsgiDAV's error printer
+        # passes the headers on only with the first piece of the body, so the flag lasts until then
+        _STREAMING.active = True
         start_response("207 Multi-Status", headers)
         return self._rest(b"".join(first), pages)
 
     @staticmethod
     def _rest(first: bytes, pages: Iterator[bytes]) -> Iterator[bytes]:
-        yield first
+        try:
+            yield first
+        finally:
+            _STREAMING.active = False
         yield from pages
         yield _CLOSE
 
@@ -163,8 +186,8 @@ class PropfindStream:
             after = page[-1].name
             out = []
             for node in page:
-                if folder.path == "" and node.name == TRASH_NAME:
-                    continue  # hidden; reachable by its URL
+                if folder.path == "" and node.name in HIDDEN_ROOT_NAMES:
+                    continue  # hidden; reachable by its URL (the trash, pending S3 uploads)
                 path = util.join_uri(res.path, node.name)
                 piece = None if node.id in props else self._fast(path, node)
                 if piece is None:

@@ -37,9 +37,7 @@ from gateway.dav.syncprops import (
 from gateway.errors import HfdavError
 from gateway.files import FileService, WriteSession
 from gateway.meta.repo import EMPTY_ETAG, Node
-from gateway.paths import normalize
-from gateway.s3.multipart import STAGING_NAME as S3_STAGING_NAME
-from gateway.trash import TRASH_NAME
+from gateway.paths import HIDDEN_ROOT_NAMES, normalize
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +146,7 @@ class FolderResource(_Common, DAVCollection):
         kids = self.files.list(self.node)
         if self.node.path == "":
             # hidden; reachable by their URLs (the trash; pending S3 multipart uploads)
-            kids = [n for n in kids if n.name not in (TRASH_NAME, S3_STAGING_NAME)]
+            kids = [n for n in kids if n.name not in HIDDEN_ROOT_NAMES]
         cache = self.environ.setdefault(NODES_KEY, {})
         base = self.node.path
         for n in kids:

@@ -57,10 +57,10 @@ from gateway.errors import (
 )
 from gateway.files import FileService
 from gateway.meta.repo import Checksums, Node
-from gateway.paths import normalize
+from gateway.paths import HIDDEN_ROOT_NAMES, normalize
 from gateway.s3 import sigv4
 from gateway.s3.checksums import BodyChecksum
-from gateway.s3.multipart import STAGING_NAME, Uploads, prop_data, prop_value
+from gateway.s3.multipart import Uploads, prop_data, prop_value
 from gateway.s3.xml import (
     S3Error,
     cors_document,
@@ -73,7 +73,6 @@ from gateway.s3.xml import (
     parse_delete,
     status_line,
 )
-from gateway.trash import TRASH_NAME
 
 log = logging.getLogger(__name__)
 auth_log = logging.getLogger("hfdav.auth")
@@ -89,7 +88,7 @@ ETAG_PROP = "{urn:hfdav:s3}etag"
 META_PROP = "{urn:hfdav:s3}meta"
 CORS_PROP = "{urn:hfdav:s3}cors"
 #: Top-level folders that are no buckets.
-HIDDEN = frozenset({TRASH_NAME, STAGING_NAME})
+HIDDEN = HIDDEN_ROOT_NAMES
 _BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 #: Response headers a GET may override with ``response-…`` query parameters.

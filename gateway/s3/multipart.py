@@ -31,11 +31,12 @@ from xml.sax.saxutils import escape
 from gateway.errors import AlreadyExists, Conflict, NotFound
 from gateway.files import FileService
 from gateway.meta.repo import NO_CHECKSUMS, Extent, Node
+from gateway.paths import S3_STAGING_NAME
 from gateway.s3.xml import S3Error
 
 log = logging.getLogger(__name__)
 
-STAGING_NAME = ".hfdav-s3-uploads"
+STAGING_NAME = S3_STAGING_NAME
 STAGING_PATH = "/" + STAGING_NAME
 S3_NS = "urn:hfdav:s3"
 UPLOAD_PROP = "{urn:hfdav:s3}upload"

@@ -47,8 +47,8 @@ from gateway.errors import (
     Reserved,
     StoreError,
 )
-from gateway.paths import name_of, normalize, parent_of
-from gateway.trash import TRASH_NAME, TRASH_PATH, in_trash
+from gateway.paths import HIDDEN_ROOT_NAMES, name_of, normalize, parent_of
+from gateway.trash import TRASH_PATH, in_trash
 from gateway.webui.session import COOKIE, SESSION_SECONDS, Signer, cookie_header, load_key, parse_cookies
 from gateway.webui.shares import ShareBook
 from gateway.webui.uploads import UploadArea, UploadError
@@ -365,7 +365,7 @@ class WebUI:
         node = self._node(path)
         if not node.is_dir:
             raise Conflict(f"{rel} is not a folder")
-        kids = [k for k in self.files.list(node) if not (path == "" and k.name == TRASH_NAME)]
+        kids = [k for k in self.files.list(node) if not (path == "" and k.name in HIDDEN_ROOT_NAMES)]
         needle = req.query.get("q", "").casefold()
         if needle:
             kids = [k for k in kids if needle in k.name.casefold()]
