@@ -313,7 +313,10 @@ def test_an_upload_error_that_is_over_no_longer_shows_in_the_status(emulator: Hu
 
 
 @pytest.mark.slow
-def test_the_gateway_obeys_the_hubs_rate_limit_headers(emulator: HubEmulator, tmp_path: Path):
+def test_the_gateway_obeys_the_hubs_rate_limit_headers(emulator: HubEmulator, tmp_path: Path, hub_transport: str):
+    if hub_transport == "xet":
+        pytest.skip("with Xet, hf_xet asks for its CAS tokens on its own schedule: the API budget cannot delay "
+                    "those calls yet (a known gap; docs/HUB.md)")  # fmt: skip
     env = hub_env(emulator, tmp_path / "data", HFDAV_COMMIT_INTERVAL="1", **FAST_TIMEOUTS)
     files = {f"/f{i:02d}.bin": os.urandom(MiB + 300_000 + i) for i in range(24)}
     with served(env, tmp_path / "server.log") as srv:
