@@ -29,7 +29,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gateway.errors import (
     ChecksumMismatch,
@@ -43,10 +43,13 @@ from gateway.errors import (
     StoreError,
     is_disk_full,
 )
-from gateway.meta.repo import Checksums, Extent, MetadataRepository, NewObject, Node
+from gateway.meta.records import Checksums, Extent, NewObject, Node
 from gateway.paths import normalize
 from gateway.store.base import ObjectStore, ReadStream
 from gateway.trash import TRASH_PATH, Trash, in_trash
+
+if TYPE_CHECKING:
+    from gateway.meta.repo import MetadataRepository
 
 log = logging.getLogger(__name__)
 

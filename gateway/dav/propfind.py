@@ -37,7 +37,7 @@ from gateway.dav.errors import to_dav_error
 from gateway.dav.resources import NODES_KEY, USED_KEY
 from gateway.dav.syncprops import OC_CHECKSUMS
 from gateway.errors import HfdavError
-from gateway.meta.repo import EMPTY_ETAG, Node
+from gateway.meta.records import EMPTY_ETAG, Node
 from gateway.trash import TRASH_NAME
 
 #: Members read (and answered) per database query.

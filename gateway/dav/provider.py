@@ -18,7 +18,7 @@ from gateway.dav.front import DESTINATION_KEY
 from gateway.dav.resources import EXTENTS_KEY, NODES_KEY, FileResource, FolderResource, expected_length
 from gateway.errors import HfdavError, InvalidPath
 from gateway.files import FileService
-from gateway.meta.repo import Node
+from gateway.meta.records import Node
 from gateway.paths import normalize
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""DAV resources: thin views of :class:`gateway.meta.repo.Node` that call the file service.
+"""DAV resources: thin views of :class:`gateway.meta.records.Node` that call the file service.
 
 WsgiDAV creates resource objects many times per request (WEBDAV_NOTES §1.1); they hold a
 node already loaded, so getters never query the database. Modification times and checksums
@@ -36,7 +36,7 @@ from gateway.dav.syncprops import (
 )
 from gateway.errors import HfdavError
 from gateway.files import FileService, WriteSession
-from gateway.meta.repo import EMPTY_ETAG, Node
+from gateway.meta.records import EMPTY_ETAG, Node
 from gateway.paths import normalize
 from gateway.s3.multipart import STAGING_NAME as S3_STAGING_NAME
 from gateway.trash import TRASH_NAME

@@ -25,20 +25,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from gateway.errors import AlreadyExists, InsufficientStorage
 from gateway.meta import db
-from gateway.meta.records import (
-    Checksums,
-    Extent,
-    Node,
-)
-from gateway.meta.schema import (
-    ROOT_ID,
-    extents,
-    journal,
-    nodes,
-    objects,
-    settings_kv,
-    versions,
-)
+from gateway.meta.records import Checksums, Extent, Node
+from gateway.meta.schema import ROOT_ID, extents, journal, nodes, objects, settings_kv, versions
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +34,7 @@ log = logging.getLogger(__name__)
 WRITE_ERROR_WINDOW_S = 60
 
 
-_OBJ_COLS = (
+OBJ_COLS = (
     objects.c.id,
     objects.c.size,
     objects.c.state,
@@ -58,7 +46,7 @@ _OBJ_COLS = (
 )
 
 
-_NODE_COLS = (
+NODE_COLS = (
     nodes.c.id,
     nodes.c.parent_id,
     nodes.c.name,
@@ -76,7 +64,7 @@ _NODE_COLS = (
 
 
 #: An extent with where its object lives (its pack, if packed): read with an outer join on objects.
-_PHYSICAL_EXTENT_COLS = (
+PHYSICAL_EXTENT_COLS = (
     extents.c.file_offset,
     extents.c.object_id,
     extents.c.object_offset,
@@ -86,25 +74,25 @@ _PHYSICAL_EXTENT_COLS = (
 )
 
 
-def _physical_extent(row) -> Extent:
-    """Where the bytes of an extent row (``_PHYSICAL_EXTENT_COLS``) are stored."""
+def physical_extent(row) -> Extent:
+    """Where the bytes of an extent row (``PHYSICAL_EXTENT_COLS``) are stored."""
     if row.pack_id:
         return Extent(row.file_offset, row.pack_id, row.object_offset + row.pack_offset, row.length)
     return Extent(row.file_offset, row.object_id, row.object_offset, row.length)
 
 
-def _node_select():
-    return select(*_NODE_COLS).select_from(nodes.outerjoin(versions, versions.c.id == nodes.c.version_id))
+def node_select():
+    return select(*NODE_COLS).select_from(nodes.outerjoin(versions, versions.c.id == nodes.c.version_id))
 
 
-def _node_of(id, parent_id, name, path, is_dir, created_at, modified_at, content_type, version_id, size, etag, md5,
+def node_of(id, parent_id, name, path, is_dir, created_at, modified_at, content_type, version_id, size, etag, md5,
              sha1) -> Node:  # fmt: skip
-    """:func:`_to_node` of a row's values (``_NODE_COLS``, in order): for rows read in bulk."""
+    """:func:`to_node` of a row's values (``NODE_COLS``, in order): for rows read in bulk."""
     return Node(id, parent_id, name, path, bool(is_dir), created_at, modified_at, content_type, version_id, size or 0,
                 etag, Checksums(md5, sha1))  # fmt: skip
 
 
-def _to_node(row) -> Node:
+def to_node(row) -> Node:
     return Node(
         id=row.id,
         parent_id=row.parent_id,

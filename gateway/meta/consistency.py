@@ -7,24 +7,9 @@ from collections.abc import Iterator, Sequence
 from sqlalchemy import func, select, update
 
 from gateway.meta import db
-from gateway.meta.base import (
-    _OBJ_COLS,
-    RepositoryBase,
-    _node_select,
-    _to_node,
-)
-from gateway.meta.records import (
-    Extent,
-    NewObject,
-    Node,
-    ObjectRow,
-)
-from gateway.meta.schema import (
-    extents,
-    nodes,
-    objects,
-    versions,
-)
+from gateway.meta.base import OBJ_COLS, RepositoryBase, node_select, to_node
+from gateway.meta.records import Extent, NewObject, Node, ObjectRow
+from gateway.meta.schema import extents, nodes, objects, versions
 
 
 class ConsistencyMixin(RepositoryBase):
@@ -48,7 +33,7 @@ class ConsistencyMixin(RepositoryBase):
 
     def all_objects(self) -> list[ObjectRow]:
         with self._read() as c:
-            return [ObjectRow(*r) for r in c.execute(select(*_OBJ_COLS))]
+            return [ObjectRow(*r) for r in c.execute(select(*OBJ_COLS))]
 
     @db.retrying
     def set_refcount(self, object_id: str, refcount: int) -> None:
@@ -69,7 +54,7 @@ class ConsistencyMixin(RepositoryBase):
                 batch = ids[start : start + 500]
                 members = select(objects.c.id).where(objects.c.pack_id.in_(batch))
                 rows = c.execute(
-                    _node_select().where(
+                    node_select().where(
                         nodes.c.version_id.in_(
                             select(extents.c.version_id).where(
                                 extents.c.object_id.in_(batch) | extents.c.object_id.in_(members)
@@ -78,7 +63,7 @@ class ConsistencyMixin(RepositoryBase):
                     )
                 )
                 for r in rows:
-                    out[r.id] = _to_node(r)
+                    out[r.id] = to_node(r)
         return sorted(out.values(), key=lambda n: n.path)
 
     def all_versions_with_extents(self) -> Iterator[tuple[int, int, list[Extent]]]:
@@ -114,7 +99,7 @@ class ConsistencyMixin(RepositoryBase):
 
     def node_of_version(self, version_id: int) -> Node | None:
         with self._read() as c:
-            row = c.execute(_node_select().where(nodes.c.version_id == version_id)).first()
-            return _to_node(row) if row else None
+            row = c.execute(node_select().where(nodes.c.version_id == version_id)).first()
+            return to_node(row) if row else None
 
     # ------------------------------------------------------------------ write-back and Hub sync

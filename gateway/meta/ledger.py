@@ -10,19 +10,8 @@ from sqlalchemy import Connection, and_, delete, func, insert, select, text, upd
 
 from gateway.errors import Conflict
 from gateway.meta import db
-from gateway.meta.base import (
-    RepositoryBase,
-    split_path,
-)
-from gateway.meta.records import (
-    Checksums,
-    JournalRow,
-    NewObject,
-    ObjectRecord,
-    SyncObject,
-    TreeRecord,
-    version_etag,
-)
+from gateway.meta.base import RepositoryBase, split_path
+from gateway.meta.records import Checksums, JournalRow, NewObject, ObjectRecord, SyncObject, TreeRecord, version_etag
 from gateway.meta.schema import (
     ROOT_ID,
     extents,

@@ -6,19 +6,11 @@ from collections.abc import Sequence
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, insert, literal, select, text, update
 
-from gateway.errors import Conflict, HfdavError
+from gateway.errors import Conflict
 from gateway.meta import db
-from gateway.meta.base import (
-    RepositoryBase,
-)
-from gateway.meta.records import (
-    LockRow,
-)
-from gateway.meta.schema import (
-    locks,
-    nodes,
-    properties,
-)
+from gateway.meta.base import RepositoryBase
+from gateway.meta.records import LockLimitReached, LockRow, lock_ancestors, lock_parent
+from gateway.meta.schema import locks, nodes, properties
 
 _LOCK_COLS = (
     locks.c.token,
@@ -34,26 +26,6 @@ _LOCK_COLS = (
 
 #: PostgreSQL advisory lock key held by the transaction that grants a lock.
 _LOCKS_TX_KEY = 0x68666461760002  # "hfdav" 2
-
-
-class LockLimitReached(HfdavError):
-    """Granting one more lock would pass the limit on locks (in total or per user)."""
-
-
-def lock_parent(root: str) -> str:
-    """The folder holding lock root ``root``: ``/a`` for ``/a/b``, ``/`` for ``/a``, ``""`` for ``/``."""
-    if root == "/":
-        return ""
-    return root.rsplit("/", 1)[0] or "/"
-
-
-def lock_ancestors(root: str) -> list[str]:
-    """``root`` and every folder above it: ``/a/b`` → ``["/a/b", "/a", "/"]``."""
-    out = [root]
-    while root != "/":
-        root = lock_parent(root)
-        out.append(root)
-    return out
 
 
 def _lock_subtree(root: str):

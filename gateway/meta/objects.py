@@ -7,19 +7,11 @@ from collections.abc import Sequence
 from sqlalchemy import and_, bindparam, delete, func, insert, select, update
 
 from gateway.meta import db
-from gateway.meta.base import (
-    _OBJ_COLS,
-    RepositoryBase,
-)
-from gateway.meta.records import (
-    NewObject,
-    ObjectRow,
-)
-from gateway.meta.schema import (
-    objects,
-)
+from gateway.meta.base import OBJ_COLS, RepositoryBase
+from gateway.meta.records import NewObject, ObjectRow
+from gateway.meta.schema import objects
 
-_OBJECT_BY_ID = select(*_OBJ_COLS).where(objects.c.id == bindparam("b_oid"))
+_OBJECT_BY_ID = select(*OBJ_COLS).where(objects.c.id == bindparam("b_oid"))
 
 
 class ObjectsMixin(RepositoryBase):
@@ -34,7 +26,7 @@ class ObjectsMixin(RepositoryBase):
     def objects_in_state(self, state: str, *, limit: int = 1000) -> list[ObjectRow]:
         with self._read() as c:
             rows = c.execute(
-                select(*_OBJ_COLS).where(objects.c.state == state).order_by(objects.c.created_at).limit(limit)
+                select(*OBJ_COLS).where(objects.c.state == state).order_by(objects.c.created_at).limit(limit)
             )
             return [ObjectRow(*r) for r in rows]
 
@@ -51,7 +43,7 @@ class ObjectsMixin(RepositoryBase):
         """Objects unreferenced since before ``older_than`` (epoch seconds)."""
         with self._read() as c:
             rows = c.execute(
-                select(*_OBJ_COLS)
+                select(*OBJ_COLS)
                 .where(and_(objects.c.refcount <= 0, objects.c.orphaned_at < older_than, objects.c.pack_id.is_(None)))
                 .limit(limit)
             )
@@ -76,7 +68,7 @@ class ObjectsMixin(RepositoryBase):
         """Live, unpacked, non-pack objects smaller than ``max_size`` in ``state``, oldest first."""
         with self._read() as c:
             rows = c.execute(
-                select(*_OBJ_COLS)
+                select(*OBJ_COLS)
                 .where(
                     and_(
                         objects.c.state == state,
@@ -166,7 +158,7 @@ class ObjectsMixin(RepositoryBase):
             cond = objects.c.pack_id == pack_id
             if live_only:
                 cond = and_(cond, objects.c.refcount > 0)
-            rows = c.execute(select(*_OBJ_COLS).where(cond).order_by(objects.c.pack_offset))
+            rows = c.execute(select(*OBJ_COLS).where(cond).order_by(objects.c.pack_offset))
             return [ObjectRow(*r) for r in rows]
 
     @db.retrying

@@ -10,6 +10,8 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from gateway.errors import HfdavError
+
 
 @dataclass(frozen=True)
 class Checksums:
@@ -144,3 +146,23 @@ class ObjectRecord:
     pack_id: str | None
     pack_offset: int | None
     is_pack: bool
+
+
+class LockLimitReached(HfdavError):
+    """Granting one more lock would pass the limit on locks (in total or per user)."""
+
+
+def lock_parent(root: str) -> str:
+    """The folder holding lock root ``root``: ``/a`` for ``/a/b``, ``/`` for ``/a``, ``""`` for ``/``."""
+    if root == "/":
+        return ""
+    return root.rsplit("/", 1)[0] or "/"
+
+
+def lock_ancestors(root: str) -> list[str]:
+    """``root`` and every folder above it: ``/a/b`` → ``["/a/b", "/a", "/"]``."""
+    out = [root]
+    while root != "/":
+        root = lock_parent(root)
+        out.append(root)
+    return out

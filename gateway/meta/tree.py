@@ -13,41 +13,28 @@ from sqlalchemy import exc as sa_exc
 from gateway.errors import AlreadyExists, Conflict, HfdavError, NotFound
 from gateway.meta import db
 from gateway.meta.base import (
-    _NODE_COLS,
-    _PHYSICAL_EXTENT_COLS,
+    NODE_COLS,
+    PHYSICAL_EXTENT_COLS,
     RepositoryBase,
-    _node_of,
-    _node_select,
-    _physical_extent,
-    _to_node,
+    node_of,
+    node_select,
+    physical_extent,
     split_path,
+    to_node,
 )
-from gateway.meta.records import (
-    NO_CHECKSUMS,
-    Checksums,
-    Extent,
-    NewObject,
-    Node,
-    version_etag,
-)
-from gateway.meta.schema import (
-    extents,
-    nodes,
-    objects,
-    properties,
-    versions,
-)
+from gateway.meta.records import NO_CHECKSUMS, Checksums, Extent, NewObject, Node, version_etag
+from gateway.meta.schema import extents, nodes, objects, properties, versions
 
 log = logging.getLogger(__name__)
 
 # Statements of the per-request paths, built once: building a statement costs SQLAlchemy more
 # CPU than SQLite needs to run it (the compiled form is cached either way). Bind parameters are
 # named b_* (a name equal to a column's is reserved in VALUES and SET clauses).
-_NODE_BY_PATH = _node_select().where(nodes.c.path == bindparam("b_path"))
+_NODE_BY_PATH = node_select().where(nodes.c.path == bindparam("b_path"))
 _NODE_BY_PATH_LOCKED = _NODE_BY_PATH.with_for_update(of=nodes)
-_NODES_BY_PATHS = _node_select().where(nodes.c.path.in_(bindparam("b_paths", expanding=True)))
+_NODES_BY_PATHS = node_select().where(nodes.c.path.in_(bindparam("b_paths", expanding=True)))
 _NODE_WITH_EXTENTS = (
-    select(*_NODE_COLS, *_PHYSICAL_EXTENT_COLS)
+    select(*NODE_COLS, *PHYSICAL_EXTENT_COLS)
     .select_from(
         nodes.outerjoin(versions, versions.c.id == nodes.c.version_id)
         .outerjoin(extents, extents.c.version_id == nodes.c.version_id)
@@ -105,13 +92,13 @@ class TreeMixin(RepositoryBase):
     def get(self, path: str) -> Node | None:
         with self._read_one() as c:
             row = c.execute(_NODE_BY_PATH, {"b_path": path}).first()
-            return _to_node(row) if row else None
+            return to_node(row) if row else None
 
     def get_many(self, paths: Sequence[str]) -> dict[str, Node]:
         """The nodes at ``paths`` that exist, by path, in one query (a path and its parent)."""
         with self._read_one() as c:
             rows = c.execute(_NODES_BY_PATHS, {"b_paths": list(paths)})
-            return {n.path: n for n in map(_to_node, rows)}
+            return {n.path: n for n in map(to_node, rows)}
 
     def get_with_extents(self, path: str) -> tuple[Node, list[Extent]] | None:
         """The node at ``path`` and its current version's physical extents, in one statement
@@ -120,28 +107,28 @@ class TreeMixin(RepositoryBase):
             rows = c.execute(_NODE_WITH_EXTENTS, {"b_path": path}).all()
         if not rows:
             return None
-        return _to_node(rows[0]), [_physical_extent(r) for r in rows if r.file_offset is not None]
+        return to_node(rows[0]), [physical_extent(r) for r in rows if r.file_offset is not None]
 
     def get_by_id(self, node_id: int) -> Node | None:
         with self._read() as c:
-            row = c.execute(_node_select().where(nodes.c.id == node_id)).first()
-            return _to_node(row) if row else None
+            row = c.execute(node_select().where(nodes.c.id == node_id)).first()
+            return to_node(row) if row else None
 
     def children(self, node_id: int) -> list[Node]:
         """All children of a folder in one query, sorted by name."""
         with self._read() as c:
-            rows = c.execute(_node_select().where(nodes.c.parent_id == node_id).order_by(nodes.c.name))
-            return [_to_node(r) for r in rows]
+            rows = c.execute(node_select().where(nodes.c.parent_id == node_id).order_by(nodes.c.name))
+            return [to_node(r) for r in rows]
 
     def children_page(self, node_id: int, *, after: str | None, limit: int) -> list[Node]:
         """At most ``limit`` children of a folder whose names sort after ``after`` (None: from
         the first), sorted by name: a listing read a page at a time, in bounded memory."""
-        stmt = _node_select().where(nodes.c.parent_id == node_id)
+        stmt = node_select().where(nodes.c.parent_id == node_id)
         if after is not None:
             stmt = stmt.where(nodes.c.name > after)
         with self._read_one() as c:
             rows = c.execute(stmt.order_by(nodes.c.name).limit(limit)).all()
-        return [_node_of(*r) for r in rows]
+        return [node_of(*r) for r in rows]
 
     def extents(self, version_id: int, *, physical: bool = True) -> list[Extent]:
         """The extents of a version in file order. ``physical``: where the bytes are stored,
@@ -155,12 +142,12 @@ class TreeMixin(RepositoryBase):
                 )
                 return [Extent(*r) for r in rows]
             rows = c.execute(
-                select(*_PHYSICAL_EXTENT_COLS)
+                select(*PHYSICAL_EXTENT_COLS)
                 .select_from(extents.outerjoin(objects, objects.c.id == extents.c.object_id))
                 .where(extents.c.version_id == version_id)
                 .order_by(extents.c.seq)
             )
-            return [_physical_extent(r) for r in rows]
+            return [physical_extent(r) for r in rows]
 
     def used_bytes(self) -> int:
         """Bytes of all current file versions (what the user sees, before dedup)."""
@@ -180,8 +167,8 @@ class TreeMixin(RepositoryBase):
     def walk(self, path: str) -> list[Node]:
         """The node at ``path`` and everything below it, parents before children."""
         with self._read() as c:
-            rows = c.execute(_node_select().where(self._subtree(path)).order_by(nodes.c.path))
-            return [_to_node(r) for r in rows]
+            rows = c.execute(node_select().where(self._subtree(path)).order_by(nodes.c.path))
+            return [to_node(r) for r in rows]
 
     def count_subtree(self, path: str, limit: int) -> int:
         """Nodes at ``path`` and below it, counted up to ``limit + 1`` at most (a bounded scan)."""
@@ -207,7 +194,7 @@ class TreeMixin(RepositoryBase):
         serialize; SQLite write transactions are serialized already."""
         stmt = _NODE_BY_PATH_LOCKED if lock and not self._is_sqlite else _NODE_BY_PATH
         row = c.execute(stmt, {"b_path": path}).first()
-        return _to_node(row) if row else None
+        return to_node(row) if row else None
 
     def _node_and_parent_in(self, c: Connection, path: str) -> tuple[Node | None, Node | None]:
         """The nodes at ``path`` and at its parent. SQLite: one query (its write transactions
@@ -217,7 +204,7 @@ class TreeMixin(RepositoryBase):
         if not self._is_sqlite:
             node = self._node_in(c, path, lock=True)
             return node, (None if node is not None else self._node_in(c, parent_path, lock=True))
-        found = {n.path: n for n in map(_to_node, c.execute(_NODES_BY_PATHS, {"b_paths": [path, parent_path]}))}
+        found = {n.path: n for n in map(to_node, c.execute(_NODES_BY_PATHS, {"b_paths": [path, parent_path]}))}
         return found.get(path), found.get(parent_path)
 
     def _parent_dir(self, c: Connection, path: str, parent: Node | None = None) -> Node:
@@ -429,7 +416,7 @@ class TreeMixin(RepositoryBase):
         now = self._clock()
         with self._write() as c:
             self._node_in(c, split_path(path)[0], lock=True)  # the parent first: it is touched
-            stmt = _node_select().where(self._subtree(path)).order_by(nodes.c.path)
+            stmt = node_select().where(self._subtree(path)).order_by(nodes.c.path)
             if not self._is_sqlite:
                 stmt = stmt.with_for_update(of=nodes)
             rows = c.execute(stmt).all()
@@ -437,7 +424,7 @@ class TreeMixin(RepositoryBase):
                 raise NotFound(path)
             if empty_only and len(rows) > 1:
                 raise Conflict(f"{path!r} is not empty")
-            removed = [_to_node(r) for r in rows]
+            removed = [to_node(r) for r in rows]
             vids = [n.version_id for n in removed if n.version_id is not None]
             ids = [n.id for n in removed]
             top = next(n for n in removed if n.path == path)
@@ -498,7 +485,7 @@ class TreeMixin(RepositoryBase):
             self._parent_dir(c, dst)
             if top.is_dir and recursive:
                 subtree = [
-                    _to_node(r) for r in c.execute(_node_select().where(self._subtree(src)).order_by(nodes.c.path))
+                    to_node(r) for r in c.execute(node_select().where(self._subtree(src)).order_by(nodes.c.path))
                 ]
             else:
                 subtree = [top]

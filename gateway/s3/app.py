@@ -56,7 +56,7 @@ from gateway.errors import (
     StoreError,
 )
 from gateway.files import FileService
-from gateway.meta.repo import Checksums, Node
+from gateway.meta.records import Checksums, Node
 from gateway.paths import normalize
 from gateway.s3 import sigv4
 from gateway.s3.checksums import BodyChecksum
@@ -946,7 +946,7 @@ class S3App:
     def _copy_range(self, node: Node, start: int, length: int, path: str) -> Node:
         """A part made of ``length`` bytes of ``node`` from ``start``: the source's extents, cut
         to the range (no byte copied); its MD5 is computed by reading the range."""
-        from gateway.meta.repo import Extent
+        from gateway.meta.records import Extent
 
         self.files.check_quota(length)
         parts, offset = [], 0

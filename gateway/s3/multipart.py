@@ -30,7 +30,7 @@ from xml.sax.saxutils import escape
 
 from gateway.errors import AlreadyExists, Conflict, NotFound
 from gateway.files import FileService
-from gateway.meta.repo import NO_CHECKSUMS, Extent, Node
+from gateway.meta.records import NO_CHECKSUMS, Extent, Node
 from gateway.s3.xml import S3Error
 
 log = logging.getLogger(__name__)
