@@ -43,7 +43,7 @@ from gateway.errors import (
     StoreError,
     is_disk_full,
 )
-from gateway.meta.records import Checksums, Extent, NewObject, Node
+from gateway.meta.records import Checksums, Extent, NewObject, Node, ObjectState
 from gateway.paths import normalize
 from gateway.store.base import ObjectStore, ReadStream
 from gateway.trash import TRASH_PATH, Trash, in_trash
@@ -667,7 +667,7 @@ class FileService:
                 offset += chunk.size
                 existing = self.repo.get_object(chunk.object_id)
                 live = existing is not None and (existing.refcount > 0 or existing.pack_id)
-                if live and existing.state != "deleting":
+                if live and existing.state != ObjectState.DELETING:
                     chunk.path.unlink(missing_ok=True)  # identical chunk already stored: dedup
                 else:
                     self.store.adopt(chunk.object_id, chunk.path, chunk.size)
@@ -697,7 +697,7 @@ class FileService:
                     continue
                 with self._stripe(chunk.object_id):
                     existing = self.repo.get_object(chunk.object_id)
-                    live = existing is not None and existing.state != "deleting"
+                    live = existing is not None and existing.state != ObjectState.DELETING
                     if live and (existing.refcount > 0 or existing.pack_id):
                         chunk.path.unlink(missing_ok=True)
                     else:
@@ -781,7 +781,7 @@ class FileService:
                 return total
             ids = [o.id for o in batch]
             with self._gc_lock.writing():
-                self.repo.set_object_state(ids, "deleting")
+                self.repo.set_object_state(ids, ObjectState.DELETING)
                 try:
                     self.store.delete(ids)
                 except StoreError:

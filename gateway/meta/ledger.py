@@ -11,7 +11,16 @@ from sqlalchemy import Connection, and_, delete, func, insert, select, text, upd
 from gateway.errors import Conflict
 from gateway.meta import db
 from gateway.meta.base import RepositoryBase, split_path
-from gateway.meta.records import Checksums, JournalRow, NewObject, ObjectRecord, SyncObject, TreeRecord, version_etag
+from gateway.meta.records import (
+    Checksums,
+    JournalRow,
+    NewObject,
+    ObjectRecord,
+    ObjectState,
+    SyncObject,
+    TreeRecord,
+    version_etag,
+)
 from gateway.meta.schema import (
     ROOT_ID,
     extents,
@@ -98,7 +107,7 @@ class LedgerMixin(RepositoryBase):
         with self._read() as c:
             rows = c.execute(
                 select(*_SYNC_COLS)
-                .where(and_(objects.c.state == "uploaded", live))
+                .where(and_(objects.c.state == ObjectState.UPLOADED, live))
                 .order_by(objects.c.created_at)
                 .limit(limit)
             )
@@ -112,8 +121,8 @@ class LedgerMixin(RepositoryBase):
         with self._write() as c:
             c.execute(
                 update(objects)
-                .where(and_(objects.c.id == object_id, objects.c.state == "staged"))
-                .values(state="uploaded", remote_sha256=remote_sha256, remote_size=remote_size)
+                .where(and_(objects.c.id == object_id, objects.c.state == ObjectState.STAGED))
+                .values(state=ObjectState.UPLOADED, remote_sha256=remote_sha256, remote_size=remote_size)
             )
             return c.execute(select(objects.c.state).where(objects.c.id == object_id)).scalar()
 
@@ -125,8 +134,8 @@ class LedgerMixin(RepositoryBase):
             for oid, sha, size in items:
                 c.execute(
                     update(objects)
-                    .where(and_(objects.c.id == oid, objects.c.state == "staged"))
-                    .values(state="uploaded", remote_sha256=sha, remote_size=size)
+                    .where(and_(objects.c.id == oid, objects.c.state == ObjectState.STAGED))
+                    .values(state=ObjectState.UPLOADED, remote_sha256=sha, remote_size=size)
                 )
             ids = [oid for oid, _, _ in items]
             rows = c.execute(select(objects.c.id, objects.c.state).where(objects.c.id.in_(ids)))
@@ -140,8 +149,8 @@ class LedgerMixin(RepositoryBase):
             for start in range(0, len(ids), 500):
                 c.execute(
                     update(objects)
-                    .where(and_(objects.c.id.in_(ids[start : start + 500]), objects.c.state == "uploaded"))
-                    .values(state="committed")
+                    .where(and_(objects.c.id.in_(ids[start : start + 500]), objects.c.state == ObjectState.UPLOADED))
+                    .values(state=ObjectState.COMMITTED)
                 )
 
     def object_bytes_by_state(self) -> dict[str, tuple[int, int]]:
@@ -332,7 +341,7 @@ class LedgerMixin(RepositoryBase):
         objs: Iterable[ObjectRecord],
         props: Iterable[tuple[str, str, str]] = (),
         *,
-        object_state: str = "committed",
+        object_state: str = ObjectState.COMMITTED,
         journal_base: tuple[int, str] | None = None,
     ) -> int:
         """Load a snapshot into a pristine database in one transaction: nodes (parents first),
@@ -405,7 +414,7 @@ class LedgerMixin(RepositoryBase):
                     insert(objects).values(
                         id=rec.id,
                         size=rec.size,
-                        state="packed" if rec.pack_id else object_state,
+                        state=ObjectState.PACKED if rec.pack_id else object_state,
                         refcount=count,
                         created_at=now,
                         orphaned_at=None if count > 0 else now,
@@ -440,7 +449,7 @@ class LedgerMixin(RepositoryBase):
                         insert(objects).values(
                             id=oid,
                             size=size,
-                            state="packed",
+                            state=ObjectState.PACKED,
                             refcount=0,
                             created_at=now,
                             orphaned_at=now,
@@ -454,7 +463,7 @@ class LedgerMixin(RepositoryBase):
                     c.execute(
                         update(objects)
                         .where(objects.c.id == oid)
-                        .values(state="packed", pack_id=pack.id, pack_offset=offset)
+                        .values(state=ObjectState.PACKED, pack_id=pack.id, pack_offset=offset)
                     )
                     if old.pack_id:
                         c.execute(

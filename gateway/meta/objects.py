@@ -8,7 +8,7 @@ from sqlalchemy import and_, bindparam, delete, func, insert, select, update
 
 from gateway.meta import db
 from gateway.meta.base import OBJ_COLS, RepositoryBase
-from gateway.meta.records import NewObject, ObjectRow
+from gateway.meta.records import NewObject, ObjectRow, ObjectState
 from gateway.meta.schema import objects
 
 _OBJECT_BY_ID = select(*OBJ_COLS).where(objects.c.id == bindparam("b_oid"))
@@ -98,8 +98,10 @@ class ObjectsMixin(RepositoryBase):
             for oid, offset in members:
                 res = c.execute(
                     update(objects)
-                    .where(and_(objects.c.id == oid, objects.c.pack_id.is_(None), objects.c.state != "deleting"))
-                    .values(pack_id=pack.id, pack_offset=offset, state="packed")
+                    .where(
+                        and_(objects.c.id == oid, objects.c.pack_id.is_(None), objects.c.state != ObjectState.DELETING)
+                    )
+                    .values(pack_id=pack.id, pack_offset=offset, state=ObjectState.PACKED)
                 )
                 if res.rowcount:
                     moved.append(oid)
@@ -204,7 +206,7 @@ class ObjectsMixin(RepositoryBase):
         now = self._clock()
         with self._write() as c:
             row = c.execute(select(objects.c.state, objects.c.refcount).where(objects.c.id == obj.id)).first()
-            if row is not None and row.state != "deleting":
+            if row is not None and row.state != ObjectState.DELETING:
                 if row.refcount <= 0:
                     c.execute(update(objects).where(objects.c.id == obj.id).values(orphaned_at=None))
                 return False

@@ -9,8 +9,27 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 
 from gateway.errors import HfdavError
+
+
+class ObjectState(StrEnum):
+    """Where an object is in its life, in the order it moves through them. The values are the
+    strings the ``objects.state`` column holds (a member equals its value: ``"staged" ==
+    ObjectState.STAGED``)."""
+
+    #: the bytes are on local disk only (write-back area), not yet in the remote store
+    STAGED = "staged"
+    #: the bytes are in the remote store (an LFS object) but no commit references them
+    UPLOADED = "uploaded"
+    #: a commit of the remote store references the object (durable); with the local store,
+    #: objects are ``committed`` as soon as they are written
+    COMMITTED = "committed"
+    #: refcount is 0 and the grace period is over; removal from the store is pending
+    DELETING = "deleting"
+    #: the bytes live inside a pack object (``pack_id``); the pack has its own state
+    PACKED = "packed"
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from gateway.meta.base import (
     split_path,
     to_node,
 )
-from gateway.meta.records import NO_CHECKSUMS, Checksums, Extent, NewObject, Node, version_etag
+from gateway.meta.records import NO_CHECKSUMS, Checksums, Extent, NewObject, Node, ObjectState, version_etag
 from gateway.meta.schema import extents, nodes, objects, properties, versions
 
 log = logging.getLogger(__name__)
@@ -281,7 +281,7 @@ class TreeMixin(RepositoryBase):
         if stmt is None:
             ins = self._upsert(objects)
             stmt = self._register_object_stmt = ins.on_conflict_do_update(
-                index_elements=["id"], set_={"state": ins.excluded.state}, where=objects.c.state == "deleting"
+                index_elements=["id"], set_={"state": ins.excluded.state}, where=objects.c.state == ObjectState.DELETING
             )
         return stmt
 
@@ -310,7 +310,7 @@ class TreeMixin(RepositoryBase):
         parts: Sequence[Extent],
         *,
         new_objects: Sequence[NewObject] = (),
-        object_state: str = "committed",
+        object_state: str = ObjectState.COMMITTED,
         content_type: str | None = None,
         mtime: float | None = None,
         checksums: Checksums = NO_CHECKSUMS,

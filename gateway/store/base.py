@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from gateway.errors import IntegrityError
+from gateway.meta.records import ObjectState
 
 OBJECT_ID_RE = re.compile(r"^[0-9a-f]{16,64}$")
 
@@ -32,7 +33,7 @@ class ObjectStore(ABC):
     """Put, read (by range), delete and list immutable objects."""
 
     #: State a new object has in the metadata once :meth:`adopt` returned (see schema.OBJECT_STATES).
-    initial_state: str = "committed"
+    initial_state: ObjectState = ObjectState.COMMITTED
 
     @abstractmethod
     def adopt(self, object_id: str, source: Path, size: int) -> None:

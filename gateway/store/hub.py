@@ -48,6 +48,7 @@ from urllib3.util.retry import Retry
 
 from gateway import metrics
 from gateway.errors import HubUnreachable, IntegrityError, ObjectMissing, StoreError
+from gateway.meta.records import ObjectState
 from gateway.store.base import OBJECT_ID_RE, ObjectStore, ReadStream, shard_path
 from gateway.store.hubhttp import HubHttp, HubLimits, install
 
@@ -630,7 +631,7 @@ class HubStore(ObjectStore):
     history squash) refreshes the head once.
     """
 
-    initial_state = "committed"
+    initial_state = ObjectState.COMMITTED
 
     def __init__(self, client: HubClient, *, ids_are_sha256: bool = False):
         self.client = client

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from gateway.errors import ObjectMissing, StoreError
+from gateway.meta.records import ObjectState
 from gateway.store.base import OBJECT_ID_RE, ExactReader, ObjectStore, shard_path
 
 log = logging.getLogger(__name__)
@@ -18,7 +19,7 @@ class LocalStore(ObjectStore):
     """Objects at ``<root>/ab/cd/<id>``. ``adopt`` renames the source in (same file system),
     fsyncs it, so an acknowledged write survives a power cut."""
 
-    initial_state = "committed"
+    initial_state = ObjectState.COMMITTED
 
     def __init__(self, root: Path, *, fsync: bool = True):
         self.root = Path(root)

@@ -38,6 +38,7 @@ from typing import BinaryIO
 
 from gateway import metrics
 from gateway.errors import IntegrityError, ObjectMissing, StoreError
+from gateway.meta.records import ObjectState
 from gateway.store.base import OBJECT_ID_RE, ExactReader, ObjectStore, ReadStream, shard_path
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ class StagedItem:
 class WriteBackStore(ObjectStore):
     """Staging and cache on local disk in front of ``remote`` (see the module docstring)."""
 
-    initial_state = "staged"
+    initial_state = ObjectState.STAGED
 
     def __init__(
         self,
