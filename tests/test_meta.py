@@ -171,3 +171,18 @@ def test_object_states_are_stored_as_their_strings(repo):
     repo.set_object_state(["o1"], ObjectState.DELETING, only_from=ObjectState.COMMITTED)
     assert repo.get_object("o1").state == "deleting"
     assert repo.objects_in_state(ObjectState.DELETING)[0].id == "o1"
+
+
+def test_copied_folder_is_listed_in_its_new_parent(repo):
+    """A recursive copy of a folder links the copy to the folder it lands in (it used to get
+    no parent, so that listing the destination folder did not show it)."""
+    repo.mkdir("/a")
+    repo.mkdir("/a/b")
+    put(repo, "/a/b/f", "o1")
+    repo.mkdir("/dst")
+    copied = repo.copy("/a", "/dst/a")
+    dst = repo.get("/dst")
+    assert copied.parent_id == dst.id
+    assert [n.name for n in repo.children(dst.id)] == ["a"]
+    assert [n.name for n in repo.children(copied.id)] == ["b"]
+    assert [n.name for n in repo.children(repo.get("/dst/a/b").id)] == ["f"]

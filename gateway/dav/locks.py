@@ -72,7 +72,8 @@ class LockLimits:
         """``HFDAV_LOCK_MAX_TIMEOUT`` (seconds), ``HFDAV_LOCK_OWNER_MAX`` (bytes),
         ``HFDAV_LOCKS_PER_USER``, ``HFDAV_LOCKS_MAX``; raises ConfigError for bad values."""
         env = os.environ if env is None else env
-        d, problems = cls(), []
+        d = cls()
+        problems: list[str] = []
         limits = cls(
             max_timeout=int_setting(env, "HFDAV_LOCK_MAX_TIMEOUT", d.max_timeout, 1, 7 * 24 * 3600, problems),
             owner_max=int_setting(env, "HFDAV_LOCK_OWNER_MAX", d.owner_max, 64, 1 << 20, problems),

@@ -219,8 +219,9 @@ class PropfindStream:
         if self._lock_roots and "/" + quote(self._ref_prefix + preferred).strip("/") in self._lock_roots:
             return None
         kind = (is_dir, node.created_at is None, node.modified_at is None)
-        plan = self._kinds.get(kind, False)
-        if plan is False:
+        try:
+            plan = self._kinds[kind]
+        except KeyError:
             plan = self._kinds[kind] = self._plan(self._names_for(node))
         if plan is None:
             return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from wsgidav import util
 from wsgidav.dav_error import (
@@ -40,6 +41,9 @@ from gateway.meta.records import EMPTY_ETAG, Node
 from gateway.paths import normalize
 from gateway.s3.multipart import STAGING_NAME as S3_STAGING_NAME
 from gateway.trash import TRASH_NAME
+
+if TYPE_CHECKING:
+    from gateway.dav.provider import HfdavProvider
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +78,7 @@ QUOTA_PROPS = {"{DAV:}quota-used-bytes": "get_used_bytes", "{DAV:}quota-availabl
 
 class _Common:
     node: Node
+    provider: HfdavProvider
 
     @property
     def files(self) -> FileService:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Self
 
-from sqlalchemy import Connection, Engine, insert, select, text
+from sqlalchemy import Connection, CursorResult, Engine, insert, select, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -125,6 +125,13 @@ def _database_full(orig: BaseException | None) -> bool:
     )
 
 
+def inserted_id(result: CursorResult) -> int:
+    """The primary key an INSERT of one row gave it."""
+    key = result.inserted_primary_key
+    assert key is not None, "not the result of an INSERT"
+    return key[0]
+
+
 def split_path(path: str) -> tuple[str, str]:
     """``/a/b`` → (``/a``, ``b``); ``/a`` → (``""``, ``a``)."""
     parent, _, name = path.rpartition("/")
@@ -172,9 +179,13 @@ class RepositoryBase:
                 now = self._clock()
                 # no explicit id: PostgreSQL's sequence must hand out ROOT_ID itself, or the next
                 # insert would collide with the root
-                root_id = c.execute(
-                    insert(nodes).values(parent_id=None, name="", path="", is_dir=True, created_at=now, modified_at=now)
-                ).inserted_primary_key[0]
+                root_id = inserted_id(
+                    c.execute(
+                        insert(nodes).values(
+                            parent_id=None, name="", path="", is_dir=True, created_at=now, modified_at=now
+                        )
+                    )
+                )
                 if root_id != ROOT_ID:
                     raise RuntimeError(f"root folder got id {root_id}, expected {ROOT_ID}: database not empty?")
 

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, and_, delete, func, insert, select, text, upd
 
 from gateway.errors import Conflict
 from gateway.meta import db
-from gateway.meta.base import RepositoryBase, split_path
+from gateway.meta.base import RepositoryBase, inserted_id, split_path
 from gateway.meta.records import (
     Checksums,
     JournalRow,
@@ -269,7 +269,7 @@ class LedgerMixin(RepositoryBase):
     def is_pristine(self) -> bool:
         """Only the root folder, no journal, no objects: a database that was just created."""
         with self._read() as c:
-            n_nodes = c.execute(select(func.count()).select_from(nodes)).scalar()
+            n_nodes = c.execute(select(func.count()).select_from(nodes)).scalar_one()
             n_journal = c.execute(select(func.count()).select_from(journal)).scalar()
             n_objects = c.execute(select(func.count()).select_from(objects)).scalar()
             return n_nodes <= 1 and n_journal == 0 and n_objects == 0
@@ -358,33 +358,37 @@ class LedgerMixin(RepositoryBase):
                 parent_id = ids.get(parent_path)
                 if parent_id is None:
                     raise Conflict(f"snapshot lists {rec.path!r} before its parent folder")
-                nid = c.execute(
-                    insert(nodes).values(
-                        parent_id=parent_id,
-                        name=name,
-                        path=rec.path,
-                        is_dir=rec.is_dir,
-                        created_at=rec.created_at,
-                        modified_at=rec.modified_at,
-                        content_type=rec.content_type,
+                nid = inserted_id(
+                    c.execute(
+                        insert(nodes).values(
+                            parent_id=parent_id,
+                            name=name,
+                            path=rec.path,
+                            is_dir=rec.is_dir,
+                            created_at=rec.created_at,
+                            modified_at=rec.modified_at,
+                            content_type=rec.content_type,
+                        )
                     )
-                ).inserted_primary_key[0]
+                )
                 ids[rec.path] = nid
                 n += 1
                 if rec.is_dir:
                     continue
                 size = sum(length for _, _, length in rec.extents)
                 etag = rec.etag or version_etag(rec.extents)
-                vid = c.execute(
-                    insert(versions).values(
-                        node_id=nid,
-                        size=size,
-                        etag=etag,
-                        created_at=rec.created_at,
-                        md5=rec.checksums.md5,
-                        sha1=rec.checksums.sha1,
+                vid = inserted_id(
+                    c.execute(
+                        insert(versions).values(
+                            node_id=nid,
+                            size=size,
+                            etag=etag,
+                            created_at=rec.created_at,
+                            md5=rec.checksums.md5,
+                            sha1=rec.checksums.sha1,
+                        )
                     )
-                ).inserted_primary_key[0]
+                )
                 offset = 0
                 rows = []
                 for seq, (oid, ooff, length) in enumerate(rec.extents):
@@ -405,28 +409,28 @@ class LedgerMixin(RepositoryBase):
                 c.execute(update(nodes).where(nodes.c.id == nid).values(version_id=vid))
             members: dict[str, int] = {}
             records = list(objs)
-            for rec in records:
-                if rec.pack_id:
-                    members[rec.pack_id] = members.get(rec.pack_id, 0) + 1
-            for rec in records:
-                count = members.get(rec.id, 0) if rec.is_pack else refs.get(rec.id, 0)
+            for obj in records:
+                if obj.pack_id:
+                    members[obj.pack_id] = members.get(obj.pack_id, 0) + 1
+            for obj in records:
+                count = members.get(obj.id, 0) if obj.is_pack else refs.get(obj.id, 0)
                 c.execute(
                     insert(objects).values(
-                        id=rec.id,
-                        size=rec.size,
-                        state=ObjectState.PACKED if rec.pack_id else object_state,
+                        id=obj.id,
+                        size=obj.size,
+                        state=ObjectState.PACKED if obj.pack_id else object_state,
                         refcount=count,
                         created_at=now,
                         orphaned_at=None if count > 0 else now,
-                        pack_id=rec.pack_id,
-                        pack_offset=rec.pack_offset,
-                        is_pack=rec.is_pack,
+                        pack_id=obj.pack_id,
+                        pack_offset=obj.pack_offset,
+                        is_pack=obj.is_pack,
                     )
                 )
             for path, name, value in props:
-                nid = ids.get(path)
-                if nid is not None:
-                    c.execute(insert(properties).values(node_id=nid, name=name, value=value))
+                owner = ids.get(path)
+                if owner is not None:
+                    c.execute(insert(properties).values(node_id=owner, name=name, value=value))
             if journal_base is not None and journal_base[0] > 0:
                 self._journal_marker(c, *journal_base)
         return n

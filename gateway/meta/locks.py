@@ -159,11 +159,11 @@ class LocksMixin(RepositoryBase):
             now = self._clock()
             c.execute(delete(locks).where(locks.c.expire < now))
             if max_total is not None:
-                n = c.execute(select(func.count()).select_from(locks)).scalar()
+                n = c.execute(select(func.count()).select_from(locks)).scalar_one()
                 if n >= max_total:
                     raise LockLimitReached(f"the server holds {n} locks, its limit")
             if max_per_principal is not None:
-                n = c.execute(select(func.count()).where(locks.c.principal == lock.principal)).scalar()
+                n = c.execute(select(func.count()).where(locks.c.principal == lock.principal)).scalar_one()
                 if n >= max_per_principal:
                     raise LockLimitReached(f"user {lock.principal!r} holds {n} locks, the limit per user")
             cond = locks.c.root.in_(lock_ancestors(lock.root))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import and_, bindparam, delete, func, insert, select, update
+from sqlalchemy.sql.elements import ColumnElement
 
 from gateway.meta import db
 from gateway.meta.base import OBJ_COLS, RepositoryBase
@@ -34,7 +35,7 @@ class ObjectsMixin(RepositoryBase):
     def set_object_state(self, object_ids: Sequence[str], state: str, *, only_from: str | None = None) -> None:
         with self._write() as c:
             for start in range(0, len(object_ids), 500):
-                cond = objects.c.id.in_(list(object_ids[start : start + 500]))
+                cond: ColumnElement[bool] = objects.c.id.in_(list(object_ids[start : start + 500]))
                 if only_from:
                     cond = and_(cond, objects.c.state == only_from)
                 c.execute(update(objects).where(cond).values(state=state))

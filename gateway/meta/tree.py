@@ -16,6 +16,7 @@ from gateway.meta.base import (
     NODE_COLS,
     PHYSICAL_EXTENT_COLS,
     RepositoryBase,
+    inserted_id,
     node_of,
     node_select,
     physical_extent,
@@ -174,11 +175,11 @@ class TreeMixin(RepositoryBase):
         """Nodes at ``path`` and below it, counted up to ``limit + 1`` at most (a bounded scan)."""
         with self._read() as c:
             found = select(nodes.c.id).where(self._subtree(path)).limit(limit + 1).subquery()
-            return int(c.execute(select(func.count()).select_from(found)).scalar())
+            return int(c.execute(select(func.count()).select_from(found)).scalar_one())
 
     def count_nodes(self) -> int:
         with self._read() as c:
-            return int(c.execute(select(func.count()).select_from(nodes)).scalar())
+            return int(c.execute(select(func.count()).select_from(nodes)).scalar_one())
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -195,6 +196,12 @@ class TreeMixin(RepositoryBase):
         stmt = _NODE_BY_PATH_LOCKED if lock and not self._is_sqlite else _NODE_BY_PATH
         row = c.execute(stmt, {"b_path": path}).first()
         return to_node(row) if row else None
+
+    def _existing(self, c: Connection, path: str) -> Node:
+        """The node at ``path``, which the transaction knows to exist (it made it or checked it)."""
+        node = self._node_in(c, path)
+        assert node is not None, path
+        return node
 
     def _node_and_parent_in(self, c: Connection, path: str) -> tuple[Node | None, Node | None]:
         """The nodes at ``path`` and at its parent. SQLite: one query (its write transactions
@@ -241,10 +248,12 @@ class TreeMixin(RepositoryBase):
     ) -> int:
         size = sum(p.length for p in parts)
         etag = version_etag((p.object_id, p.object_offset, p.length) for p in parts)
-        vid = c.execute(
-            _INSERT_VERSION,
-            {"node_id": node_id, "size": size, "etag": etag, "created_at": now, "md5": sums.md5, "sha1": sums.sha1},
-        ).inserted_primary_key[0]
+        vid = inserted_id(
+            c.execute(
+                _INSERT_VERSION,
+                {"node_id": node_id, "size": size, "etag": etag, "created_at": now, "md5": sums.md5, "sha1": sums.sha1},
+            )
+        )
         if parts:
             c.execute(
                 _INSERT_EXTENTS,
@@ -302,7 +311,7 @@ class TreeMixin(RepositoryBase):
             )
             self._touch(c, parent.id, now)
             self._journal(c, "mkdir", at=now, path=path, mtime=mtime)
-            return self._node_in(c, path)
+            return self._existing(c, path)
 
     def put_version(
         self,
@@ -360,18 +369,20 @@ class TreeMixin(RepositoryBase):
             if node is None:
                 parent = self._parent_dir(c, path, parent)
                 _, name = split_path(path)
-                node_id = c.execute(
-                    _INSERT_NODE,
-                    {
-                        "parent_id": parent.id,
-                        "name": name,
-                        "path": path,
-                        "is_dir": False,
-                        "created_at": now,
-                        "modified_at": mtime,
-                        "content_type": content_type,
-                    },
-                ).inserted_primary_key[0]
+                node_id = inserted_id(
+                    c.execute(
+                        _INSERT_NODE,
+                        {
+                            "parent_id": parent.id,
+                            "name": name,
+                            "path": path,
+                            "is_dir": False,
+                            "created_at": now,
+                            "modified_at": mtime,
+                            "content_type": content_type,
+                        },
+                    )
+                )
                 self._touch(c, parent.id, now)
                 result = Node(node_id, parent.id, name, path, False, now, mtime, content_type, None, 0, None)
             else:
@@ -433,6 +444,7 @@ class TreeMixin(RepositoryBase):
                 c.execute(delete(properties).where(properties.c.node_id.in_(batch)))
             self._release_versions(c, vids, now)
             c.execute(delete(nodes).where(self._subtree(path)))
+            assert top.parent_id is not None  # not the root
             self._touch(c, top.parent_id, now)
             self._journal(c, "delete", at=now, path=path)
             return removed
@@ -465,10 +477,10 @@ class TreeMixin(RepositoryBase):
                 )
             c.execute(update(nodes).where(nodes.c.id == node.id).values(parent_id=parent.id, name=name, path=dst))
             self._touch(c, parent.id, now)
-            if node.parent_id != parent.id:
+            if node.parent_id is not None and node.parent_id != parent.id:
                 self._touch(c, node.parent_id, now)
             self._journal(c, "move", at=now, src=src, dst=dst)
-            return self._node_in(c, dst)
+            return self._existing(c, dst)
 
     @db.retrying
     def copy(self, src: str, dst: str, *, recursive: bool = True) -> Node:
@@ -493,18 +505,24 @@ class TreeMixin(RepositoryBase):
             for n in subtree:
                 new_path = dst + n.path[len(src) :]
                 parent_path, name = split_path(new_path)
-                parent_id = new_ids.get(n.parent_id) if n is not top else self._node_in(c, parent_path).id
-                nid = c.execute(
-                    insert(nodes).values(
-                        parent_id=parent_id,
-                        name=name,
-                        path=new_path,
-                        is_dir=n.is_dir,
-                        created_at=now,
-                        modified_at=n.modified_at,
-                        content_type=n.content_type,
+                if n.id == top.id:  # the subtree's rows are other objects than ``top``
+                    parent_id = self._existing(c, parent_path).id
+                else:
+                    assert n.parent_id is not None  # below top
+                    parent_id = new_ids[n.parent_id]
+                nid = inserted_id(
+                    c.execute(
+                        insert(nodes).values(
+                            parent_id=parent_id,
+                            name=name,
+                            path=new_path,
+                            is_dir=n.is_dir,
+                            created_at=now,
+                            modified_at=n.modified_at,
+                            content_type=n.content_type,
+                        )
                     )
-                ).inserted_primary_key[0]
+                )
                 new_ids[n.id] = nid
                 if n.version_id is not None:
                     parts = [
@@ -525,7 +543,7 @@ class TreeMixin(RepositoryBase):
                 if props:
                     c.execute(insert(properties), [dict(node_id=nid, name=k, value=v) for k, v in props])
             self._journal(c, "copy", at=now, src=src, dst=dst, recursive=recursive)
-            return self._node_in(c, dst)
+            return self._existing(c, dst)
 
     @db.retrying
     def set_mtime(self, path: str, mtime: float) -> None:

@@ -6,11 +6,10 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 from gateway.errors import ObjectMissing, StoreError
 from gateway.meta.records import ObjectState
-from gateway.store.base import OBJECT_ID_RE, ExactReader, ObjectStore, shard_path
+from gateway.store.base import OBJECT_ID_RE, ExactReader, ObjectStore, RangeStream, shard_path
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +51,7 @@ class LocalStore(ObjectStore):
         except OSError as exc:
             raise StoreError(f"cannot store object {object_id}: {exc}") from exc
 
-    def open_range(self, object_id: str, offset: int, length: int) -> BinaryIO:
+    def open_range(self, object_id: str, offset: int, length: int) -> RangeStream:
         try:
             f = open(self.path_of(object_id), "rb", buffering=0)  # noqa: SIM115 - returned to caller
         except FileNotFoundError as exc:
