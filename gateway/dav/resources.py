@@ -237,7 +237,7 @@ class FolderResource(_Common, DAVCollection):
 
 
 class FileResource(_Common, DAVNonCollection):
-    def __init__(self, path: str, environ: dict, node: Node | None):
+    def __init__(self, path: str, environ: dict, node: Node):
         super().__init__(path, environ)
         self.node = node
         self._session: WriteSession | None = None
