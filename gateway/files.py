@@ -15,6 +15,7 @@ trash folder is hidden from clients' writes (:class:`Reserved`): only the trash 
 from __future__ import annotations
 
 import bisect
+import builtins
 import contextlib
 import fcntl
 import hashlib
@@ -29,7 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from gateway.errors import (
     ChecksumMismatch,
@@ -43,10 +44,13 @@ from gateway.errors import (
     StoreError,
     is_disk_full,
 )
-from gateway.meta.repo import Checksums, Extent, MetadataRepository, NewObject, Node
+from gateway.meta.records import NO_CHECKSUMS, Checksums, Extent, NewObject, Node, ObjectState
 from gateway.paths import normalize
-from gateway.store.base import ObjectStore, ReadStream
+from gateway.store.base import ObjectStore, RangeStream, ReadStream
 from gateway.trash import TRASH_PATH, Trash, in_trash
+
+if TYPE_CHECKING:
+    from gateway.meta.repo import MetadataRepository
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +72,15 @@ DIGEST_THREADS = 4
 DIGEST_INLINE_MAX = 64 << 10
 
 
-def chunk_hasher():
+class _Hasher(Protocol):
+    """A hash object, as :mod:`hashlib` makes them."""
+
+    def update(self, data: bytes | memoryview, /) -> None: ...
+
+    def hexdigest(self) -> str: ...
+
+
+def chunk_hasher() -> _Hasher:
     """The default content hash naming objects (hex digest = object id). With encryption the
     composition root passes a keyed hash instead, so ids reveal nothing about content."""
     return hashlib.sha256()
@@ -178,7 +190,7 @@ class WriteSession:
         self._chunks: list[StagedChunk] = []
         self._fd: int | None = None
         self._tmp: Path | None = None
-        self._hash = None
+        self._hash: _Hasher | None = None
         self._chunk_len = 0
         self._done = False
         self._progress = progress
@@ -216,6 +228,7 @@ class WriteSession:
                 self._start_chunk()
             room = size - self._chunk_len
             piece = view[:room]
+            assert self._fd is not None and self._hash is not None  # a chunk is open
             self._hash.update(piece)
             _write_all(self._fd, piece)
             self._chunk_len += len(piece)
@@ -233,16 +246,18 @@ class WriteSession:
         # waits for all of them, so an acknowledged PUT is on disk without a long final pause.
         # The last one is only closed: the store's adopt makes it durable (ObjectStore.adopt),
         # and a second fsync here, in another thread, would only add a wait.
+        fd, tmp, digest = self._fd, self._tmp, self._hash
+        assert fd is not None and tmp is not None and digest is not None  # a chunk is open
         if last:
-            fd, self._fd = self._fd, None
+            self._fd = None
             try:
                 os.close(fd)
             except OSError:
-                self._tmp.unlink(missing_ok=True)
+                tmp.unlink(missing_ok=True)
                 raise
         else:
-            self._flushes.append(self._svc.flush_and_close(self._fd))
-        chunk = StagedChunk(self._tmp, self._hash.hexdigest(), self._chunk_len)
+            self._flushes.append(self._svc.flush_and_close(fd))
+        chunk = StagedChunk(tmp, digest.hexdigest(), self._chunk_len)
         self._chunks.append(chunk)
         self._fd = self._tmp = self._hash = None
         self._chunk_len = 0
@@ -269,7 +284,8 @@ class WriteSession:
                 self._finish_chunk(last=True)
             elif self._fd is not None:
                 os.close(self._fd)
-                self._tmp.unlink(missing_ok=True)
+                if self._tmp is not None:
+                    self._tmp.unlink(missing_ok=True)
                 self._fd = self._tmp = None
             self._wait_flushes()
             self.checksums = self._digests.result()
@@ -311,7 +327,8 @@ class WriteSession:
         self._digests.cancel()
         if self._fd is not None:
             os.close(self._fd)
-            self._tmp.unlink(missing_ok=True)
+            if self._tmp is not None:
+                self._tmp.unlink(missing_ok=True)
             self._fd = self._tmp = None
         for chunk in self._chunks:
             chunk.path.unlink(missing_ok=True)
@@ -343,7 +360,7 @@ class VersionReader(ReadStream):
         self._starts = [p.file_offset for p in parts]
         self._size = size
         self._pos = 0
-        self._stream = None
+        self._stream: RangeStream | None = None
         self._stream_pos = -1
         self._stream_end = -1
 
@@ -369,6 +386,7 @@ class VersionReader(ReadStream):
         while n > 0:
             if self._stream is None or self._stream_pos != self._pos or self._pos >= self._stream_end:
                 self._open_at(self._pos)
+            assert self._stream is not None  # opened just above
             try:
                 data = self._stream.read(min(n, self._stream_end - self._pos))
             except ObjectMissing:
@@ -457,7 +475,8 @@ class FileService:
         # every process writes into a folder of its own, held by an flock for its lifetime:
         # start-up cleaning removes only folders whose process is gone (several gunicorn
         # workers, or a restarted worker, never delete each other's uploads in flight)
-        self.tmp_dir, self._tmp_lock = _claim_private_dir(self.tmp_root)
+        self.tmp_dir, tmp_lock = _claim_private_dir(self.tmp_root)
+        self._tmp_lock: int | None = tmp_lock
         self.chunk_size = chunk_size
         self.quota = quota
         self.object_hasher = object_hasher
@@ -531,13 +550,13 @@ class FileService:
             raise Conflict(f"{node.path!r} is not a folder")
         return self.repo.children(node.id)
 
-    def stat_for_read(self, path: str) -> tuple[Node, list[Extent]] | None:
+    def stat_for_read(self, path: str) -> tuple[Node, builtins.list[Extent]] | None:
         """The node at ``path`` and, for a file, its extents, read in one statement: the pair is
         consistent even while a writer replaces the file (the old version's chunks stay readable
         for the orphan grace period, its extent rows do not)."""
         return self.repo.get_with_extents(normalize(path))
 
-    def open_read(self, node: Node, extents: list[Extent] | None = None) -> VersionReader:
+    def open_read(self, node: Node, extents: builtins.list[Extent] | None = None) -> VersionReader:
         """A reader of ``node``'s version; pass the ``extents`` read with the node
         (:meth:`stat_for_read`) when the node came from an earlier query."""
         if node.is_dir or node.version_id is None:
@@ -601,13 +620,13 @@ class FileService:
         there is none) when the caller has just read it (the commit checks again anyway)."""
         path = normalize(path)
         self.check_writable(path)
-        node = self.repo.get(path) if current is _UNKNOWN else current
+        node = self.repo.get(path) if current is _UNKNOWN else cast("Node | None", current)
         if node is not None and node.is_dir:
             raise Conflict(f"{path!r} is a folder")
         replacing = node.size if node else 0
         used = None if self.quota is None else self.used_bytes()  # counted once for both
         self.check_quota(expected_length, replacing, used=used)
-        limit = None if used is None else max(0, self.quota - used + replacing)
+        limit = None if self.quota is None or used is None else max(0, self.quota - used + replacing)
         return WriteSession(
             self,
             path,
@@ -644,7 +663,7 @@ class FileService:
     def _stripe(self, object_id: str) -> threading.Lock:
         return self._stripes[int(object_id[:8], 16) % STAGE_STRIPES]
 
-    def release_early(self, object_ids: list[str]) -> None:
+    def release_early(self, object_ids: builtins.list[str]) -> None:
         """An upload was abandoned: the chunks it staged early are no longer pinned by it."""
         if self.write_back is not None:
             self.write_back.release(object_ids)
@@ -664,7 +683,7 @@ class FileService:
                 offset += chunk.size
                 existing = self.repo.get_object(chunk.object_id)
                 live = existing is not None and (existing.refcount > 0 or existing.pack_id)
-                if live and existing.state != "deleting":
+                if live and existing is not None and existing.state != ObjectState.DELETING:
                     chunk.path.unlink(missing_ok=True)  # identical chunk already stored: dedup
                 else:
                     self.store.adopt(chunk.object_id, chunk.path, chunk.size)
@@ -676,13 +695,15 @@ class FileService:
                 object_state=self.store.initial_state,
                 content_type=session.content_type,
                 mtime=session.mtime,
-                checksums=session.checksums,
+                checksums=session.checksums or NO_CHECKSUMS,
             )
 
     def _commit_staged(self, session: WriteSession) -> Node:
         """Commit a session whose chunks :meth:`stage_early` stored and pinned already (a chunk
         whose temporary file is still there was kept for now: it is stored here, deduplicated);
         then, in sync durability, wait until the write-back pipeline has it in a remote commit."""
+        wb = self.write_back
+        assert wb is not None  # only called with a write-back pipeline
         parts: list[Extent] = []
         offset = 0
         for chunk in session.chunks:
@@ -694,8 +715,8 @@ class FileService:
                     continue
                 with self._stripe(chunk.object_id):
                     existing = self.repo.get_object(chunk.object_id)
-                    live = existing is not None and existing.state != "deleting"
-                    if live and (existing.refcount > 0 or existing.pack_id):
+                    live = existing is not None and existing.state != ObjectState.DELETING
+                    if live and existing is not None and (existing.refcount > 0 or existing.pack_id):
                         chunk.path.unlink(missing_ok=True)
                     else:
                         self.store.adopt(chunk.object_id, chunk.path, chunk.size)
@@ -706,9 +727,9 @@ class FileService:
                 object_state=self.store.initial_state,
                 content_type=session.content_type,
                 mtime=session.mtime,
-                checksums=session.checksums,
+                checksums=session.checksums or NO_CHECKSUMS,
             )
-        self.write_back.version_committed()
+        wb.version_committed()
         return node
 
     def write_bytes(self, path: str, data: bytes, **kwargs) -> Node:
@@ -728,7 +749,7 @@ class FileService:
         self.check_writable(path)
         return self.repo.mkdir(path)
 
-    def delete(self, path: str) -> list[Node]:
+    def delete(self, path: str) -> builtins.list[Node]:
         """Delete ``path`` (recursively). With a trash, the tree is moved there instead and
         nothing is returned; inside the trash, deletion is final. Returns removed nodes."""
         path = normalize(path)
@@ -778,7 +799,7 @@ class FileService:
                 return total
             ids = [o.id for o in batch]
             with self._gc_lock.writing():
-                self.repo.set_object_state(ids, "deleting")
+                self.repo.set_object_state(ids, ObjectState.DELETING)
                 try:
                     self.store.delete(ids)
                 except StoreError:

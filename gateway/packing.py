@@ -117,6 +117,7 @@ class Packer:
             with os.fdopen(fd, "wb") as out:
                 for row in rows:
                     if source_pack:
+                        assert row.pack_offset is not None  # a member of source_pack
                         src = self.store.open_range(source_pack, row.pack_offset, row.size)
                     else:
                         src = self.store.open_range(row.id, 0, row.size)

@@ -4,6 +4,7 @@ a local store, a file service."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -17,6 +18,41 @@ from gateway.store.local import LocalStore
 # A token in the developer's shell must not reach the tests: they talk to the Hub emulator with
 # its own token, and a token without HF_DATASET_REPO stops the gateway from starting.
 os.environ.pop("HF_TOKEN", None)
+
+
+class _ErrorRecords(logging.Handler):
+    """Keeps the ERROR (and worse) records of the ``gateway`` loggers a test emits."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def _no_unexpected_error_log(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test whose code logged an ERROR from a ``gateway.*`` logger in this process: an
+    error nobody asserts on is a defect the test did not see. A test that provokes errors on
+    purpose says so with ``@pytest.mark.allow_error_log`` (servers in other processes log
+    elsewhere and are not watched)."""
+    logger = logging.getLogger("gateway")
+    handler = _ErrorRecords()
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+    if handler.records and request.node.get_closest_marker("allow_error_log") is None:
+        lines = [f"{r.name}: {r.levelname}: {r.getMessage()}" for r in handler.records[:10]]
+        more = len(handler.records) - len(lines)
+        pytest.fail(
+            "unexpected ERROR log records (mark the test @pytest.mark.allow_error_log if they are "
+            "provoked on purpose):\n  " + "\n  ".join(lines) + (f"\n  ... and {more} more" if more > 0 else ""),
+            pytrace=False,
+        )
+
 
 #: PostgreSQL used by the metadata suite; override with HFDAV_TEST_PG_URL.
 PG_URL = os.environ.get("HFDAV_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

@@ -182,6 +182,7 @@ def quota_server(tmp_path):
         yield served
 
 
+@pytest.mark.allow_error_log
 def test_quota_properties_and_507(quota_server):
     base, gw = quota_server
     assert dav("PUT", base + "/a.bin", data=os.urandom(2 * MiB)).status_code == 201

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 from gateway import errors
 from gateway.dav.errors import to_dav_error
 from gateway.meta.db import DatabaseBusy
 
 
+@pytest.mark.allow_error_log
 def test_a_database_that_stays_busy_is_503_with_retry_after():
     # retries exhausted (deadlocks, a writer holding the lock) is a 503 the client may retry,
     # not a 500

@@ -150,3 +150,39 @@ def test_children_order_and_count(repo):
         put(repo, f"/{name}", "o" + name)
     assert [n.name for n in repo.children(1)] == ["a", "b", "c"]
     assert repo.count_nodes() == 4
+
+
+def test_object_states_are_stored_as_their_strings(repo):
+    """Object states are an enum whose members are the strings the database holds: a state
+    written as a member reads back as the same string (a driver adapting enums by name would
+    store ``STAGED`` instead), and a plain string from an older row matches its member."""
+    from sqlalchemy import select
+
+    from gateway.meta.records import ObjectState
+    from gateway.meta.schema import OBJECT_STATES, objects
+
+    assert [str(s) for s in OBJECT_STATES] == ["staged", "uploaded", "committed", "deleting", "packed"]
+    repo.put_version("/f", [Extent(0, "o1", 0, 5)], new_objects=[NewObject("o1", 5)], object_state=ObjectState.STAGED)
+    assert repo.mark_uploaded("o1", None, None) == "uploaded"
+    repo.mark_committed(["o1"])
+    with repo.engine.connect() as c:
+        stored = c.execute(select(objects.c.state).where(objects.c.id == "o1")).scalar()
+    assert type(stored) is str and stored == "committed" == ObjectState.COMMITTED
+    repo.set_object_state(["o1"], ObjectState.DELETING, only_from=ObjectState.COMMITTED)
+    assert repo.get_object("o1").state == "deleting"
+    assert repo.objects_in_state(ObjectState.DELETING)[0].id == "o1"
+
+
+def test_copied_folder_is_listed_in_its_new_parent(repo):
+    """A recursive copy of a folder links the copy to the folder it lands in (it used to get
+    no parent, so that listing the destination folder did not show it)."""
+    repo.mkdir("/a")
+    repo.mkdir("/a/b")
+    put(repo, "/a/b/f", "o1")
+    repo.mkdir("/dst")
+    copied = repo.copy("/a", "/dst/a")
+    dst = repo.get("/dst")
+    assert copied.parent_id == dst.id
+    assert [n.name for n in repo.children(dst.id)] == ["a"]
+    assert [n.name for n in repo.children(copied.id)] == ["b"]
+    assert [n.name for n in repo.children(repo.get("/dst/a/b").id)] == ["f"]

@@ -140,6 +140,7 @@ def test_a_foreign_repo_is_refused(emulator: HubEmulator, tmp_path: Path):
     assert "hfdav.json" not in emulator.repo_files(REPO)
 
 
+@pytest.mark.allow_error_log
 def test_a_database_older_than_the_repo_is_refused(emulator: HubEmulator, tmp_path: Path):
     env = hub_env(emulator, tmp_path / "data")
     with in_process_gateway(env) as gw:

@@ -110,6 +110,7 @@ def test_a_put_whose_body_the_server_finds_broken_keeps_the_old_version(gw, fail
 # -- quota on the bytes received ------------------------------------------------------------
 
 
+@pytest.mark.allow_error_log
 def test_quota_counts_the_bytes_a_chunked_put_sends(tmp_path):
     gw = make_gateway(tmp_path / "data", HFDAV_QUOTA="10MiB")
     try:
@@ -318,6 +319,7 @@ class _Untouched(io.RawIOBase):
         return b"\0" * (n if n and n > 0 else 1)
 
 
+@pytest.mark.allow_error_log
 def test_a_put_larger_than_the_free_disk_gets_507_before_its_body_is_read(small_disk):
     gw = make_gateway(small_disk / "data")
     try:
@@ -352,6 +354,7 @@ def test_the_client_of_a_put_larger_than_the_free_disk_receives_the_507(small_di
         factory.close()
 
 
+@pytest.mark.allow_error_log
 def test_a_disk_that_fills_during_a_put_gives_507_and_keeps_the_old_version(small_disk):
     gw = make_gateway(small_disk / "data")
     try:
@@ -367,6 +370,7 @@ def test_a_disk_that_fills_during_a_put_gives_507_and_keeps_the_old_version(smal
         gw.close()
 
 
+@pytest.mark.allow_error_log
 def test_a_database_that_cannot_grow_gives_507_not_500(small_disk):
     gw = make_gateway(small_disk / "data")
     try:

@@ -198,10 +198,10 @@ class Authenticator:
             account = seen[0]
             refusal = self._blocked(client, account)
             return refusal if refusal is not None else self._succeeded(client, account)
-        outcome, account = self._basic_check(token, client)
-        if isinstance(outcome, Identity):
+        outcome, checked = self._basic_check(token, client)
+        if isinstance(outcome, Identity) and checked is not None:
             with self._cache_lock:
-                self._basic_cache[key] = (account, now)
+                self._basic_cache[key] = (checked, now)
                 self._basic_cache.move_to_end(key)
                 while len(self._basic_cache) > HASH_CACHE_ENTRIES:
                     self._basic_cache.popitem(last=False)
@@ -274,6 +274,7 @@ class Authenticator:
         expected = expected_response(ha1(account.name, REALM, account.password), method, params)
         if not hmac.compare_digest(expected, params["response"].lower()):
             return self._failed(client, account, "digest", "wrong-password")
+        assert self._nonces is not None  # Digest is offered only with a nonce book
         state = self._nonces.use(params["nonce"], params["nc"])
         if state is not NonceState.OK:
             # the password is right, the nonce is not: a replay, or a client that kept an old

@@ -216,7 +216,7 @@ def parse_if_header(environ: dict) -> None:
     out, pos, depth = [], 0, 0
     for m in _IF_TOKEN.finditer(value):
         kind = m.lastgroup
-        depth += {"open": 1, "close": -1}.get(kind, 0)
+        depth += {"open": 1, "close": -1}.get(kind or "", 0)
         if kind == "url" and depth == 0:
             out.append(value[pos : m.start(kind)] + "<" + _resource_key(m.group(kind)[1:-1], environ) + ">")
             pos = m.end()

@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from wsgidav.dav_error import (
     HTTP_FORBIDDEN,
@@ -44,7 +45,10 @@ from wsgidav.lock_man.lock_manager import generate_lock_token, normalize_lock_ro
 from gateway.config import int_setting
 from gateway.dav.errors import translated
 from gateway.errors import ConfigError, Conflict
-from gateway.meta.repo import LockLimitReached, LockRow, MetadataRepository, lock_ancestors, lock_parent
+from gateway.meta.records import LockLimitReached, LockRow, lock_ancestors, lock_parent
+
+if TYPE_CHECKING:
+    from gateway.meta.repo import MetadataRepository
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,8 @@ class LockLimits:
         """``HFDAV_LOCK_MAX_TIMEOUT`` (seconds), ``HFDAV_LOCK_OWNER_MAX`` (bytes),
         ``HFDAV_LOCKS_PER_USER``, ``HFDAV_LOCKS_MAX``; raises ConfigError for bad values."""
         env = os.environ if env is None else env
-        d, problems = cls(), []
+        d = cls()
+        problems: list[str] = []
         limits = cls(
             max_timeout=int_setting(env, "HFDAV_LOCK_MAX_TIMEOUT", d.max_timeout, 1, 7 * 24 * 3600, problems),
             owner_max=int_setting(env, "HFDAV_LOCK_OWNER_MAX", d.owner_max, 64, 1 << 20, problems),

@@ -39,7 +39,7 @@ from gateway.dav.errors import to_dav_error
 from gateway.dav.resources import NODES_KEY, USED_KEY
 from gateway.dav.syncprops import OC_CHECKSUMS
 from gateway.errors import HfdavError
-from gateway.meta.repo import EMPTY_ETAG, Node
+from gateway.meta.records import EMPTY_ETAG, Node
 from gateway.paths import HIDDEN_ROOT_NAMES
 
 #: Members read (and answered) per database query.
@@ -240,8 +240,9 @@ class PropfindStream:
         if self._lock_roots and "/" + quote(self._ref_prefix + preferred).strip("/") in self._lock_roots:
             return None
         kind = (is_dir, node.created_at is None, node.modified_at is None)
-        plan = self._kinds.get(kind, False)
-        if plan is False:
+        try:
+            plan = self._kinds[kind]
+        except KeyError:
             plan = self._kinds[kind] = self._plan(self._names_for(node))
         if plan is None:
             return None

@@ -14,12 +14,15 @@ of its changes is made.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from wsgidav.dav_error import HTTP_INSUFFICIENT_STORAGE, DAVError
 
-from gateway.meta.repo import MetadataRepository
 from gateway.paths import normalize
+
+if TYPE_CHECKING:
+    from gateway.meta.repo import MetadataRepository
 
 _CACHE_KEY = "hfdav.props"
 #: environ key: the properties a PROPPATCH would leave, by node id (its dry run fills it in).

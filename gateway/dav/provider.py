@@ -18,7 +18,7 @@ from gateway.dav.front import DESTINATION_KEY
 from gateway.dav.resources import EXTENTS_KEY, NODES_KEY, FileResource, FolderResource, expected_length
 from gateway.errors import HfdavError, InvalidPath
 from gateway.files import FileService
-from gateway.meta.repo import Node
+from gateway.meta.records import Node
 from gateway.paths import normalize
 
 log = logging.getLogger(__name__)
@@ -76,9 +76,9 @@ class HfdavProvider(DAVProvider):
                 elif key and environ.get("REQUEST_METHOD") in _PARENT_TOO:
                     # WsgiDAV looks at the parent next (it must be a folder, it may be locked)
                     parent = key.rpartition("/")[0]
-                    found = self.files.repo.get_many([key, parent])
-                    node = found.get(key)
-                    cache.setdefault(parent, found.get(parent))
+                    pair = self.files.repo.get_many([key, parent])
+                    node = pair.get(key)
+                    cache.setdefault(parent, pair.get(parent))
                 else:
                     node = self.files.repo.get(key)
             except HfdavError as exc:

@@ -1,4 +1,4 @@
-"""DAV resources: thin views of :class:`gateway.meta.repo.Node` that call the file service.
+"""DAV resources: thin views of :class:`gateway.meta.records.Node` that call the file service.
 
 WsgiDAV creates resource objects many times per request (WEBDAV_NOTES §1.1); they hold a
 node already loaded, so getters never query the database. Modification times and checksums
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from wsgidav import util
 from wsgidav.dav_error import (
@@ -36,8 +37,11 @@ from gateway.dav.syncprops import (
 )
 from gateway.errors import HfdavError
 from gateway.files import FileService, WriteSession
-from gateway.meta.repo import EMPTY_ETAG, Node
+from gateway.meta.records import EMPTY_ETAG, Node
 from gateway.paths import HIDDEN_ROOT_NAMES, normalize
+
+if TYPE_CHECKING:
+    from gateway.dav.provider import HfdavProvider
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,7 @@ QUOTA_PROPS = {"{DAV:}quota-used-bytes": "get_used_bytes", "{DAV:}quota-availabl
 
 class _Common:
     node: Node
+    provider: HfdavProvider
 
     @property
     def files(self) -> FileService:
@@ -230,7 +235,7 @@ class FolderResource(_Common, DAVCollection):
 
 
 class FileResource(_Common, DAVNonCollection):
-    def __init__(self, path: str, environ: dict, node: Node | None):
+    def __init__(self, path: str, environ: dict, node: Node):
         super().__init__(path, environ)
         self.node = node
         self._session: WriteSession | None = None

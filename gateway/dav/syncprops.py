@@ -30,7 +30,7 @@ from email.utils import parsedate_to_datetime
 from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_CONFLICT, DAVError
 from wsgidav.xml_tools import etree
 
-from gateway.meta.repo import Checksums
+from gateway.meta.records import Checksums
 
 OC_NS = "http://owncloud.org/ns"
 #: ownCloud's checksum property (Clark notation) and the element inside it

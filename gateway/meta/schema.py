@@ -53,17 +53,14 @@ from sqlalchemy import (
     false,
 )
 
+from gateway.meta.records import ObjectState
+
 #: The root folder's node id.
 ROOT_ID = 1
 
-#: Object states, in the order an object moves through them.
-#: ``staged``: the bytes are on local disk only (write-back area), not yet in the remote store.
-#: ``uploaded``: the bytes are in the remote store (an LFS object) but no commit references them.
-#: ``committed``: a commit of the remote store references the object (durable). With the local
-#: store, objects are ``committed`` as soon as they are written.
-#: ``deleting``: refcount is 0 and the grace period is over; removal from the store is pending.
-#: ``packed``: the bytes live inside a pack object (``pack_id``); the pack has its own state.
-OBJECT_STATES = ("staged", "uploaded", "committed", "deleting", "packed")
+#: Object states, in the order an object moves through them (see
+#: :class:`~gateway.meta.records.ObjectState`).
+OBJECT_STATES = tuple(ObjectState)
 
 metadata = MetaData()
 

@@ -56,7 +56,7 @@ from gateway.errors import (
     StoreError,
 )
 from gateway.files import FileService
-from gateway.meta.repo import Checksums, Node
+from gateway.meta.records import Checksums, Node
 from gateway.paths import HIDDEN_ROOT_NAMES, normalize
 from gateway.s3 import sigv4
 from gateway.s3.checksums import BodyChecksum
@@ -375,6 +375,7 @@ class S3App:
     # -- service ------------------------------------------------------------------------------
     def list_buckets(self, req: _Request):
         root = self.repo.get("")
+        assert root is not None  # the root folder always exists
         buckets = [n for n in self.repo.children(root.id) if n.is_dir and n.name not in HIDDEN]
         who = req.user or "anonymous"
         owner = f"<Owner>{element('ID', who)}{element('DisplayName', who)}</Owner>"
@@ -562,9 +563,11 @@ class S3App:
             return EMPTY_MD5
         if node.checksums.md5:
             return node.checksums.md5
-        if node.parent_id not in cache:
-            cache[node.parent_id] = self.repo.get_properties_of_children(node.parent_id)
-        return self.etag_of(node, cache[node.parent_id].get(node.id, {}))
+        folder = node.parent_id
+        assert folder is not None  # a listed node is never the root
+        if folder not in cache:
+            cache[folder] = self.repo.get_properties_of_children(folder)
+        return self.etag_of(node, cache[folder].get(node.id, {}))
 
     # -- objects: reading -----------------------------------------------------------------------
     def _stat_object(self, req: _Request) -> tuple[Node, list, str]:
@@ -742,7 +745,11 @@ class S3App:
             session.abort()
             raise
         node = session.commit()
-        md5 = session.checksums.md5 if session.checksums and session.checksums.md5 else own_md5.hexdigest()
+        if session.checksums and session.checksums.md5:
+            md5 = session.checksums.md5
+        else:
+            assert own_md5 is not None  # checksums are off: the MD5 was computed here
+            md5 = own_md5.hexdigest()
         return node, md5
 
     def _request_meta(self, req: _Request) -> dict[str, str]:
@@ -868,12 +875,16 @@ class S3App:
                 raise S3Error("InvalidRequest", "a folder of that name exists")
             self.files.copy(src, dst, recursive=False, overwrite=True)
         new = self.repo.get(dst)
+        if new is None:
+            raise S3Error("NoSuchKey", "The specified key does not exist.")
         mtime = _mtime(meta)
         if mtime is not None and abs(mtime - new.modified_at) > 1e-6:
             self.files.set_mtime(dst, mtime)
         if replace and self._content_type(req):
             pass  # the content type is the file's; a replaced type is not kept separately
         new = self.repo.get(dst)
+        if new is None:
+            raise S3Error("NoSuchKey", "The specified key does not exist.")
         self._store_props(new, etag=etag, meta=_stored_meta(meta))
         inner = element("LastModified", iso_time(new.modified_at)) + element("ETag", f'"{etag}"')
         return 200, [("Content-Type", "application/xml")], document("CopyObjectResult", inner)
@@ -945,11 +956,11 @@ class S3App:
     def _copy_range(self, node: Node, start: int, length: int, path: str) -> Node:
         """A part made of ``length`` bytes of ``node`` from ``start``: the source's extents, cut
         to the range (no byte copied); its MD5 is computed by reading the range."""
-        from gateway.meta.repo import Extent
+        from gateway.meta.records import Extent
 
         self.files.check_quota(length)
         parts, offset = [], 0
-        for e in self.repo.extents(node.version_id, physical=False):
+        for e in self.repo.extents(node.version_id, physical=False) if node.version_id is not None else []:
             lo, hi = max(start, e.file_offset), min(start + length, e.file_offset + e.length)
             if lo >= hi:
                 continue

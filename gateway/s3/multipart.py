@@ -17,6 +17,7 @@ created or listed).
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import json
@@ -30,7 +31,7 @@ from xml.sax.saxutils import escape
 
 from gateway.errors import AlreadyExists, Conflict, NotFound
 from gateway.files import FileService
-from gateway.meta.repo import NO_CHECKSUMS, Extent, Node
+from gateway.meta.records import NO_CHECKSUMS, Extent, Node
 from gateway.paths import S3_STAGING_NAME
 from gateway.s3.xml import S3Error
 
@@ -159,7 +160,9 @@ class Uploads:
         return sorted(out, key=lambda u: (u.key, u.initiated))
 
     # -- outcome ----------------------------------------------------------------------------
-    def complete(self, upload: Upload, wanted: list[tuple[int, str]], target: str, part_etag) -> tuple[Node, str]:
+    def complete(
+        self, upload: Upload, wanted: builtins.list[tuple[int, str]], target: str, part_etag
+    ) -> tuple[Node, str]:
         """Make the listed parts the content of ``target``; returns the node and its ETag.
         ``part_etag(node)``: the ETag of a part file (its MD5)."""
         have = dict(self.parts(upload))
@@ -185,7 +188,7 @@ class Uploads:
         extents: list[Extent] = []
         offset = 0
         for node in chosen:
-            for e in self.repo.extents(node.version_id, physical=False):
+            for e in self.repo.extents(node.version_id, physical=False) if node.version_id is not None else []:
                 extents.append(Extent(offset, e.object_id, e.object_offset, e.length))
                 offset += e.length
             if sum(e.length for e in extents) != offset or offset < 0:

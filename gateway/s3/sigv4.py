@@ -330,7 +330,7 @@ class AwsChunkedReader:
         self._pos = 0
         self._chunk_left = 0
         self._chunk_sig: str | None = None
-        self._chunk_hash = None
+        self._chunk_hash: hashlib._Hash | None = None
         self._done = False
         self.trailers: dict[str, str] = {}
 
@@ -394,6 +394,7 @@ class AwsChunkedReader:
 
     def _end_chunk(self, *, final: bool = False) -> None:
         if self._check:
+            assert self._chunk_hash is not None  # made with the chunk when checking
             to_sign = "\n".join(["AWS4-HMAC-SHA256-PAYLOAD", self._signed.amz_date, self._signed.scope, self._prev,
                                  EMPTY_SHA256, self._chunk_hash.hexdigest()])  # fmt: skip
             expected = hmac.new(self._signed.key, to_sign.encode(), hashlib.sha256).hexdigest()

@@ -15,9 +15,27 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from types import TracebackType
+from typing import BinaryIO, Protocol, Self
 
 from gateway.errors import IntegrityError
+from gateway.meta.records import ObjectState
+
+
+class RangeStream(Protocol):
+    """What :meth:`ObjectStore.open_range` returns: a binary stream read by ``read(n)`` (a
+    :class:`ReadStream`, or an in-memory stream for an empty range)."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None, /
+    ) -> None: ...
+
 
 OBJECT_ID_RE = re.compile(r"^[0-9a-f]{16,64}$")
 
@@ -32,7 +50,7 @@ class ObjectStore(ABC):
     """Put, read (by range), delete and list immutable objects."""
 
     #: State a new object has in the metadata once :meth:`adopt` returned (see schema.OBJECT_STATES).
-    initial_state: str = "committed"
+    initial_state: ObjectState = ObjectState.COMMITTED
 
     @abstractmethod
     def adopt(self, object_id: str, source: Path, size: int) -> None:
@@ -44,7 +62,7 @@ class ObjectStore(ABC):
         """
 
     @abstractmethod
-    def open_range(self, object_id: str, offset: int, length: int) -> BinaryIO:
+    def open_range(self, object_id: str, offset: int, length: int) -> RangeStream:
         """A readable stream of ``length`` bytes of the object starting at ``offset``.
 
         Lazy where it can be (a remote store starts transferring on the first read). The stream

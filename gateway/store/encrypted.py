@@ -36,13 +36,12 @@ import struct
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 from cryptography.exceptions import InvalidTag
 
 from gateway.crypto_keys import TAG_BYTES, Keyring, plaintext_length, segment_nonce
 from gateway.errors import IntegrityError, ObjectMissing, StoreError
-from gateway.store.base import ObjectStore
+from gateway.store.base import ObjectStore, RangeStream
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +162,7 @@ class EncryptedStore(ObjectStore):
         self.remember_size(object_id, size)
 
     # -- reading --------------------------------------------------------------------------------
-    def open_range(self, object_id: str, offset: int, length: int) -> BinaryIO:
+    def open_range(self, object_id: str, offset: int, length: int) -> RangeStream:
         """A lazy stream of plaintext bytes ``[offset, offset+length)``.
 
         Fetches from the inner store only the segments that overlap the range (one inner
@@ -288,7 +287,7 @@ class _DecryptingReader(io.RawIOBase):
         self._skip = offset - self._index * self._seg
         self._last = (self._end - 1) // self._seg
         self._total = store.known_size(object_id)
-        self._raw: BinaryIO | None = None
+        self._raw: RangeStream | None = None
         self._raw_left = 0
         self._fetched = memoryview(b"")
         self._plain = memoryview(bytearray(min(self._seg, max(length + self._skip, 1))))

@@ -33,7 +33,6 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 from urllib.parse import urljoin, urlsplit
 from urllib.request import getproxies, proxy_bypass
 
@@ -48,7 +47,8 @@ from urllib3.util.retry import Retry
 
 from gateway import metrics
 from gateway.errors import HubUnreachable, IntegrityError, ObjectMissing, StoreError
-from gateway.store.base import OBJECT_ID_RE, ObjectStore, ReadStream, shard_path
+from gateway.meta.records import ObjectState
+from gateway.store.base import OBJECT_ID_RE, ObjectStore, RangeStream, ReadStream, shard_path
 from gateway.store.hubhttp import HubHttp, HubLimits, install
 
 log = logging.getLogger(__name__)
@@ -667,7 +667,7 @@ class HubStore(ObjectStore):
     history squash) refreshes the head once.
     """
 
-    initial_state = "committed"
+    initial_state = ObjectState.COMMITTED
 
     def __init__(self, client: HubClient, *, ids_are_sha256: bool = False):
         self.client = client
@@ -699,10 +699,10 @@ class HubStore(ObjectStore):
             self._head = self.client.commit([add], [], message=f"hfdav: add object {object_id[:16]}", parent=self.head)
             source.unlink(missing_ok=True)
 
-    def open_range(self, object_id: str, offset: int, length: int) -> BinaryIO:
+    def open_range(self, object_id: str, offset: int, length: int) -> RangeStream:
         return _LazyRange(lambda: self._open(object_path(object_id), offset, length))
 
-    def open_whole(self, object_id: str) -> tuple[BinaryIO, int]:
+    def open_whole(self, object_id: str) -> tuple[RangeStream, int]:
         """The whole object as a stream, and its size (one GET, no listing call)."""
         stream = self._open(object_path(object_id), 0, None)
         if stream.total_size is None:
@@ -757,7 +757,7 @@ class _LazyRange(ReadStream):
 
     def __init__(self, opener):
         self._opener = opener
-        self._inner: BinaryIO | None = None
+        self._inner: RangeStream | None = None
 
     def read(self, n: int = -1) -> bytes:
         if self._inner is None:

@@ -6,10 +6,10 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 from gateway.errors import ObjectMissing, StoreError
-from gateway.store.base import OBJECT_ID_RE, ExactReader, ObjectStore, shard_path
+from gateway.meta.records import ObjectState
+from gateway.store.base import OBJECT_ID_RE, ExactReader, ObjectStore, RangeStream, shard_path
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +18,7 @@ class LocalStore(ObjectStore):
     """Objects at ``<root>/ab/cd/<id>``. ``adopt`` renames the source in (same file system),
     fsyncs it, so an acknowledged write survives a power cut."""
 
-    initial_state = "committed"
+    initial_state = ObjectState.COMMITTED
 
     def __init__(self, root: Path, *, fsync: bool = True):
         self.root = Path(root)
@@ -51,7 +51,7 @@ class LocalStore(ObjectStore):
         except OSError as exc:
             raise StoreError(f"cannot store object {object_id}: {exc}") from exc
 
-    def open_range(self, object_id: str, offset: int, length: int) -> BinaryIO:
+    def open_range(self, object_id: str, offset: int, length: int) -> RangeStream:
         try:
             f = open(self.path_of(object_id), "rb", buffering=0)  # noqa: SIM115 - returned to caller
         except FileNotFoundError as exc:

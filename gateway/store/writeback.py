@@ -34,11 +34,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from gateway import metrics
 from gateway.errors import IntegrityError, ObjectMissing, StoreError
-from gateway.store.base import OBJECT_ID_RE, ExactReader, ObjectStore, ReadStream, shard_path
+from gateway.meta.records import ObjectState
+from gateway.store.base import OBJECT_ID_RE, ExactReader, ObjectStore, RangeStream, ReadStream, shard_path
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class StagedItem:
 class WriteBackStore(ObjectStore):
     """Staging and cache on local disk in front of ``remote`` (see the module docstring)."""
 
-    initial_state = "staged"
+    initial_state = ObjectState.STAGED
 
     def __init__(
         self,
@@ -191,7 +191,7 @@ class WriteBackStore(ObjectStore):
                 self._cond.wait(1.0)
             self._staged_bytes += size
 
-    def open_range(self, object_id: str, offset: int, length: int) -> BinaryIO:
+    def open_range(self, object_id: str, offset: int, length: int) -> RangeStream:
         local = self._open_local(object_id, offset, length)
         if local is not None:
             metrics.inc("hfdav_cache_requests_total", result="hit")
@@ -218,7 +218,7 @@ class WriteBackStore(ObjectStore):
                 return
         self._fill_for(object_id)
 
-    def _open_local(self, object_id: str, offset: int, length: int) -> BinaryIO | None:
+    def _open_local(self, object_id: str, offset: int, length: int) -> RangeStream | None:
         for _attempt in range(3):
             with self._cond:
                 if object_id in self._staged:
@@ -454,7 +454,7 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def _open_whole(remote: ObjectStore, object_id: str) -> tuple[BinaryIO, int]:
+def _open_whole(remote: ObjectStore, object_id: str) -> tuple[RangeStream, int]:
     opener = getattr(remote, "open_whole", None)
     if opener is not None:
         return opener(object_id)
@@ -582,7 +582,7 @@ class _WindowedReader(ReadStream):
         self._pos = offset
         self._end = offset + length
         self._window = 0
-        self._stream: BinaryIO | None = None
+        self._stream: RangeStream | None = None
         self._stream_end = offset
 
     def read(self, n: int = -1) -> bytes:

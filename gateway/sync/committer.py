@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gateway import metrics
+from gateway.meta.records import ObjectState
 from gateway.meta.repo import MetadataRepository, SyncObject
 from gateway.store.hub import Add, HubClient, HubError, HubStore, Upload, object_id_of, object_path
 from gateway.store.writeback import WriteBackStore
@@ -303,9 +304,9 @@ class Committer:
             new: list[SyncObject] = []
             for oid in _objects_of(change):
                 loc = location(oid)
-                if loc is None or loc.state != "uploaded" and loc.state != "staged":
+                if loc is None or loc.state != ObjectState.UPLOADED and loc.state != ObjectState.STAGED:
                     continue  # committed already, or dead (a later change unreferenced it)
-                if loc.state == "staged":
+                if loc.state == ObjectState.STAGED:
                     batch.blocked = True
                     break
                 if object_path(loc.id) not in batch.adds and all(x.id != loc.id for x in new):
@@ -368,7 +369,7 @@ class Committer:
         for o in self.repo.uploaded_objects(limit=10000):
             if o.is_pack and object_path(o.id) not in batch.adds:
                 return True
-        return any(r.is_pack for r in self.repo.objects_in_state("staged", limit=10000))
+        return any(r.is_pack for r in self.repo.objects_in_state(ObjectState.STAGED, limit=10000))
 
     def _resolve_deletes(self, batch: Batch) -> None:
         """Turn queued deletions into delete operations: an object alive again (the same content
@@ -377,7 +378,7 @@ class Committer:
             return
         alive = self.repo.sync_objects(oid for oid in map(object_id_of, batch.delete_candidates) if oid)
         keep = [p for p in batch.delete_candidates if (oid := object_id_of(p)) and oid in alive
-                and alive[oid].state != "deleting"]  # fmt: skip
+                and alive[oid].state != ObjectState.DELETING]  # fmt: skip
         check = [p for p in batch.delete_candidates if p not in keep and p not in batch.adds]
         present = self.client.paths_info(check, revision=self.head) if check else {}
         batch.deletes = [p for p in check if p in present]
@@ -487,7 +488,7 @@ class Committer:
         if batch.object_ids:
             self.repo.mark_committed(batch.object_ids)
             self.wb.mark_committed(batch.object_ids)
-            metrics.inc("hfdav_chunks_total", len(batch.object_ids), state="committed")
+            metrics.inc("hfdav_chunks_total", len(batch.object_ids), state=ObjectState.COMMITTED)
         if batch.deletes:
             self.repo.drop_hub_deletes(batch.deletes)
         try:

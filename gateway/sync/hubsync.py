@@ -37,6 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gateway.errors import HfdavError, StoreError
+from gateway.meta.records import ObjectState
 from gateway.meta.repo import MetadataRepository, NewObject
 from gateway.store.hub import HubClient, HubError, HubStore, object_path
 from gateway.store.hubhttp import urgent
@@ -418,14 +419,14 @@ class HubSync:
         rows = self.repo.sync_objects(staged)
         for oid in staged:
             row = rows.get(oid)
-            if row is None or row.state in ("packed", "deleting"):
+            if row is None or row.state in (ObjectState.PACKED, ObjectState.DELETING):
                 self.wb.forget_staged(oid)
-            elif row.state in ("uploaded", "committed"):
+            elif row.state in (ObjectState.UPLOADED, ObjectState.COMMITTED):
                 self.wb.mark_uploaded(oid, in_remote=row.remote_sha256 is not None)
-                if row.state == "committed":
+                if row.state == ObjectState.COMMITTED:
                     self.wb.mark_committed([oid])
         lost = []
-        for row in self.repo.objects_in_state("staged", limit=1_000_000):
+        for row in self.repo.objects_in_state(ObjectState.STAGED, limit=1_000_000):
             if row.id not in staged:
                 lost.append(row)
         if lost:
@@ -439,7 +440,7 @@ class HubSync:
                     len(damaged),
                     ", ".join(n.path for n in nodes[:20]) + (" ..." if len(nodes) > 20 else ""),
                 )
-                self.repo.set_object_state(damaged, "deleting", only_from="staged")
+                self.repo.set_object_state(damaged, ObjectState.DELETING, only_from=ObjectState.STAGED)
 
     def _settle_uploaded(self, head: str) -> None:
         uploaded = self.repo.uploaded_objects(limit=1_000_000)

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from gateway.errors import HfdavError
+from gateway.meta.records import ObjectState
 from gateway.meta.repo import Checksums, Extent, MetadataRepository, NewObject
 from gateway.sync.repofmt import Entry, JournalFile, PackRecord, SnapshotReader
 
@@ -48,7 +49,7 @@ class Replayer:
     def apply_packs(self, packs: Iterable[PackRecord], *, at: float) -> None:
         self.clock.now = at
         for p in packs:
-            self.repo.place_in_pack(NewObject(p.pack, p.size), p.members, state="committed")
+            self.repo.place_in_pack(NewObject(p.pack, p.size), p.members, state=ObjectState.COMMITTED)
 
     def apply_entries(self, entries: Iterable[Entry]) -> None:
         for e in entries:
@@ -77,7 +78,7 @@ def apply_change(repo: MetadataRepository, change: dict[str, Any]) -> None:
             change["path"],
             parts,
             new_objects=[NewObject(oid, size) for oid, size in sizes.items()],
-            object_state="committed",
+            object_state=ObjectState.COMMITTED,
             content_type=change.get("content_type"),
             mtime=change.get("mtime"),
             checksums=Checksums(change.get("md5"), change.get("sha1")),

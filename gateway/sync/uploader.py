@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 
 from gateway import metrics
+from gateway.meta.records import ObjectState
 from gateway.meta.repo import MetadataRepository
 from gateway.store.hub import HubClient, HubError, Upload, object_path
 from gateway.store.writeback import StagedItem, WriteBackStore
@@ -232,7 +233,7 @@ class Uploader:
         )
         for item, done in zip(work, results, strict=True):
             self._record(item.object_id, states.get(item.object_id), done.sha256, done.size, done.lfs)
-        metrics.inc("hfdav_chunks_total", len(work), state="uploaded")
+        metrics.inc("hfdav_chunks_total", len(work), state=ObjectState.UPLOADED)
         if self.on_uploaded is not None:
             self.on_uploaded()
 
@@ -243,7 +244,7 @@ class Uploader:
                     oid, (sha256 if lfs else None, size if lfs else None, lfs, time.monotonic())
                 )
             return
-        if state in ("uploaded", "committed"):
+        if state in (ObjectState.UPLOADED, ObjectState.COMMITTED):
             self.wb.mark_uploaded(oid, in_remote=lfs)
             self.uploaded += 1
             label = self.label(oid) if self.label else None
@@ -259,7 +260,7 @@ class Uploader:
                 continue
             with self._lock:
                 self._unregistered.pop(oid, None)
-            if state in ("uploaded", "committed"):
+            if state in (ObjectState.UPLOADED, ObjectState.COMMITTED):
                 self.wb.mark_uploaded(oid, in_remote=lfs)
             elif state is None:
                 self.wb.forget_staged(oid)

@@ -80,7 +80,9 @@ class Signer:
         return self._mac("csrf", session_value)
 
     def csrf_ok(self, session_value: str, token: str | None) -> bool:
-        return bool(token) and hmac.compare_digest(self.csrf(session_value), token)
+        if not token:
+            return False
+        return hmac.compare_digest(self.csrf(session_value), token)
 
 
 def parse_cookies(header: str | None) -> dict[str, str]:

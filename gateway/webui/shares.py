@@ -60,7 +60,9 @@ class ShareBook:
                    expires_at=expires_at, password_hash=hashed, revoked_at=None)  # fmt: skip
         with self._engine.begin() as c:
             c.execute(insert(web_shares).values(**row))
-        return self.get(token)
+        share = self.get(token)
+        assert share is not None  # just inserted
+        return share
 
     def get(self, token: str) -> Share | None:
         with self._engine.connect() as c:
