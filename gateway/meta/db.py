@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import gc
 import logging
 import os
 import random
@@ -192,6 +193,7 @@ def _on_error(ctx) -> None:
         ctx.is_disconnect = True
         if ctx.engine is not None:
             ctx.engine.dispose()
+        gc.collect()  # and connections only garbage still holds (a rare path: worth a collection)
 
 
 @contextmanager

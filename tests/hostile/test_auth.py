@@ -208,7 +208,7 @@ def test_healthz_tells_strangers_only_ok_or_degraded(server_factory, kind):
     assert requests.get(origin + "/healthz", auth=(server.user, "wrong"), timeout=30).json() == {"status": "ok"}
     assert log_lines(server, r"login failed: client=127\.0\.0\.1 user=admin scheme=basic reason=wrong-password")
     full = requests.get(origin + "/healthz", auth=server.auth, timeout=30).json()
-    assert full["status"] == "ok" and "version" in full and full["checks"]["store"]["kind"] == "LocalStore"
+    assert full["status"] == "ok" and "version" in full and full["checks"]["store"]["kind"] == "InlineStore"
     assert requests.get(origin + "/metrics", timeout=30).status_code == 401
     assert requests.get(origin + "/metrics", auth=HTTPDigestAuth(*server.auth), timeout=30).status_code == 200
 
