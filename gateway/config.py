@@ -188,6 +188,10 @@ class Settings:
     hub_transfer_timeout: int = 45
     hub_api_budget: int = 1000
     cache_size: int = 10 * GiB
+    #: Limits of remote traffic in bytes per second (None: none), and the burst each allows.
+    upload_limit: int | None = None
+    download_limit: int | None = None
+    bandwidth_burst: int | None = None
     staging_limit: int = 2 * GiB
     commit_interval: float = 30.0
     commits_per_hour: int = 90
@@ -418,6 +422,20 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
             problems.append(f"{name}={raw}: must be between {lo} and {hi} bytes")
         return value
 
+    def rate(name: str) -> int | None:
+        """A bandwidth limit: ``10M``, ``10MiB/s``, ``500k`` (binary multiples; 0 or unset: none)."""
+        raw = text(name)
+        if raw is None:
+            return None
+        try:
+            value = parse_size(raw.strip().removesuffix("/s").removesuffix("/S"))
+        except ValueError as exc:
+            problems.append(f"{name}: {exc}")
+            return None
+        if 0 < value < 16 * KiB:
+            problems.append(f"{name}={raw}: a limit below 16 KiB/s would stall transfers (0 turns it off)")
+        return value or None
+
     def choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
         raw = (text(name) or default).lower()
         if raw not in allowed:
@@ -541,6 +559,9 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
         hub_transfer_timeout=integer("HFDAV_HUB_TRANSFER_TIMEOUT", 45, 1, 3600),
         hub_api_budget=integer("HFDAV_HUB_API_BUDGET", 1000, 10, 1_000_000),
         cache_size=size("HFDAV_CACHE_SIZE", 10 * GiB, 0, 1 << 50),
+        upload_limit=rate("HFDAV_UPLOAD_LIMIT"),
+        download_limit=rate("HFDAV_DOWNLOAD_LIMIT"),
+        bandwidth_burst=size("HFDAV_BANDWIDTH_BURST", 0, 0, 1 << 40) or None,
         staging_limit=size("HFDAV_STAGING_LIMIT", 2 * GiB, 2 * MiB, 1 << 50),
         commit_interval=integer("HFDAV_COMMIT_INTERVAL", 30, 0, 24 * 3600),
         commits_per_hour=integer("HFDAV_COMMITS_PER_HOUR", 90, 1, 3600),

@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 
 from gateway.app import ADMIN_PASSWORD_FILE
+from gateway.bandwidth import MIN_BURST
 from gateway.config import Settings
 from gateway.errors import ConfigError
 from gateway.progress import human_size
@@ -227,9 +228,24 @@ def summary_lines(settings: Settings, *, share_url: str, password: str) -> list[
         f"encryption: {'on' if settings.encryption_key is not None else 'off'}; "
         f"chunk size: {human_size(settings.chunk_size)}",
         f"users: {', '.join(users)}{anonymous}",
+        *bandwidth_lines(settings),
         password,
         f"share: {share_url}",
     ]
+
+
+def bandwidth_lines(settings: Settings) -> list[str]:
+    """The remote traffic limits, when any is set."""
+    if settings.upload_limit is None and settings.download_limit is None:
+        return []
+
+    def one(limit: int | None) -> str:
+        if limit is None:
+            return "unlimited"
+        burst = settings.bandwidth_burst or max(limit, MIN_BURST)
+        return f"{human_size(limit)}/s (bursts of {human_size(burst)})"
+
+    return [f"bandwidth: upload {one(settings.upload_limit)}, download {one(settings.download_limit)}"]
 
 
 def log_summary(settings: Settings, *, share_url: str, password: str) -> None:
