@@ -7,6 +7,7 @@ import os
 import secrets
 from dataclasses import dataclass, field
 
+from gateway.bandwidth import limit_of
 from gateway.config import Settings
 from gateway.crypto_keys import open_keyring, record_from_json, record_to_json
 from gateway.errors import ConfigError
@@ -82,7 +83,14 @@ def hub_client(settings: Settings):
         transfer_timeout=settings.hub_transfer_timeout,
         api_budget=settings.hub_api_budget,
     )
-    return HubClient(settings.hf_dataset_repo, token=settings.hf_token, endpoint=settings.hf_endpoint, limits=limits)
+    return HubClient(
+        settings.hf_dataset_repo,
+        token=settings.hf_token,
+        endpoint=settings.hf_endpoint,
+        limits=limits,
+        upload_limit=limit_of(settings.upload_limit, settings.bandwidth_burst),
+        download_limit=limit_of(settings.download_limit, settings.bandwidth_burst),
+    )
 
 
 def build_hub_store(settings: Settings, *, check_repo: bool = True) -> ObjectStore:

@@ -19,6 +19,7 @@ A hand-written bucket rather than a rate-limiting library: the ones on PyPI coun
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from collections.abc import Callable
@@ -49,6 +50,7 @@ class Bandwidth:
         self._tokens = self.burst
         self._stamp = clock()
         self.waited = 0.0  # seconds spent waiting, summed over every caller (status, tests)
+        self.charged = 0  # bytes charged since the start
 
     def take(self, n: int) -> float:
         """Charge ``n`` bytes; sleep while the bucket is in debt. Returns the seconds slept."""
@@ -59,6 +61,7 @@ class Bandwidth:
             self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
             self._stamp = now
             self._tokens -= n
+            self.charged += n
             wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
             self.waited += wait
         if wait > 0:
@@ -69,27 +72,43 @@ class Bandwidth:
         return f"{_human_rate(self.rate)} (bursts of {_human_rate(self.burst, per_second=False)})"
 
 
-class ThrottledReader:
-    """A binary stream whose reads are charged to ``limit`` (None: no limit, reads pass through)."""
+class ThrottledReader(io.BufferedIOBase):
+    """A binary stream whose reads are charged to ``limit``; seeks and sizes pass through (an
+    HTTP library may rewind it to retry, and read its length from the file)."""
 
-    def __init__(self, raw: BinaryIO, limit: Bandwidth | None):
+    def __init__(self, raw: BinaryIO, limit: Bandwidth):
+        super().__init__()
         self._raw = raw
         self._limit = limit
 
-    def read(self, n: int = -1) -> bytes:
-        data = self._raw.read(n)
-        if self._limit is not None and data:
+    def read(self, n: int | None = -1, /) -> bytes:
+        data = self._raw.read(-1 if n is None else n)
+        if data:
             self._limit.take(len(data))
         return data
 
-    def __getattr__(self, name: str):
-        return getattr(self._raw, name)
+    read1 = read
 
-    def __enter__(self):
-        return self
+    def readable(self) -> bool:
+        return True
 
-    def __exit__(self, *exc) -> None:
-        self._raw.close()
+    def seekable(self) -> bool:
+        return self._raw.seekable()
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET, /) -> int:
+        return self._raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+    def close(self) -> None:
+        try:
+            self._raw.close()
+        finally:
+            super().close()
 
 
 def limit_of(rate: int | None, burst: int | None = None) -> Bandwidth | None:
@@ -97,9 +116,9 @@ def limit_of(rate: int | None, burst: int | None = None) -> Bandwidth | None:
     return Bandwidth(rate, burst) if rate else None
 
 
-def throttled(raw, limit: Bandwidth | None):
+def throttled(raw: BinaryIO, limit: Bandwidth | None) -> BinaryIO:
     """``raw`` itself without a limit, else a :class:`ThrottledReader` over it."""
-    return raw if limit is None else ThrottledReader(raw, limit)
+    return raw if limit is None else ThrottledReader(raw, limit)  # type: ignore[return-value]
 
 
 def _human_rate(value: float, *, per_second: bool = True) -> str:

@@ -46,6 +46,7 @@ from huggingface_hub.utils import build_hf_headers, disable_progress_bars
 from urllib3.util.retry import Retry
 
 from gateway import metrics
+from gateway.bandwidth import Bandwidth, ThrottledReader
 from gateway.errors import HubUnreachable, IntegrityError, ObjectMissing, StoreError
 from gateway.meta.records import ObjectState
 from gateway.store.base import OBJECT_ID_RE, ObjectStore, RangeStream, ReadStream, shard_path
@@ -258,9 +259,12 @@ class HubClient:
         endpoint: str | None = None,
         private: bool = True,
         limits: HubLimits | None = None,
+        upload_limit: Bandwidth | None = None,
+        download_limit: Bandwidth | None = None,
     ):
         """``limits``: timeouts and API budget of every request (:mod:`gateway.store.hubhttp`;
-        the defaults when None)."""
+        the defaults when None). ``upload_limit``, ``download_limit``: the bandwidth limits of
+        the bytes sent and received (:mod:`gateway.bandwidth`; None: none)."""
         self.repo_id = repo_id
         self.private = private
         self._token = token
@@ -269,6 +273,8 @@ class HubClient:
         #: the process's Hub HTTP policy: timeouts, request counts, API budget, health
         self.http: HubHttp = install(limits or HubLimits(), self.endpoint)
         self.reader = _Reader(self.http)
+        self.upload_limit = upload_limit
+        self.download_limit = download_limit
         disable_progress_bars()  # a server's log is no terminal
 
     def unreachable(self, exc: BaseException) -> HubUnreachable:
@@ -318,14 +324,33 @@ class HubClient:
         are not sent (``lfs=False``)."""
         if not items:
             return []
-        metrics.inc("hfdav_hub_api_calls_total", kind="preupload")
+        ops = []
         try:
-            ops = []
             for item in items:
                 op = CommitOperationAdd(path_in_repo=item.path, path_or_fileobj=str(item.source))
                 if item.sha256:
                     op.upload_info.sha256 = bytes.fromhex(item.sha256)
                 ops.append(op)
+        except Exception as exc:
+            raise translate(exc, f"uploading {len(items)} objects") from exc
+        if self.upload_limit is None:
+            self._preupload(ops, threads)
+        elif constants.HF_HUB_DISABLE_XET:
+            self._preupload_throttled(ops, threads)
+        else:
+            # hf_xet reads the files itself: each file is charged whole before it is sent, one
+            # at a time, so the average rate is the limit's
+            for op in ops:
+                self.upload_limit.take(op.upload_info.size)
+                self._preupload([op], 1)
+        return [
+            Uploaded(op.path_in_repo, op.upload_info.sha256.hex(), op.upload_info.size, bool(op._is_uploaded))
+            for op in ops
+        ]
+
+    def _preupload(self, ops: list[CommitOperationAdd], threads: int) -> None:
+        metrics.inc("hfdav_hub_api_calls_total", kind="preupload")
+        try:
             self.api.preupload_lfs_files(
                 self.repo_id,
                 additions=ops,
@@ -335,11 +360,21 @@ class HubClient:
                 free_memory=True,
             )
         except Exception as exc:
-            raise translate(exc, f"uploading {len(items)} objects") from exc
-        return [
-            Uploaded(op.path_in_repo, op.upload_info.sha256.hex(), op.upload_info.size, bool(op._is_uploaded))
-            for op in ops
-        ]
+            raise translate(exc, f"uploading {len(ops)} objects") from exc
+
+    def _preupload_throttled(self, ops: list[CommitOperationAdd], threads: int) -> None:
+        """LFS uploads read by the library from streams charged to the upload limit."""
+        assert self.upload_limit is not None
+        streams = []
+        try:
+            for op in ops:
+                stream = ThrottledReader(open(op.path_or_fileobj, "rb"), self.upload_limit)  # noqa: SIM115
+                streams.append(stream)
+                op.path_or_fileobj = stream
+            self._preupload(ops, threads)
+        finally:
+            for stream in streams:
+                stream.close()
 
     def commit(
         self,
@@ -641,6 +676,8 @@ class _RangeStream(ReadStream):
         if self._left is not None:
             want = self._left if want is None else min(want, self._left)
         out = self._piece(want)
+        if out and self._client.download_limit is not None:
+            self._client.download_limit.take(len(out))
         if self._left is not None:
             if not out and want:
                 raise IntegrityError(f"{self._path}: the Hub stream ended {self._left} bytes early")
