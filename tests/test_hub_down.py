@@ -161,9 +161,12 @@ def test_hub_health_reports_failures_and_calls_without_an_answer():
     assert health.problem(30) is None
 
 
+#: The Hub API calls, commits and reads go through hfdav's HTTP policy the same way with either
+#: transport; only the upload differs (hf_xet's own client), so only it runs with both.
 @pytest.mark.parametrize(
-    "call",
-    ["head", "paths_info", "list_files", "commit", "upload", "read"],
+    ("hub_transport", "call"),
+    [("lfs", c) for c in ("head", "paths_info", "list_files", "commit", "upload", "read")] + [("xet", "upload")],
+    indirect=["hub_transport"],
 )
 def test_every_hub_call_ends_with_an_error_when_the_hub_hangs(emulator: HubEmulator, tmp_path: Path, call: str):
     limits = HubLimits(api_timeout=1, commit_timeout=1, transfer_timeout=1)
@@ -197,7 +200,11 @@ def _sha(data: bytes) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fault", ["down", "hang"])
+@pytest.mark.parametrize(
+    ("hub_transport", "fault"),
+    [("lfs", "down"), ("xet", "down"), ("lfs", "hang")],  # a hang differs from "down" only in the HTTP policy
+    indirect=["hub_transport"],
+)
 def test_a_drive_starts_serves_and_catches_up_while_the_hub_is_down(emulator: HubEmulator, tmp_path: Path, fault):
     data_dir = tmp_path / "data"
     env = hub_env(emulator, data_dir, **FAST_TIMEOUTS)
@@ -261,6 +268,7 @@ def test_a_drive_starts_serves_and_catches_up_while_the_hub_is_down(emulator: Hu
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("hub_transport", ["lfs"], indirect=True)  # start-up and health: no upload involved
 @pytest.mark.parametrize("fault", ["hang", "down"])
 def test_a_first_start_against_a_hub_that_never_answers_says_so_and_exits_2(
     emulator: HubEmulator, tmp_path: Path, fault: str
@@ -349,6 +357,7 @@ def test_every_hub_request_is_counted_by_kind(emulator: HubEmulator, tmp_path: P
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("hub_transport", ["lfs"], indirect=True)  # the watch of calls without an answer is the HTTP policy's, the same for both
 def test_a_hub_that_hangs_while_the_gateway_runs_shows_in_the_log_and_healthz(emulator: HubEmulator, tmp_path: Path):
     """The default timeouts: the warning comes from the watch, not from a short timeout."""
     env = hub_env(emulator, tmp_path / "data")
@@ -383,6 +392,7 @@ def test_a_hub_that_hangs_while_the_gateway_runs_shows_in_the_log_and_healthz(em
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("hub_transport", ["lfs"], indirect=True)  # start-up and health: no upload involved
 def test_the_container_boot_gives_up_on_a_hung_hub_at_a_first_start_only(emulator: HubEmulator, tmp_path: Path):
     import boot
     from gateway.config import load_settings
