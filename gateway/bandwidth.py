@@ -23,7 +23,7 @@ import io
 import threading
 import time
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 #: Burst of a limit with none set: one second's worth of traffic, at least one 1 MiB block.
 MIN_BURST = 1 << 20
@@ -76,7 +76,7 @@ class ThrottledReader(io.BufferedIOBase):
     """A binary stream whose reads are charged to ``limit``; seeks and sizes pass through (an
     HTTP library may rewind it to retry, and read its length from the file)."""
 
-    def __init__(self, raw: BinaryIO, limit: Bandwidth):
+    def __init__(self, raw: IO[bytes], limit: Bandwidth):
         super().__init__()
         self._raw = raw
         self._limit = limit

@@ -368,9 +368,11 @@ class HubClient:
         streams = []
         try:
             for op in ops:
-                stream = ThrottledReader(open(op.path_or_fileobj, "rb"), self.upload_limit)  # noqa: SIM115
+                source = op.path_or_fileobj
+                assert isinstance(source, str)  # upload() names every file by its path
+                stream = ThrottledReader(open(source, "rb"), self.upload_limit)  # noqa: SIM115
                 streams.append(stream)
-                op.path_or_fileobj = stream
+                op.path_or_fileobj = stream  # type: ignore[assignment]  # a BufferedIOBase, as the library takes
             self._preupload(ops, threads)
         finally:
             for stream in streams:
