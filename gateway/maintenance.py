@@ -24,7 +24,6 @@ def collect(gateway, *, grace_s: float = ORPHAN_GRACE_S, repack: bool = True, st
     files = gateway.files
     step("purging old trash")
     purged = files.trash.purge() if files.trash is not None else 0
-    step("pruning earlier versions")
     file_versions.prune(gateway.repo, gateway.repo.keep_versions)
     packed = repacked = 0
     if gateway.packer is not None:

@@ -40,3 +40,38 @@ def read_version(files, path: str, number: int) -> bytes:
 def restore_version(files, path: str, number: int):
     """Make version ``number`` current again; the content current until now becomes version 1."""
     return meta_versions.restore(files.repo, normalize(path), number)
+
+
+# -- operations (CLI and admin API: ``GET versions?path=``, ``POST versions/restore?path=&n=``) --
+
+
+def _iso(t: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def versions_list(gateway, path: str) -> dict:
+    return {
+        "path": normalize(path),
+        "keep": gateway.repo.keep_versions,
+        "versions": [
+            {"n": v.number, "size": v.size, "etag": v.etag, "created_at": _iso(v.created_at), "md5": v.checksums.md5}
+            for v in list_versions(gateway.files, path)
+        ],
+    }
+
+
+def versions_restore(gateway, path: str, number: int) -> dict:
+    node = restore_version(gateway.files, path, int(number))
+    return {"path": node.path, "restored": int(number), "size": node.size, "etag": node.etag}
+
+
+def show(action: str, result: dict) -> None:
+    if action == "restore":
+        print(f"restored version {result['restored']} of {result['path']} ({result['size']} bytes)")
+        return
+    if not result["versions"]:
+        print(f"{result['path']}: no earlier versions (HFDAV_VERSIONS={result['keep']})")
+    for v in result["versions"]:
+        print(f"{v['n']:>4}  {v['created_at']}  {v['size']:>12}  {v['etag']}")
