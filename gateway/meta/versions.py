@@ -155,3 +155,50 @@ def prune_one(repo, path: str, keep: int) -> None:
             return
         repo._release_versions(c, _earlier_ids(c, row.id, row.version_id)[keep:], now)
         repo._journal(c, "prune", at=now, path=path, keep=keep)
+
+
+def copy_earlier_versions(source, target) -> int:
+    """Copy every earlier version of ``source`` onto the files of the same paths in ``target``
+    (after a tree copy, which carries current versions only); object rows the target lacks are
+    copied too, and refcounts go up. Returns how many versions were copied."""
+    from sqlalchemy import insert, update
+
+    from gateway.meta.schema import objects
+
+    with source.engine.connect() as c:
+        rows = c.execute(
+            select(nodes.c.path, versions)
+            .select_from(versions.join(nodes, nodes.c.id == versions.c.node_id))
+            .where(versions.c.id != nodes.c.version_id)
+            .order_by(versions.c.id)
+        ).all()
+        if not rows:
+            return 0
+        parts = {
+            r.id: c.execute(select(extents).where(extents.c.version_id == r.id).order_by(extents.c.seq)).all()
+            for r in rows
+        }
+        oids = sorted({e.object_id for es in parts.values() for e in es})
+        obj_rows = {o.id: o for o in c.execute(select(objects).where(objects.c.id.in_(oids))).all()}
+        packs = sorted({o.pack_id for o in obj_rows.values() if o.pack_id} - set(obj_rows))
+        obj_rows.update({o.id: o for o in c.execute(select(objects).where(objects.c.id.in_(packs))).all()})
+    copied = 0
+    with target._write() as c:
+        have = {r[0] for r in c.execute(select(objects.c.id).where(objects.c.id.in_(sorted(obj_rows))))}
+        for oid in sorted(set(obj_rows) - have):
+            o = obj_rows[oid]._mapping
+            c.execute(insert(objects).values(**{**o, "refcount": 0, "orphaned_at": None}))
+        for r in rows:
+            node_id = c.execute(select(nodes.c.id).where(nodes.c.path == r.path)).scalar()
+            if node_id is None:
+                continue
+            vid = c.execute(
+                insert(versions).values(
+                    node_id=node_id, size=r.size, etag=r.etag, created_at=r.created_at, md5=r.md5, sha1=r.sha1
+                )
+            ).inserted_primary_key[0]
+            for e in parts[r.id]:
+                c.execute(insert(extents).values(**{**e._mapping, "version_id": vid}))
+                c.execute(update(objects).where(objects.c.id == e.object_id).values(refcount=objects.c.refcount + 1))
+            copied += 1
+    return copied
