@@ -115,3 +115,16 @@ def test_journal_replay_keeps_the_versions(tmp_path, store, db_url):
     assert fv.read_version(out, "/f.bin", 1) == fv.read_version(files, "/f.bin", 1)
     src.close()
     dst.close()
+
+
+def test_fsck_finds_nothing_wrong_with_kept_versions(files, repo, store):
+    from gateway.fsck import Fsck
+
+    repo.keep_versions = 2
+    _write_all(files)
+    files.write_bytes("/g", b"x")
+    files.delete("/g")
+    files.collect_garbage(grace_s=0)
+    report = Fsck(repo, store, object_hasher=files.object_hasher).run(repair=False, verify=1.0)
+    assert report.findings == []
+    assert report.objects_checked == 3  # current + 2 kept; the pruned and deleted ones are collected
