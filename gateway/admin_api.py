@@ -19,6 +19,7 @@ Maintenance (:mod:`gateway.operations`; the same dicts ``hfdav ... --json`` prin
 * ``GET stats``; ``GET sync`` (Hub backend status); ``GET trash``
 * ``POST fsck?repair=1&verify=SHARE``; ``POST verify?sample=SHARE`` (read back from the repo)
 * ``POST gc?grace=6h&no_repack=1&squash=1``
+* ``GET versions?path=<file>``; ``POST versions/restore?path=<file>&n=<number>``
 * ``POST trash/restore?path=<trash path>&to=<dest>``; ``POST trash/purge?all=1``
 * ``POST backup`` (metadata backup to ``WEBDAV_URL`` now)
 * ``POST rebuild?into=<new data dir>`` (read only: the repo and the live drive are untouched)
@@ -47,6 +48,7 @@ from urllib.parse import parse_qs, quote, unquote
 from wsgidav.lock_man.lock_manager import normalize_lock_root
 
 from gateway import operations as ops
+from gateway import versions as file_versions
 from gateway.dav.auth import ROLE_WRITE, Authenticator, Refusal
 from gateway.errors import ConfigError, HfdavError, NotFound
 from gateway.meta.repo import LockRow, MetadataRepository
@@ -178,6 +180,8 @@ OPERATIONS = {
     ("GET", "trash"): lambda gw, q: ops.trash_list(gw),
     ("POST", "trash/restore"): lambda gw, q: ops.trash_restore(gw, q.get("path", ""), q.get("to")),
     ("POST", "trash/purge"): lambda gw, q: ops.trash_purge(gw, everything=_flag(q, "all")),
+    ("GET", "versions"): lambda gw, q: file_versions.versions_list(gw, q.get("path", "")),
+    ("POST", "versions/restore"): lambda gw, q: file_versions.versions_restore(gw, q.get("path", ""), q.get("n", 1)),
     ("POST", "backup"): lambda gw, q: ops.backup_now(gw.settings),
     ("GET", "sync"): lambda gw, q: ops.sync_status(gw),
     ("POST", "rebuild"): lambda gw, q: ops.rebuild_into(gw, Path(q.get("into") or "")) if q.get("into")

@@ -220,6 +220,7 @@ def build_gateway(settings: Settings, *, refuse_lost_metadata: bool = True) -> G
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     repo = MetadataRepository.open(settings.database_url, journal_enabled=settings.hub_enabled)
+    repo.keep_versions = settings.versions
     try:
         # a data dir that holds a drive starts without the Hub (it may be down): only a new or
         # emptied database needs the repo before it can serve

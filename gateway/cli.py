@@ -106,6 +106,13 @@ def _parser() -> argparse.ArgumentParser:
     trash.add_argument("--all", action="store_true", help="purge: everything, whatever its age")
     trash.add_argument("--json", action="store_true", help="machine-readable output")
 
+    fversions = sub.add_parser("versions", help="list or restore the earlier versions of a file")
+    fversions.add_argument("--data-dir")
+    fversions.add_argument("action", choices=("list", "restore"))
+    fversions.add_argument("path", help="the file, e.g. /docs/report.odt")
+    fversions.add_argument("n", nargs="?", type=int, default=1, help="restore: the version number shown by 'list'")
+    fversions.add_argument("--json", action="store_true", help="machine-readable output")
+
     locks = sub.add_parser("locks", help="list or break WebDAV locks (works while the server runs)")
     locks.add_argument("--data-dir")
     locks.add_argument("--database-url", help="SQLAlchemy URL (HFDAV_DATABASE_URL)")
@@ -278,6 +285,10 @@ def _call(args: argparse.Namespace) -> tuple[str, str, dict]:
         if args.action == "restore":
             return "POST", "trash/restore", {"path": args.path or "", "to": args.to}
         return "POST", "trash/purge", {"all": int(args.all)}
+    if c == "versions":
+        if args.action == "list":
+            return "GET", "versions", {"path": args.path}
+        return "POST", "versions/restore", {"path": args.path, "n": args.n}
     if c == "sync":
         return "GET", "sync", {}
     if c == "backup":
@@ -306,6 +317,12 @@ def _direct(args: argparse.Namespace, gateway) -> dict:
         if args.action == "restore":
             return ops.trash_restore(gateway, args.path or "", args.to)
         return ops.trash_purge(gateway, everything=args.all)
+    if c == "versions":
+        from gateway import versions as fv
+
+        if args.action == "list":
+            return fv.versions_list(gateway, args.path)
+        return fv.versions_restore(gateway, args.path, args.n)
     if c == "sync":
         return ops.sync_status(gateway)
     raise AssertionError(c)
@@ -396,6 +413,10 @@ def _show(args: argparse.Namespace, result: dict) -> int:
         _show_gc(result)
     elif c == "trash":
         _show_trash(args.action, result)
+    elif c == "versions":
+        from gateway import versions as fv
+
+        fv.show(args.action, result)
     elif c == "sync":
         for key, value in sorted(result.items()):
             print(f"{key}: {value}")

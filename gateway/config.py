@@ -73,6 +73,9 @@ Environment variables (command-line flags of ``hfdav serve`` override them):
                             30; async durability)
 ``HFDAV_COMMITS_PER_HOUR``  Hub commit budget (default 90; the Hub allows about 128 per hour)
 ``HFDAV_TRASH_DAYS``        days deleted files stay restorable in ``/.hfdav-trash`` (default 7; 0: off)
+``HFDAV_VERSIONS``          earlier versions kept per file after an overwrite (default 0: off; e.g.
+                            5). Unchanged chunks are shared, so a version costs only what changed;
+                            on the Hub they count against the repo's storage until gc prunes them
 ``HFDAV_QUOTA``             bytes the drive may hold (e.g. ``100GiB``); shown to clients, PUTs
                             beyond it get 507. Default: no quota.
 ``HFDAV_MAX_XML_BODY``      largest XML request body (PROPFIND, PROPPATCH, LOCK) accepted;
@@ -201,6 +204,7 @@ class Settings:
     webdav_password: str | None = field(default=None, repr=False)
     sync_interval: int = 3600
     trash_days: float = 7
+    versions: int = 0
     quota: int | None = None
     max_xml_body: int = 1 * MiB
     max_propfind_infinity: int = 10_000
@@ -571,6 +575,7 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
         webdav_password=text("WEBDAV_PASSWORD"),
         sync_interval=integer("SYNC_INTERVAL", 3600, 10, 7 * 24 * 3600),
         trash_days=integer("HFDAV_TRASH_DAYS", 7, 0, 3650),
+        versions=integer("HFDAV_VERSIONS", 0, 0, 1000),
         quota=size("HFDAV_QUOTA", 0, 0, 1 << 60) or None,
         max_xml_body=size("HFDAV_MAX_XML_BODY", 1 * MiB, 4 * KiB, 16 * MiB),
         max_propfind_infinity=integer("HFDAV_MAX_PROPFIND_INFINITY", 10_000, 0, 10_000_000),

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from gateway.files import ORPHAN_GRACE_S
 from gateway.fsck import Fsck, FsckReport
+from gateway.meta import versions as file_versions
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ def collect(gateway, *, grace_s: float = ORPHAN_GRACE_S, repack: bool = True, st
     files = gateway.files
     step("purging old trash")
     purged = files.trash.purge() if files.trash is not None else 0
+    file_versions.prune(gateway.repo, gateway.repo.keep_versions)
     packed = repacked = 0
     if gateway.packer is not None:
         step("packing small objects")

@@ -153,6 +153,8 @@ class RepositoryBase:
     def __init__(self, engine: Engine, *, journal_enabled: bool = False, clock=time.time):
         self.engine = engine
         self.journal_enabled = journal_enabled
+        #: earlier versions kept per file after an overwrite (HFDAV_VERSIONS; gateway.meta.versions)
+        self.keep_versions = 0
         self._clock = clock
         self._is_sqlite = engine.dialect.name == "sqlite"
         #: ``(when, error)`` of the newest write transaction that failed at the database (not one

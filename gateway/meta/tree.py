@@ -12,6 +12,7 @@ from sqlalchemy import exc as sa_exc
 
 from gateway.errors import AlreadyExists, Conflict, HfdavError, NotFound
 from gateway.meta import db
+from gateway.meta import versions as file_versions
 from gateway.meta.base import (
     NODE_COLS,
     PHYSICAL_EXTENT_COLS,
@@ -324,11 +325,14 @@ class TreeMixin(RepositoryBase):
         mtime: float | None = None,
         checksums: Checksums = NO_CHECKSUMS,
         create_only: bool = False,
+        keep_versions: int | None = None,
     ) -> Node:
         """Make ``parts`` the current content of the file at ``path``, in one transaction.
 
         Creates the file if needed (the parent must exist). The previous version, if any, is
-        released. ``new_objects`` are registered first (existing ids are kept: dedup).
+        released, or kept as an earlier version (``keep_versions``, None: the repository's
+        ``keep_versions``; see :mod:`gateway.meta.versions`). ``new_objects`` are registered
+        first (existing ids are kept: dedup).
         ``mtime``: the modification time the client set (None: now); ``checksums``: digests of
         the content, stored with the version.
         Raises Conflict if ``path`` is a folder, AlreadyExists with ``create_only`` if it exists.
@@ -342,7 +346,15 @@ class TreeMixin(RepositoryBase):
             for attempt in range(3):
                 try:
                     return self._put_version(
-                        path, parts, new_objects, object_state, content_type, mtime, checksums, create_only
+                        path,
+                        parts,
+                        new_objects,
+                        object_state,
+                        content_type,
+                        mtime,
+                        checksums,
+                        create_only,
+                        self.keep_versions if keep_versions is None else keep_versions,
                     )
                 except AlreadyExists:
                     if create_only or attempt == 2:
@@ -357,7 +369,9 @@ class TreeMixin(RepositoryBase):
             raise
 
     @db.retrying
-    def _put_version(self, path, parts, new_objects, object_state, content_type, mtime, checksums, create_only) -> Node:
+    def _put_version(
+        self, path, parts, new_objects, object_state, content_type, mtime, checksums, create_only, keep=0
+    ) -> Node:
         now = self._clock()
         mtime = now if mtime is None else mtime
         with self._write() as c:
@@ -396,7 +410,7 @@ class TreeMixin(RepositoryBase):
             else:
                 c.execute(_SET_VERSION, {"b_id": node_id, "b_vid": vid, "b_mtime": mtime})
             if node is not None and node.version_id is not None:
-                self._release_versions(c, [node.version_id], now)
+                file_versions.keep_or_release(self, c, node_id, node.version_id, keep, now)
             self._journal(
                 c,
                 "put",
@@ -406,6 +420,7 @@ class TreeMixin(RepositoryBase):
                 content_type=content_type,
                 extents=[[p.object_id, p.object_offset, p.length] for p in parts],
                 **_checksum_fields(checksums),
+                **({"keep": keep} if keep else {}),
             )
             # what a read of the row would give, without the read
             return replace(
@@ -443,6 +458,7 @@ class TreeMixin(RepositoryBase):
                 batch = ids[start : start + 500]
                 c.execute(delete(properties).where(properties.c.node_id.in_(batch)))
             self._release_versions(c, vids, now)
+            file_versions.release_all(self, c, ids, now)
             c.execute(delete(nodes).where(self._subtree(path)))
             assert top.parent_id is not None  # not the root
             self._touch(c, top.parent_id, now)

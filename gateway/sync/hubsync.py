@@ -37,6 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gateway.errors import HfdavError, StoreError
+from gateway.meta import versions as file_versions
 from gateway.meta.records import ObjectState
 from gateway.meta.repo import MetadataRepository, NewObject
 from gateway.store.hub import HubClient, HubError, HubStore, object_path
@@ -640,9 +641,11 @@ def copy_metadata(
 ) -> int:
     """Load ``source``'s tree, objects and dead properties into the pristine ``target`` (one
     transaction, with the journal base: a failure leaves ``target`` pristine)."""
-    return target.restore_tree(
+    n = target.restore_tree(
         source.iter_tree(), source.iter_object_records(), source.iter_properties(), journal_base=journal_base
     )
+    file_versions.copy_earlier_versions(source, target)
+    return n
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.1) -> bool:

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from gateway.errors import HfdavError
+from gateway.meta import versions as file_versions
 from gateway.meta.records import ObjectState
 from gateway.meta.repo import Checksums, Extent, MetadataRepository, NewObject
 from gateway.sync.repofmt import Entry, JournalFile, PackRecord, SnapshotReader
@@ -82,6 +83,7 @@ def apply_change(repo: MetadataRepository, change: dict[str, Any]) -> None:
             content_type=change.get("content_type"),
             mtime=change.get("mtime"),
             checksums=Checksums(change.get("md5"), change.get("sha1")),
+            keep_versions=int(change.get("keep") or 0),
         )
     elif op == "mkdir":
         repo.mkdir(change["path"], mtime=change.get("mtime"))
@@ -93,6 +95,8 @@ def apply_change(repo: MetadataRepository, change: dict[str, Any]) -> None:
         repo.copy(change["src"], change["dst"], recursive=bool(change.get("recursive", True)))
     elif op == "mtime":
         repo.set_mtime(change["path"], change["mtime"])
+    elif op == "prune":
+        file_versions.prune_one(repo, change["path"], int(change.get("keep") or 0))
     elif op == "rebuilt":
         pass
     else:
