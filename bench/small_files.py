@@ -11,7 +11,8 @@ repetition (A B C, then C B A, ...).
 What is measured (see bench/README.md for the servers' set-up):
 
 * ``PUT``: files per second of ``--files`` sequential PUTs of 4 KiB (random content) into a new
-  folder over one keep-alive connection; hfdav's PUTs are durable (fsync), the others' are not.
+  folder over one keep-alive connection (``--conns N``: spread over N at once); hfdav's PUTs
+  are durable (fsync), the others' are not.
 * ``GET``: the same files read back, one after the other, over one keep-alive connection.
 * ``PROPFIND``: Depth 1 of a folder of ``--propfind-files`` files, the whole answer read, with an
   empty body (allprop) and with 4 named properties; also the time to the first body byte. The
@@ -35,6 +36,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -105,6 +107,16 @@ def get_many(srv: u.Server, urls: list[str]) -> None:
                 raise u.HttpError(f"GET {url}: short body")
     finally:
         conn.close()
+
+
+def over_connections(fn, srv: u.Server, items: list, conns: int) -> None:
+    """``fn(srv, part)`` for ``conns`` slices of ``items`` at once, each on its own connection."""
+    if conns <= 1:
+        fn(srv, items)
+        return
+    with ThreadPoolExecutor(conns) as pool:
+        for f in [pool.submit(fn, srv, items[i::conns]) for i in range(conns)]:
+            f.result()
 
 
 def propfind_timed(srv: u.Server, url: str, body: bytes, n: int) -> tuple[float, float]:
@@ -180,10 +192,11 @@ class Run:
                 u.mkcol(srv, folder)
                 items = [(f"{folder}f-{i:05d}.bin", os.urandom(SMALL)) for i in range(n)]
                 settle()
-                wall, cpu, _ = self.measure(srv, u.put_many, srv, items)
+                wall, cpu, _ = self.measure(srv, over_connections, u.put_many, srv, items, self.args.conns)
                 self.record("put", srv, n / wall)
                 self.record("put_cpu", srv, cpu * 1000 / n)
-                wall, cpu, _ = self.measure(srv, get_many, srv, [url for url, _ in items])
+                urls = [url for url, _ in items]
+                wall, cpu, _ = self.measure(srv, over_connections, get_many, srv, urls, self.args.conns)
                 self.record("get", srv, n / wall)
                 self.record("get_cpu", srv, cpu * 1000 / n)
                 self.log(f"small rep {rep + 1} {srv.name}: PUT {self.samples[('put', srv.name)][-1]:.0f}/s, "
@@ -215,13 +228,16 @@ class Run:
             self.record("rss_time", srv, total * 1000)
             self.log(f"rss {srv.name}: {sampler.peak / 1e6:.1f} MB, {total:.2f}s")
 
+    def _conns_label(self) -> str:
+        return "one connection" if self.args.conns <= 1 else f"{self.args.conns} connections"
+
     def report(self) -> bool:
         names = [s.name for s in self.servers]
         hf = names[0]
         rows = [
-            ("put", f"PUT {self.args.files:,} x 4 KiB, one connection (files/s)", True),
+            ("put", f"PUT {self.args.files:,} x 4 KiB, {self._conns_label()} (files/s)", True),
             ("put_cpu", "  server CPU per PUT (ms)", False),
-            ("get", f"GET {self.args.files:,} x 4 KiB, one connection (files/s)", True),
+            ("get", f"GET {self.args.files:,} x 4 KiB, {self._conns_label()} (files/s)", True),
             ("get_cpu", "  server CPU per GET (ms)", False),
             ("pf_all", f"PROPFIND D1 {self.args.propfind_files:,} files, allprop (ms)", False),
             ("pf_all_first", "  first byte (ms)", False),
@@ -284,6 +300,7 @@ def parse_args(argv=None):
     p.add_argument("--propfind-files", type=int, default=10_000, help="files of the PROPFIND folder")
     p.add_argument("--rss-files", type=int, default=0, help="files of the folder of the RSS run (0: no RSS run)")
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--conns", type=int, default=1, help="connections the small PUTs and GETs are spread over")
     p.add_argument("--median", action="store_true")
     p.add_argument("--only", default="small,propfind,rss", help="subset of small,propfind,rss")
     p.add_argument("--server", default="cheroot", choices=("cheroot", "gunicorn"))
